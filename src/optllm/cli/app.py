@@ -1,0 +1,31 @@
+"""The typer application object and the helpers every command shares."""
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import typer
+from rich.console import Console
+
+from optllm.io import dumps_json
+
+app = typer.Typer(
+    name="optllm",
+    help=(
+        "Decide which LLM answers each query in a batch so you pay as little as possible "
+        "for the accuracy you need. DATA is a named dataset (see `optllm datasets`) or a "
+        "CSV/JSONL/Parquet file in the long or wide format."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def emit_json(obj: Any) -> None:
+    """Print strict JSON to stdout (no rich markup, no wrapping)."""
+    sys.stdout.write(dumps_json(obj) + "\n")
+    sys.stdout.flush()

@@ -1,0 +1,244 @@
+"""Wide layout readers: one row per query, `<m>` correctness and `<m>_cost` columns
+(the OptLLM/FrugalGPT layout of overruling, AGNEWS, COQA, HEADLINES, SCIQ), and the generic
+long format (`query_id, model, correct, cost`)."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from optllm.data.outcomes import Outcomes
+from optllm.errors import OptLLMError
+
+
+def read_table(path: str | Path, **kw: Any) -> pd.DataFrame:
+    """Read CSV, JSONL/JSON, Parquet (optionally .gz) into a DataFrame with clear errors."""
+    p = Path(path)
+    if not p.exists():
+        raise OptLLMError(f"{p}: file not found")
+    if p.is_dir():
+        raise OptLLMError(f"{p}: is a folder, expected a CSV, JSONL or Parquet file")
+    suffixes = [s.lower() for s in p.suffixes]
+    if suffixes and suffixes[-1] in (".gz", ".bz2", ".xz", ".zst"):
+        suffixes = suffixes[:-1]
+    kind = suffixes[-1] if suffixes else ""
+    try:
+        if kind in (".csv", ".tsv", ".txt", ""):
+            return pd.read_csv(p, sep="\t" if kind == ".tsv" else ",", **kw)
+        if kind in (".jsonl", ".ndjson"):
+            return pd.read_json(p, lines=True, **kw)
+        if kind == ".json":
+            return pd.read_json(p, **kw)
+        if kind in (".parquet", ".pq"):
+            return pd.read_parquet(p, **kw)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError, UnicodeDecodeError, OSError) as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise OptLLMError(f"{p}: cannot read as {kind or 'CSV'}: {msg}") from None
+    raise OptLLMError(f"{p}: unknown file type {kind!r}; use .csv, .jsonl or .parquet")
+
+
+def _numeric(df: pd.DataFrame, col: str, path: Path, kind: str) -> np.ndarray:
+    """A column as float, naming the first row that is not a number."""
+    s = df[col]
+    if s.dtype == bool:
+        return s.to_numpy(dtype=np.float64)
+    if s.dtype == object:
+        low = s.astype(str).str.strip().str.lower()
+        s = s.where(~low.isin(["true", "false"]), low.map({"true": 1.0, "false": 0.0}))
+    v = pd.to_numeric(s, errors="coerce").to_numpy(dtype=np.float64)
+    bad = np.isnan(v) & s.notna().to_numpy()
+    if bad.any():
+        r = int(np.flatnonzero(bad)[0])
+        raise OptLLMError(f"{path}: row {r + 2}, column {col!r}: {kind} {df[col].iloc[r]!r} is not a number")
+    return v
+
+
+def _check_values(v: np.ndarray, path: Path, col: str, kind: str, ids: np.ndarray | None = None) -> None:
+    nan = np.isnan(v)
+    if nan.any():
+        r = int(np.flatnonzero(nan)[0])
+        raise OptLLMError(f"{path}: row {r + 2}, column {col!r}: {kind} is missing (NaN); {int(nan.sum())} such rows")
+    if kind == "cost" and (v < 0).any():
+        r = int(np.flatnonzero(v < 0)[0])
+        raise OptLLMError(f"{path}: row {r + 2}, column {col!r}: negative cost {v[r]}")
+    if kind == "correct" and ((v < 0) | (v > 1)).any():
+        r = int(np.flatnonzero((v < 0) | (v > 1))[0])
+        raise OptLLMError(f"{path}: row {r + 2}, column {col!r}: correct must be in [0, 1], got {v[r]}")
+
+
+def load_wide(
+    path: str | Path,
+    models: list[str] | None = None,
+    cost_pattern: str = "{model}_cost",
+    correct_pattern: str = "{model}",
+    id_column: str | None = None,
+    text_column: str | None = None,
+    name: str | None = None,
+    df: pd.DataFrame | None = None,
+) -> Outcomes:
+    """Read a wide table: for each model a correctness column and a cost column.
+
+    Models are found from `cost_pattern` (every column matching it whose correctness column
+    exists) unless given. Text: `text_column`, else `query`, `prompt`, `content`. Ids:
+    `id_column`, else `query_id`/`id`/`sample_id`, else the row number.
+    """
+    p = Path(path)
+    if df is None:
+        df = read_table(p)
+    if "{model}" not in cost_pattern or "{model}" not in correct_pattern:
+        raise OptLLMError("patterns must contain '{model}'")
+    cols = [str(c) for c in df.columns]
+    if models is None:
+        rx = re.compile("^" + re.escape(cost_pattern).replace(re.escape("{model}"), "(.+)") + "$")
+        models = []
+        for c in cols:
+            mt = rx.match(c)
+            if mt and correct_pattern.format(model=mt.group(1)) in cols:
+                models.append(mt.group(1))
+        if not models:
+            raise OptLLMError(
+                f"{p}: no model columns found: expected pairs of columns like "
+                f"'{correct_pattern.format(model='<m>')}' and '{cost_pattern.format(model='<m>')}'"
+            )
+    n = len(df)
+    correct = np.empty((n, len(models)))
+    cost = np.empty((n, len(models)))
+    for k, mdl in enumerate(models):
+        for arr, pat, kind in ((correct, correct_pattern, "correct"), (cost, cost_pattern, "cost")):
+            col = pat.format(model=mdl)
+            if col not in df.columns:
+                raise OptLLMError(f"{p}: missing column {col!r} for model {mdl!r}")
+            arr[:, k] = _numeric(df, col, p, kind)
+            _check_values(arr[:, k], p, col, kind)
+    ids = _pick_ids(df, p, id_column)
+    text_col = text_column or next((c for c in ("query", "prompt", "content", "text") if c in df.columns), None)
+    if text_column and text_column not in df.columns:
+        raise OptLLMError(f"{p}: text column {text_column!r} not found")
+    texts = None if text_col is None else df[text_col].fillna("").astype(str).to_numpy(dtype=object)
+    return Outcomes(
+        query_ids=ids,
+        models=tuple(models),
+        correct=correct,
+        cost=cost,
+        texts=texts,
+        name=name or p.stem,
+        metadata={"source": str(p), "format": "wide", "text_column": text_col},
+    )
+
+
+def _pick_ids(df: pd.DataFrame, p: Path, id_column: str | None) -> np.ndarray:
+    if id_column:
+        if id_column not in df.columns:
+            raise OptLLMError(f"{p}: id column {id_column!r} not found")
+        ids = df[id_column]
+    else:
+        col = next((c for c in ("query_id", "id", "sample_id") if c in df.columns), None)
+        if col is None:
+            return np.arange(len(df))
+        ids = df[col]
+    dup = ids.duplicated()
+    if dup.any():
+        r = int(np.flatnonzero(dup.to_numpy())[0])
+        raise OptLLMError(f"{p}: row {r + 2}: duplicate query id {ids.iloc[r]!r}")
+    if ids.isna().any():
+        r = int(np.flatnonzero(ids.isna().to_numpy())[0])
+        raise OptLLMError(f"{p}: row {r + 2}: missing query id")
+    return ids.to_numpy()
+
+
+LONG_REQUIRED = ("query_id", "model", "correct", "cost")
+
+
+def load_long(
+    path: str | Path,
+    name: str | None = None,
+    df: pd.DataFrame | None = None,
+    require_cost: bool = True,
+    on_missing: str = "error",
+) -> Outcomes:
+    """Read the long format: one row per (query, model) with `query_id, model, correct, cost`
+    and optional `prompt, prompt_tokens, completion_tokens`.
+
+    Queries that lack some models are reported: `on_missing="error"` (default) stops with
+    the count and an example; `"drop"` drops those queries and records them in metadata.
+    Missing pairs are never silently filled.
+    """
+    p = Path(path)
+    if df is None:
+        df = read_table(p)
+    required = LONG_REQUIRED if require_cost else LONG_REQUIRED[:3]
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        raise OptLLMError(
+            f"{p}: missing column(s) {missing}; the long format needs {list(required)}"
+            f" (found {list(map(str, df.columns))[:10]})"
+        )
+    for col in ("query_id", "model"):
+        if df[col].isna().any():
+            r = int(np.flatnonzero(df[col].isna().to_numpy())[0])
+            raise OptLLMError(f"{p}: row {r + 2}, column {col!r}: missing value")
+    corr = _numeric(df, "correct", p, "correct")
+    _check_values(corr, p, "correct", "correct")
+    df = df.assign(correct=corr)
+    if "cost" in df.columns:
+        cst = _numeric(df, "cost", p, "cost")
+        _check_values(cst, p, "cost", "cost")
+        df = df.assign(cost=cst)
+    elif not require_cost:
+        df = df.assign(cost=0.0)
+    df = df.assign(model=df["model"].astype(str))
+    dup = df.duplicated(["query_id", "model"])
+    if dup.any():
+        r = int(np.flatnonzero(dup.to_numpy())[0])
+        raise OptLLMError(
+            f"{p}: row {r + 2}: query {df['query_id'].iloc[r]!r} has model {df['model'].iloc[r]!r} twice"
+        )
+    models = list(dict.fromkeys(df["model"].tolist()))
+    qids = pd.unique(df["query_id"])
+    qpos = pd.Index(qids).get_indexer(df["query_id"])
+    mpos = pd.Index(models).get_indexer(df["model"])
+    n, m = len(qids), len(models)
+    have = np.zeros((n, m), dtype=bool)
+    have[qpos, mpos] = True
+    meta: dict[str, Any] = {"source": str(p), "format": "long"}
+    keep = have.all(axis=1)
+    if not keep.all():
+        bad = np.flatnonzero(~keep)
+        ex_q = qids[bad[0]]
+        ex_m = [models[k] for k in np.flatnonzero(~have[bad[0]])]
+        msg = f"{len(bad)} of {n} queries lack some models (e.g. query {ex_q!r} has no row for {ex_m})"
+        if on_missing != "drop":
+            raise OptLLMError(f"{p}: {msg}; complete them or load with on_missing='drop'")
+        meta["dropped"] = {"incomplete_queries": int(len(bad)), "reason": msg,
+                           "example_ids": [str(x) for x in qids[bad[:10]]]}
+    def grid(col: str) -> np.ndarray:
+        g = np.full((n, m), np.nan)
+        g[qpos, mpos] = df[col].to_numpy(dtype=np.float64)
+        return g[keep]
+    texts = None
+    if "prompt" in df.columns:
+        t = np.empty(n, dtype=object)
+        t[qpos] = df["prompt"].fillna("").astype(str).to_numpy()
+        texts = t[keep]
+    tokens = {}
+    for col in ("prompt_tokens", "completion_tokens"):
+        if col in df.columns:
+            tokens[col] = grid(col)
+    return Outcomes(
+        query_ids=np.asarray(qids)[keep],
+        models=tuple(models),
+        correct=grid("correct"),
+        cost=grid("cost"),
+        texts=texts,
+        name=name or p.stem,
+        metadata=meta,
+        **tokens,
+    )
+
+
+def looks_long(df: pd.DataFrame) -> bool:
+    """True when the columns are those of the long format."""
+    return {"query_id", "model", "correct"}.issubset(map(str, df.columns))
