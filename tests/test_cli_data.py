@@ -1,0 +1,56 @@
+"""`optllm datasets` / `describe` end to end, and the one-line errors with exit code 2."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from typer.testing import CliRunner
+
+from optllm.cli import app
+
+runner = CliRunner()
+
+
+def test_describe_json_shape() -> None:
+    r = runner.invoke(app, ["describe", "demo", "--json"])
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.stdout)
+    assert d["name"] == "overruling" and d["n_queries"] == 2160 and d["best_model"] == "gpt-4"
+    assert {"name", "accuracy", "total_cost"} <= set(d["models"][0])
+    assert {"accuracy", "total_cost"} <= set(d["oracle"])
+
+
+def test_describe_table() -> None:
+    r = runner.invoke(app, ["describe", "demo"])
+    assert r.exit_code == 0 and "oracle" in r.stdout and "gpt-4" in r.stdout
+
+
+def test_datasets_lists_registry() -> None:
+    r = runner.invoke(app, ["datasets", "--json"])
+    assert r.exit_code == 0
+    names = {d["name"] for d in json.loads(r.stdout)}
+    assert {"overruling", "logparsing", "routerbench", "routellm", "synthetic", "demo"} <= names
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", "from optllm.cli import main; main()", *args],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_bad_input_exit_2_one_line(tmp_path) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text("query_id,model,correct,cost\nq1,a,1,-3\n")
+    for args, needle in [(["describe", "/no/such.csv"], "file not found"),
+                         (["describe", "nosuchset"], "unknown dataset"),
+                         (["describe", str(bad)], "negative cost")]:
+        r = _cli(*args)
+        assert r.returncode == 2, (args, r.stderr)
+        assert needle in r.stderr and "Traceback" not in r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_missing_data_folder_is_clear(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("OPTLLM_DATA_DIR", str(tmp_path / "nothing"))
+    r = _cli("describe", "overruling")
+    assert r.returncode == 2 and "data folder not found" in r.stderr
