@@ -1,24 +1,53 @@
 """Command-line interface: thin typer commands over the Python API.
 
-Every user error is an `OptLLMError`; `main()` prints it as one line on stderr and exits 2.
+Every user error is an `OptLLMError`; each command is wrapped so that it prints as one line
+on stderr and exits with code 2 (also under typer's test runner).
 """
 from __future__ import annotations
 
+import functools
 import sys
+from typing import Any, Callable
+
+import typer
 
 from optllm.cli.app import app, err_console
 from optllm.errors import OptLLMError
 
 # Each module adds its commands to `app` on import.
 from optllm.cli import data_cmds  # noqa: F401,E402
+from optllm.cli import run_cmds  # noqa: F401,E402
+from optllm.cli import bench_cmds  # noqa: F401,E402
+from optllm.cli import predict_cmds  # noqa: F401,E402
+from optllm.cli import plan_cmds  # noqa: F401,E402
+from optllm.cli import compare_cmds  # noqa: F401,E402
+from optllm.cli import front_cmds  # noqa: F401,E402
+
+
+def _one_line_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except OptLLMError as e:
+            err_console.print(f"error: {e}", markup=False, highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+for _cmd in app.registered_commands:
+    if _cmd.callback is not None and not getattr(_cmd.callback, "_one_line", False):
+        _cmd.callback = _one_line_errors(_cmd.callback)
+        _cmd.callback._one_line = True  # type: ignore[attr-defined]
 
 
 def main() -> None:
     """Console-script entry point."""
     try:
-        app(standalone_mode=True)
-    except OptLLMError as e:
-        err_console.print(f"[red]error:[/] {e}", highlight=False, soft_wrap=True)
+        app()
+    except OptLLMError as e:  # raised outside a command (should not happen)
+        err_console.print(f"error: {e}", markup=False, highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         err_console.print("interrupted")

@@ -1,0 +1,113 @@
+"""`optllm run` (the main job) and `optllm demo` (what `make demo` runs)."""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+import typer
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from optllm.cli.app import app, console, emit_json
+from optllm.data import load
+from optllm.evaluate.pipeline import OPTIMIZERS, RunConfig, RunResult, run_pipeline, write_run
+
+
+@contextmanager
+def stages(enabled: bool = True) -> Iterator:
+    """A rich spinner that names the current stage; `say(stage)` advances it."""
+    if not enabled:
+        yield lambda s: None
+        return
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                  console=console, transient=True) as prog:
+        task = prog.add_task("split", total=None)
+        yield lambda s: prog.update(task, description=s)
+
+
+def print_run(res: RunResult) -> None:
+    """A short human summary of a run."""
+    s = res.summary()
+    sel = s["selection"]
+    best = s["best_model"]
+    console.print(f"[bold]{s['dataset']}[/]: {s['n_assigned']:,} queries assigned, {s['n_labelled']} labelled "
+                  f"(labelling cost ${s['labelling_cost']:.4f}, {'included' if s['labelling_cost_included'] else 'not included'} below)")
+    t = Table(title=f"Chosen plan — {sel.get('rule', '')}")
+    t.add_column("")
+    t.add_column("cost $", justify="right")
+    t.add_column("predicted acc", justify="right")
+    t.add_column(f"{sel['confidence']:.0%} interval", justify="right")
+    t.add_column("realised acc", justify="right")
+    if "cost" in sel and sel.get("reachable", True):
+        t.add_row("plan", f"{sel['realised_cost']:.4f}", f"{sel['predicted_accuracy']:.4f}",
+                  f"[{sel['lower']:.4f}, {sel['upper']:.4f}]", f"{sel['realised_accuracy']:.4f}")
+    t.add_row(f"best single ({best['name']})", f"{best['total_cost']:.4f}", "", "", f"{best['accuracy']:.4f}")
+    console.print(t)
+    if sel.get("reachable") is False:
+        console.print(f"[yellow]{sel['message']}[/]")
+    if "budget" in sel:
+        console.print(f"certified optimality gap at this budget (expected accuracy): {sel['certified_gap']:.2e}")
+    if "hindsight" in s:
+        h = s["hindsight"]
+        if h["reached"]:
+            console.print(f"hindsight (the paper's figure, not available to a user): the cheapest front point whose "
+                          f"TRUE accuracy reaches {best['name']}'s costs ${h['cost']:.4f} (saving {h['saving']:.1%})")
+        else:
+            console.print(f"hindsight: no front point reaches {best['name']}'s true accuracy (best {h['true_accuracy']:.4f})")
+    console.print(f"front: {s['front_points']:,} points; time: " +
+                  ", ".join(f"{k} {v:.2f}s" for k, v in s["timings_s"].items()))
+
+
+@app.command()
+def run(
+    data: str = typer.Argument(..., help="Named dataset or a long/wide file with ground truth."),
+    train_frac: float = typer.Option(0.01, help="Labelled training sample: fraction (<1) or count."),
+    val_frac: float = typer.Option(0.01, help="Labelled validation sample: fraction (<1) or count."),
+    seed: int = typer.Option(0, help="Seed of the split and of every random choice."),
+    predictor: str = typer.Option("default", help="Predictor name (see `optllm predict-eval --help`)."),
+    optimizer: str = typer.Option("exact", help=f"One of: {', '.join(OPTIMIZERS)}."),
+    alpha: float = typer.Option(0.0, help="Robust prediction p̄ + α·σ given to the optimiser (the paper: 1)."),
+    budget: float = typer.Option(None, help="Spend at most this many USD on the assigned queries."),
+    target_accuracy: float = typer.Option(None, help="Reach this true accuracy (0-1) with --confidence."),
+    confidence: float = typer.Option(0.9, help="Confidence that the realised accuracy reaches the target."),
+    bootstrap: int = typer.Option(30, help="Predictor refits on resampled labels for the confidence bounds."),
+    count_labelling_cost: bool = typer.Option(False, help="Add the cost of labelling the sample to the totals."),
+    out: str = typer.Option(None, help="Write front.csv, plan.csv, summary.json, front.png here."),
+    json_out: bool = typer.Option(False, "--json", help="Print summary.json to stdout."),
+) -> None:
+    """Split DATA, fit the predictor on the labelled sample, build the front, pick the plan for
+    the budget or target (or the knee), and evaluate every point on the true labels."""
+    cfg = RunConfig(train_frac=train_frac, val_frac=val_frac, seed=seed, predictor=predictor,
+                    optimizer=optimizer, alpha=alpha, budget=budget, target_accuracy=target_accuracy,
+                    confidence=confidence, bootstrap=bootstrap, count_labelling_cost=count_labelling_cost)
+    cfg.validate()
+    outcomes = load(data)
+    with stages(not json_out) as say:
+        res = run_pipeline(outcomes, cfg, progress=say)
+        if out:
+            say("write outputs")
+            paths = write_run(res, out)
+    if json_out:
+        emit_json(res.summary())
+        return
+    print_run(res)
+    if out:
+        console.print("wrote " + ", ".join(paths.values()))
+
+
+@app.command()
+def demo(out: str = typer.Option("demo-out", help="Where to write the demo's plan and plots.")) -> None:
+    """What `make demo` runs: describe the bundled OVERRULING data, then plan it for a budget of
+    a quarter of gpt-4's cost with 1% labels, and show what that plan really achieves."""
+    from optllm.cli.data_cmds import print_summary
+
+    outcomes = load("demo")
+    print_summary(outcomes.summary())
+    budget = float(outcomes.model_total_cost()[outcomes.best_model()]) * 0.98 / 4
+    console.rule(f"optllm run demo --budget {budget:.2f} --out {out}")
+    cfg = RunConfig(budget=budget)
+    with stages() as say:
+        res = run_pipeline(outcomes, cfg, progress=say)
+        paths = write_run(res, out)
+    print_run(res)
+    console.print("wrote " + ", ".join(paths.values()))

@@ -1,0 +1,507 @@
+"""Send each planned prompt to its model through the official `openai` client (any
+OpenAI-compatible server), with bounded concurrency, per-model rate limits, retries, optional
+fallback along the query's hull, a hard spend cap, a durable ledger and resume.
+
+Guarantees:
+- Nothing is sent before the catalogue is valid, every model used is in it and every API-key
+  variable is set (one `OptLLMError` naming what is missing).
+- A query with an answer in `answers.jsonl` is never sent again; answers are fsynced as they
+  arrive, so a crash or Ctrl-C loses at most the calls in flight.
+- Spend (this and earlier runs together, counted conservatively; see `ledger`) plus the
+  reservations of calls in flight never exceeds `max_spend`. A call's reservation is its
+  upper-bound cost: prompt tokens counted (× 1 + margin for approximate tokenizers) × input
+  price + max_output_tokens × output price + per-request price. `max_output_tokens` is sent as
+  `max_tokens` (or `max_completion_tokens`), so the server bounds the completion. This holds
+  as long as the server bills no more prompt tokens than reserved; a call that costs more than
+  its reservation is counted (`overruns`) and that model's later reservations grow by the
+  observed ratio.
+- 429, 408, 409, 5xx, timeouts and dropped connections are retried with exponential backoff
+  and jitter (Retry-After honoured); 401/403/404 disable the model for the rest of the run.
+"""
+from __future__ import annotations
+
+import asyncio
+import itertools
+import math
+import os
+import random
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+from optllm.cost import Catalogue, ModelSpec, prompt_tokens
+from optllm.dispatch.ledger import DurableLog, ResumeState, ledger_path
+from optllm.dispatch.limits import RateLimiter, SpendGuard, backoff_delay
+from optllm.errors import OptLLMError
+
+
+@dataclass(frozen=True)
+class DispatchItem:
+    """One query to send: its id, prompt, planned model and the models to fall back to."""
+
+    id: str
+    prompt: str
+    model: str
+    fallbacks: tuple[str, ...] = ()
+
+
+@dataclass
+class DispatchReport:
+    """What a run did (and the state of the whole plan after it)."""
+
+    planned: int = 0
+    already_answered: int = 0
+    answered: int = 0
+    failed: dict[str, str] = field(default_factory=dict)
+    not_sent: int = 0
+    stopped: str = ""
+    spent_before: float = 0.0
+    spent_total: float = 0.0
+    spent_uncertain: float = 0.0
+    max_spend: float | None = None
+    calls: int = 0
+    retries: int = 0
+    fallbacks_used: int = 0
+    overruns: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+    elapsed_s: float = 0.0
+    answers_path: str = ""
+    ledger_path: str = ""
+
+    @property
+    def spent_this_run(self) -> float:
+        return self.spent_total - self.spent_before
+
+    @property
+    def remaining(self) -> int:
+        """Queries of the plan still without an answer."""
+        return self.planned - self.already_answered - self.answered
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "planned": self.planned, "already_answered": self.already_answered, "answered": self.answered,
+            "failed": len(self.failed), "failed_examples": dict(itertools.islice(self.failed.items(), 10)),
+            "not_sent": self.not_sent, "remaining": self.remaining, "stopped": self.stopped or None,
+            "spent_before": self.spent_before, "spent_this_run": self.spent_this_run,
+            "spent_total": self.spent_total, "spent_uncertain": self.spent_uncertain,
+            "max_spend": self.max_spend, "calls": self.calls, "retries": self.retries,
+            "fallbacks_used": self.fallbacks_used, "overruns": self.overruns, "errors": self.errors,
+            "elapsed_s": self.elapsed_s, "answers": self.answers_path, "ledger": self.ledger_path,
+        }
+
+
+@dataclass(frozen=True)
+class CallError:
+    kind: str
+    retryable: bool
+    maybe_charged: bool
+    retry_after: float | None = None
+    disables_model: bool = False
+    message: str = ""
+
+
+def _not_sent(exc: BaseException) -> bool:
+    """True when the connection failed before the request could reach the server."""
+    seen = 0
+    e: BaseException | None = exc
+    while e is not None and seen < 8:
+        name = type(e).__name__
+        if name in ("ConnectError", "ConnectTimeout", "PoolTimeout") or isinstance(e, ConnectionRefusedError):
+            return True
+        e = e.__cause__ or e.__context__
+        seen += 1
+    return False
+
+
+def _retry_after(exc: Any) -> float | None:
+    resp = getattr(exc, "response", None)
+    headers = getattr(resp, "headers", None)
+    if headers is None:
+        return None
+    for key, scale in (("retry-after-ms", 1e-3), ("retry-after", 1.0)):
+        v = headers.get(key)
+        if v is not None:
+            try:
+                return max(0.0, float(v) * scale)
+            except ValueError:
+                continue
+    return None
+
+
+def classify(exc: BaseException) -> CallError:
+    """How to treat a failed call: retry?, may it have been billed?, disable the model?"""
+    import openai
+
+    msg = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+    if isinstance(exc, openai.APITimeoutError):
+        return CallError("timeout", True, True, message=msg)
+    if isinstance(exc, openai.APIConnectionError):
+        return CallError("connection", True, not _not_sent(exc), message=msg)
+    if isinstance(exc, openai.APIStatusError):
+        s = int(exc.status_code)
+        if s in (408, 409, 429) or s >= 500:
+            return CallError(str(s), True, False, _retry_after(exc), message=msg)
+        return CallError(str(s), False, False, disables_model=s in (401, 403, 404), message=msg)
+    if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
+        return CallError("timeout", True, True, message=msg)
+    # a response we could not use (malformed JSON, no choices): it may have been billed
+    return CallError("invalid_response", True, True, message=f"{type(exc).__name__}: {msg}")
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def check_ready(items: Sequence[DispatchItem], catalogue: Catalogue, fallback: bool,
+                environ: Mapping[str, str] | None = None) -> tuple[Catalogue, dict[str, str]]:
+    """Everything that must hold before the first call: models known, keys set."""
+    used: list[str] = []
+    for it in items:
+        for name in (it.model, *(it.fallbacks if fallback else ())):
+            if name not in used:
+                used.append(name)
+    cat = catalogue.select(used, what="the plan")
+    keys = cat.check_keys(environ)
+    return cat, keys
+
+
+class _Progress:
+    """Rich progress bar (answers, failures, spend, ETA), or nothing."""
+
+    def __init__(self, total: int, done: int, cap: float | None, show: bool, console: Any = None) -> None:
+        self.bar = None
+        self.cap = cap
+        if not show:
+            return
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                                   TimeRemainingColumn)
+
+        self.bar = Progress(
+            TextColumn("[bold]dispatch"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("answers {task.fields[ok]} · failed {task.fields[failed]} · ${task.fields[spent]}"),
+            TextColumn("eta"), TimeRemainingColumn(), TimeElapsedColumn(), console=console, transient=False,
+        )
+        self.task = self.bar.add_task("dispatch", total=total, completed=done, ok=0, failed=0, spent=self._spent(0.0))
+        self.bar.start()
+
+    def _spent(self, spent: float) -> str:
+        return f"{spent:.4f}" + (f" of {self.cap:.4f}" if self.cap is not None else "")
+
+    def update(self, ok: int, failed: int, spent: float, advance: int = 1) -> None:
+        if self.bar is not None:
+            self.bar.update(self.task, advance=advance, ok=ok, failed=failed, spent=self._spent(spent))
+
+    def stop(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+class Dispatcher:
+    """One run over a list of items (see `dispatch`)."""
+
+    def __init__(
+        self,
+        items: Sequence[DispatchItem],
+        catalogue: Catalogue,
+        out: str | os.PathLike[str],
+        *,
+        keys: Mapping[str, str],
+        concurrency: int = 16,
+        max_spend: float | None = None,
+        fallback: bool = False,
+        max_attempts: int = 4,
+        backoff_base: float = 0.5,
+        backoff_cap: float = 30.0,
+        seed: int = 0,
+        progress: bool = False,
+        console: Any = None,
+        client_factory: Callable[[ModelSpec, str], Any] | None = None,
+        on_answer: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
+        if concurrency < 1:
+            raise OptLLMError(f"--concurrency must be at least 1, got {concurrency}")
+        if max_spend is not None and not (max_spend >= 0 and math.isfinite(max_spend)):
+            raise OptLLMError(f"--max-spend must be a non-negative amount in USD, got {max_spend}")
+        if max_attempts < 1:
+            raise OptLLMError(f"max_attempts must be at least 1, got {max_attempts}")
+        self.items = list(items)
+        self.cat = catalogue
+        self.out = Path(out)
+        self.ledger_file = ledger_path(self.out)
+        self.keys = dict(keys)
+        self.concurrency = concurrency
+        self.max_spend = max_spend
+        self.fallback = fallback
+        self.max_attempts = max_attempts
+        self.backoff_base = backoff_base
+        self.backoff_cap = backoff_cap
+        self.rng = random.Random(seed)
+        self.show_progress = progress
+        self.console = console
+        self.client_factory = client_factory or self._default_client
+        self.on_answer = on_answer
+        self.report = DispatchReport(max_spend=max_spend, answers_path=str(self.out),
+                                     ledger_path=str(self.ledger_file))
+        self.run_id = uuid.uuid4().hex[:8]
+        self._seq = itertools.count(1)
+        self._disabled: dict[str, str] = {}
+        self._scale: dict[str, float] = {m.name: 1.0 for m in catalogue.models}
+        self._clients: dict[tuple[str, str], Any] = {}
+
+    # ------------------------------------------------------------------ clients
+    @staticmethod
+    def _default_client(spec: ModelSpec, key: str) -> Any:
+        from openai import AsyncOpenAI
+
+        return AsyncOpenAI(api_key=key, base_url=spec.base_url, max_retries=0, timeout=spec.timeout_s)
+
+    def _client(self, spec: ModelSpec) -> Any:
+        k = (spec.base_url, spec.api_key_env or "")
+        if k not in self._clients:
+            self._clients[k] = self.client_factory(spec, self.keys[spec.name])
+        return self._clients[k]
+
+    async def _close_clients(self) -> None:
+        for c in self._clients.values():
+            close = getattr(c, "close", None)
+            if close is not None:
+                try:
+                    await close()
+                except Exception:  # noqa: BLE001 - closing must not mask the run's outcome
+                    pass
+
+    # ------------------------------------------------------------------ run
+    async def run(self) -> DispatchReport:
+        t0 = time.monotonic()
+        rep = self.report
+        state = ResumeState.read(self.out, self.ledger_file, repair=True)
+        plan_ids = {it.id for it in self.items}
+        rep.planned = len(self.items)
+        rep.already_answered = sum(1 for q in state.answered if q in plan_ids)
+        rep.spent_before = state.spent
+        rep.spent_uncertain = state.spent_uncertain
+        todo = [it for it in self.items if it.id not in state.answered]
+        self.guard = SpendGuard(self.max_spend, spent=state.spent)
+        self.limiters = {m.name: RateLimiter(m.rpm, m.tpm) for m in self.cat.models}
+        # prompt tokens of each item under each model it may use
+        self.ptok: dict[tuple[str, str], float] = {}
+        if todo:
+            counts = prompt_tokens([it.prompt for it in todo], self.cat)
+            col = {name: k for k, name in enumerate(self.cat.names)}
+            for i, it in enumerate(todo):
+                for name in (it.model, *(it.fallbacks if self.fallback else ())):
+                    self.ptok[(it.id, name)] = float(counts[i, col[name]])
+        self.answers = DurableLog(self.out).open()
+        self.ledger = DurableLog(self.ledger_file).open()
+        self.ledger.write_now({"event": "run_start", "run": self.run_id, "time": _now(), "planned": rep.planned,
+                               "to_send": len(todo), "max_spend": self.max_spend, "spent_before": state.spent,
+                               "fallback": self.fallback, "concurrency": self.concurrency})
+        self.bar = _Progress(rep.planned, rep.already_answered, self.max_spend, self.show_progress, self.console)
+        queue: asyncio.Queue[DispatchItem] = asyncio.Queue()
+        for it in todo:
+            queue.put_nowait(it)
+        workers = [asyncio.create_task(self._worker(queue)) for _ in range(min(self.concurrency, max(1, len(todo))))]
+        try:
+            await asyncio.gather(*workers)
+        finally:
+            for w in workers:
+                w.cancel()
+            self.bar.stop()
+            await self._close_clients()
+            rep.not_sent = queue.qsize() + rep.not_sent
+            rep.stopped = self.guard.stop_reason if self.guard.stopped else ""
+            rep.spent_total = self.guard.spent + self.guard.reserved  # reserved > 0 only if interrupted
+            rep.overruns = self.guard.overruns
+            rep.elapsed_s = time.monotonic() - t0
+            try:
+                for log in (self.answers, self.ledger):
+                    try:
+                        await asyncio.shield(log.flush())
+                    except BaseException:  # noqa: BLE001 - still close the files
+                        pass
+                if rep.stopped:
+                    self.ledger.write_now({"event": "stopped", "run": self.run_id, "time": _now(),
+                                           "reason": rep.stopped, "not_sent": rep.not_sent})
+                self.ledger.write_now({"event": "run_end", "run": self.run_id, "time": _now(),
+                                       "answered": rep.answered, "failed": len(rep.failed),
+                                       "not_sent": rep.not_sent, "spent_total": rep.spent_total})
+            finally:
+                self.answers.close()
+                self.ledger.close()
+        return rep
+
+    async def _worker(self, queue: asyncio.Queue[DispatchItem]) -> None:
+        while True:
+            try:
+                it = queue.get_nowait()
+            except asyncio.QueueEmpty:
+                return
+            outcome = await self._process(it)
+            if outcome == "stopped":
+                self.report.not_sent += 1
+                return
+
+    async def _process(self, it: DispatchItem) -> str:
+        rep = self.report
+        chain = [it.model, *(m for m in it.fallbacks if m != it.model)] if self.fallback else [it.model]
+        reasons: list[str] = []
+        for pos, name in enumerate(chain):
+            if name in self._disabled:
+                reasons.append(f"{name}: disabled ({self._disabled[name]})")
+                continue
+            if pos > 0:
+                rep.fallbacks_used += 1
+            result = await self._try_model(it, self.cat[name], fallback_from=it.model if pos else None)
+            if result is None:
+                return "answered"
+            if result == "stopped":
+                return "stopped"
+            reasons.append(f"{name}: {result}")
+        reason = "; ".join(reasons)
+        rep.failed[it.id] = reason
+        await self.ledger.append({"event": "failed", "run": self.run_id, "id": it.id, "reason": reason,
+                                  "time": _now()})
+        self.bar.update(rep.answered, len(rep.failed), self.guard.spent)
+        return "failed"
+
+    async def _try_model(self, it: DispatchItem, spec: ModelSpec, fallback_from: str | None) -> str | None:
+        """None when answered; "stopped" when the spend cap stops sending; else why it failed."""
+        rep = self.report
+        pt = self.ptok[(it.id, spec.name)]
+        last = ""
+        for attempt in range(1, self.max_attempts + 1):
+            if spec.name in self._disabled:
+                return f"disabled ({self._disabled[spec.name]})"
+            amount = spec.reservation(pt * self._scale[spec.name])
+            if not await self.guard.reserve(amount):
+                return "stopped"
+            call = f"{self.run_id}-{next(self._seq)}"
+            settled = logged = False
+            try:
+                await self.limiters[spec.name].acquire(tokens=pt + spec.max_output_tokens)
+                await self.ledger.append({"event": "reserve", "call": call, "id": it.id, "model": spec.name,
+                                          "amount": amount, "attempt": attempt, "time": _now()})
+                logged = True
+                rep.calls += 1
+                if attempt > 1:
+                    rep.retries += 1
+                t0 = time.monotonic()
+                try:
+                    resp = await self._send(spec, it.prompt)
+                    parsed = self._parse(resp)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - classified below
+                    err = classify(exc)
+                    charged = amount if err.maybe_charged else 0.0
+                    rep.spent_uncertain += charged
+                    rep.errors[err.kind] = rep.errors.get(err.kind, 0) + 1
+                    await self.ledger.append({"event": "error", "call": call, "id": it.id, "model": spec.name,
+                                              "kind": err.kind, "retryable": err.retryable, "charged": charged,
+                                              "message": err.message, "time": _now()})
+                    await self.guard.settle(amount, charged)
+                    settled = True
+                    last = f"{err.kind} after {attempt} attempt(s): {err.message}"
+                    if err.disables_model:
+                        self._disabled[spec.name] = f"HTTP {err.kind}"
+                    if not err.retryable:
+                        return last
+                    if err.kind == "429" and err.retry_after:
+                        self.limiters[spec.name].pause(min(err.retry_after, self.backoff_cap))
+                    if attempt < self.max_attempts:
+                        await asyncio.sleep(backoff_delay(attempt, self.backoff_base, self.backoff_cap, self.rng,
+                                                          err.retry_after))
+                    continue
+                answer, usage_p, usage_c, finish = parsed
+                if usage_p is None or usage_c is None:
+                    cost, usage_note = amount, "usage missing: charged the reservation"
+                    rep.spent_uncertain += amount
+                else:
+                    cost, usage_note = float(spec.call_cost(usage_p, usage_c)), None
+                    if usage_p > pt * self._scale[spec.name] * (1 + spec.margin) and pt > 0:
+                        # the server counts more prompt tokens than reserved: grow later reservations
+                        self._scale[spec.name] = max(self._scale[spec.name], usage_p / pt * 1.05)
+                rec = {"id": it.id, "model": spec.name, "answer": answer, "prompt_tokens": usage_p,
+                       "completion_tokens": usage_c, "cost": cost, "finish_reason": finish,
+                       "latency_s": round(time.monotonic() - t0, 4), "attempt": attempt,
+                       "planned_model": it.model, "fallback": fallback_from is not None, "call": call,
+                       "time": _now()}
+                if usage_note:
+                    rec["note"] = usage_note
+                await self.answers.append(rec)
+                await self.ledger.append({"event": "answer", "call": call, "id": it.id, "model": spec.name,
+                                          "cost": cost, "time": rec["time"]})
+                await self.guard.settle(amount, cost)
+                settled = True
+                rep.answered += 1
+                self.bar.update(rep.answered, len(rep.failed), self.guard.spent)
+                if self.on_answer is not None:
+                    self.on_answer(rec)
+                return None
+            finally:
+                if not settled:
+                    # cancelled (Ctrl-C): a call that may have been sent stays counted as spent
+                    # (as the ledger's unresolved reservation will be on resume)
+                    self.guard.reserved -= amount
+                    self.guard.in_flight -= 1
+                    if logged:
+                        self.guard.spent += amount
+                        rep.spent_uncertain += amount
+        return last or "failed"
+
+    async def _send(self, spec: ModelSpec, prompt: str) -> Any:
+        kwargs: dict[str, Any] = dict(spec.params)
+        kwargs[spec.max_tokens_param] = spec.max_output_tokens
+        if spec.temperature is not None and "temperature" not in kwargs:
+            kwargs["temperature"] = spec.temperature
+        client = self._client(spec)
+        return await client.chat.completions.create(
+            model=spec.model_id, messages=[{"role": "user", "content": prompt}], **kwargs
+        )
+
+    @staticmethod
+    def _parse(resp: Any) -> tuple[str, int | None, int | None, str | None]:
+        choices = getattr(resp, "choices", None)
+        if not choices:
+            raise ValueError("response has no choices")
+        msg = choices[0].message
+        text = getattr(msg, "content", None) or ""
+        usage = getattr(resp, "usage", None)
+        p = getattr(usage, "prompt_tokens", None) if usage is not None else None
+        c = getattr(usage, "completion_tokens", None) if usage is not None else None
+        return text, (None if p is None else int(p)), (None if c is None else int(c)), choices[0].finish_reason
+
+
+def dispatch(
+    items: Sequence[DispatchItem],
+    catalogue: Catalogue,
+    out: str | os.PathLike[str],
+    *,
+    concurrency: int = 16,
+    max_spend: float | None = None,
+    fallback: bool = False,
+    environ: Mapping[str, str] | None = None,
+    **kw: Any,
+) -> DispatchReport:
+    """Send `items` (resuming from `out`), returning what happened. Checks the catalogue and
+    the API keys before anything is sent. Other options: see `Dispatcher`."""
+    cat, keys = check_ready(items, catalogue, fallback, environ)
+    seen: set[str] = set()
+    for it in items:
+        if it.id in seen:
+            raise OptLLMError(f"the plan lists query {it.id!r} twice")
+        seen.add(it.id)
+    d = Dispatcher(items, cat, out, keys=keys, concurrency=concurrency, max_spend=max_spend,
+                   fallback=fallback, **kw)
+    return asyncio.run(d.run())
+
+
+async def dispatch_async(items: Sequence[DispatchItem], catalogue: Catalogue, out: str | os.PathLike[str], *,
+                         fallback: bool = False, environ: Mapping[str, str] | None = None,
+                         **kw: Any) -> DispatchReport:
+    """`dispatch` inside a running event loop."""
+    cat, keys = check_ready(items, catalogue, fallback, environ)
+    return await Dispatcher(items, cat, out, keys=keys, fallback=fallback, **kw).run()

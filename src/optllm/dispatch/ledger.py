@@ -1,0 +1,184 @@
+"""Durable, append-only records: `answers.jsonl` (one line per answered query) and its
+ledger (every reservation, answer, error and stop), and the resume state read back from them.
+
+Every line is written whole, flushed and fsynced before the code that depends on it goes on
+(a reservation is durable before its request is sent; an answer is durable before its
+reservation is released). Concurrent writers share one fsync per batch (group commit).
+
+Spend read back from the files (`ResumeState.spent`) is conservative: answers count at their
+real cost, errors at what they may have cost (0 for a refused request such as 429/5xx, the
+whole reservation when the request may have been processed: timeouts, dropped connections,
+responses without usage), and a reservation with no recorded outcome (the process died while
+the request was in flight) at its full amount.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from optllm.errors import OptLLMError
+
+
+def ledger_path(answers: str | os.PathLike[str]) -> Path:
+    """The ledger beside an answers file: `answers.jsonl` -> `answers.ledger.jsonl`."""
+    p = Path(answers)
+    stem = p.name[: -len(".jsonl")] if p.name.endswith(".jsonl") else p.name
+    return p.with_name(f"{stem}.ledger.jsonl")
+
+
+def read_jsonl(path: Path, repair: bool = False) -> list[dict[str, Any]]:
+    """Records of a JSONL file written by this module. A last line cut short by a crash is
+    ignored (and cut off the file when `repair`); a bad line elsewhere is an error."""
+    if not path.exists():
+        return []
+    data = path.read_bytes()
+    lines = data.split(b"\n")
+    out: list[dict[str, Any]] = []
+    good_end = 0
+    pos = 0
+    for i, raw in enumerate(lines):
+        last = i == len(lines) - 1
+        end = pos + len(raw) + (0 if last else 1)
+        if raw.strip():
+            try:
+                rec = json.loads(raw)
+                if not isinstance(rec, dict):
+                    raise ValueError("not an object")
+            except ValueError:
+                # a partial final record (no newline after it, or only blank lines follow)
+                if last or all(not x.strip() for x in lines[i + 1:]):
+                    break
+                raise OptLLMError(f"{path}: line {i + 1} is not a JSON object; the file was edited or corrupted") from None
+            if last:  # complete JSON but no newline: keep it, but terminate the line on repair
+                out.append(rec)
+                good_end = -1
+                break
+            out.append(rec)
+        good_end = end
+        pos = end
+    if repair:
+        if good_end == -1:
+            with open(path, "ab") as fh:
+                fh.write(b"\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+        elif good_end < len(data):
+            with open(path, "r+b") as fh:
+                fh.truncate(good_end)
+                fh.flush()
+                os.fsync(fh.fileno())
+    return out
+
+
+class DurableLog:
+    """An append-only JSONL file; `await append(rec)` returns once the line is on disk.
+
+    Lines queued while a write is in progress are written and fsynced together."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fh: Any = None
+        self._pending: list[tuple[str, asyncio.Future[None]]] = []
+        self._writer: asyncio.Task[None] | None = None
+
+    def open(self) -> "DurableLog":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fh = open(self.path, "a", encoding="utf-8")
+        return self
+
+    def write_now(self, rec: dict[str, Any]) -> None:
+        """Synchronous append + fsync (for records outside the event loop)."""
+        self._fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+
+    async def append(self, rec: dict[str, Any]) -> None:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((json.dumps(rec, ensure_ascii=False) + "\n", fut))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._drain())
+        await asyncio.shield(fut)
+
+    def _write_batch(self, lines: list[str]) -> None:
+        self._fh.write("".join(lines))
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+
+    async def _drain(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending, []
+            try:
+                await asyncio.to_thread(self._write_batch, [line for line, _ in batch])
+            except BaseException as e:  # noqa: BLE001 - hand the failure to every waiter
+                for _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(e if isinstance(e, Exception) else OSError(str(e)))
+                raise
+            for _, fut in batch:
+                if not fut.done():
+                    fut.set_result(None)
+
+    async def flush(self) -> None:
+        while self._writer is not None and not self._writer.done():
+            await asyncio.shield(self._writer)
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+
+@dataclass
+class ResumeState:
+    """What earlier runs left: answered ids, money spent (conservative), calls made."""
+
+    answered: dict[str, dict[str, Any]] = field(default_factory=dict)
+    spent: float = 0.0
+    spent_known: float = 0.0
+    spent_uncertain: float = 0.0
+    unresolved_calls: int = 0
+    runs: int = 0
+    calls: int = 0
+
+    @classmethod
+    def read(cls, answers: Path, ledger: Path, repair: bool = True) -> "ResumeState":
+        st = cls()
+        cost_by_call: dict[str, float] = {}
+        for rec in read_jsonl(answers, repair=repair):
+            qid = str(rec.get("id"))
+            if qid not in st.answered:
+                st.answered[qid] = rec
+            call = rec.get("call")
+            if call is not None:
+                cost_by_call[str(call)] = float(rec.get("cost") or 0.0)
+        reserved: dict[str, float] = {}
+        resolved: dict[str, float] = {}
+        for rec in read_jsonl(ledger, repair=repair):
+            ev = rec.get("event")
+            if ev == "reserve":
+                reserved[str(rec["call"])] = float(rec["amount"])
+            elif ev == "answer":
+                resolved[str(rec["call"])] = float(rec.get("cost") or 0.0)
+            elif ev == "error":
+                resolved[str(rec["call"])] = float(rec.get("charged") or 0.0)
+            elif ev == "run_start":
+                st.runs += 1
+        known = uncertain = 0.0
+        for call, amount in reserved.items():
+            if call in cost_by_call:
+                known += cost_by_call[call]
+            elif call in resolved:
+                known += resolved[call]
+            else:
+                uncertain += amount
+                st.unresolved_calls += 1
+        # answers whose reservation is missing from the ledger (ledger deleted): count them
+        known += sum(c for call, c in cost_by_call.items() if call not in reserved)
+        st.calls = len(reserved)
+        st.spent_known, st.spent_uncertain = known, uncertain
+        st.spent = known + uncertain
+        return st

@@ -1,0 +1,125 @@
+"""Throttles: the hard spend guard, per-model rate limits, and retry backoff."""
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+import time
+
+
+class SpendGuard:
+    """Never let spent + reserved exceed `cap`.
+
+    Each call reserves its upper-bound cost before it is sent and settles it with what it
+    really cost afterwards. A reservation that does not fit waits while other calls are in
+    flight (their settlements may free room); when nothing is in flight and it still does
+    not fit, the guard stops for good and every later reservation is refused.
+    """
+
+    def __init__(self, cap: float | None, spent: float = 0.0) -> None:
+        self.cap = cap
+        self.spent = float(spent)
+        self.reserved = 0.0
+        self.in_flight = 0
+        self.stopped = False
+        self.stop_reason = ""
+        self.overruns = 0  # calls that cost more than their reservation
+        self._cond = asyncio.Condition()
+
+    @property
+    def remaining(self) -> float:
+        return math.inf if self.cap is None else self.cap - self.spent - self.reserved
+
+    def fits(self, amount: float) -> bool:
+        return self.cap is None or self.spent + self.reserved + amount <= self.cap
+
+    async def reserve(self, amount: float) -> bool:
+        """True once `amount` is reserved; False when the guard has stopped."""
+        async with self._cond:
+            while True:
+                if self.stopped:
+                    return False
+                if self.fits(amount):
+                    self.reserved += amount
+                    self.in_flight += 1
+                    return True
+                if self.in_flight == 0:
+                    self.stopped = True
+                    self.stop_reason = (
+                        f"the next call's upper-bound cost ${amount:.6f} would exceed the spend cap "
+                        f"${self.cap:.6f} (spent ${self.spent:.6f})"
+                    )
+                    self._cond.notify_all()
+                    return False
+                await self._cond.wait()
+
+    async def settle(self, amount: float, charged: float) -> None:
+        """Release a reservation of `amount`; add what the call cost (`charged`)."""
+        async with self._cond:
+            self.reserved = max(0.0, self.reserved - amount)
+            self.in_flight -= 1
+            self.spent += charged
+            if charged > amount + 1e-15:
+                self.overruns += 1
+            self._cond.notify_all()
+
+    async def stop(self, reason: str) -> None:
+        async with self._cond:
+            self.stopped = True
+            self.stop_reason = self.stop_reason or reason
+            self._cond.notify_all()
+
+
+class RateLimiter:
+    """Token buckets for requests/minute and tokens/minute of one model, each allowing a
+    burst of one second's worth (at least one request / one call's tokens). A 429 can pause
+    the whole model with `pause(seconds)`."""
+
+    def __init__(self, rpm: float | None = None, tpm: float | None = None, clock=time.monotonic) -> None:
+        self._clock = clock
+        self._lock = asyncio.Lock()
+        self._paused_until = 0.0
+        self._buckets: list[list[float]] = []  # [rate/s, capacity, level, last]
+        now = clock()
+        for per_min in (rpm, tpm):
+            if per_min:
+                rate = per_min / 60.0
+                self._buckets.append([rate, max(1.0, rate), max(1.0, rate), now])
+            else:
+                self._buckets.append([])
+
+    def pause(self, seconds: float) -> None:
+        self._paused_until = max(self._paused_until, self._clock() + seconds)
+
+    async def acquire(self, tokens: float = 0.0) -> None:
+        async with self._lock:
+            while True:
+                now = self._clock()
+                wait = self._paused_until - now
+                need = (1.0, tokens)
+                for b, amount in zip(self._buckets, need):
+                    if not b:
+                        continue
+                    rate, cap, level, last = b
+                    level = min(cap, level + (now - last) * rate)
+                    b[2], b[3] = level, now
+                    amount = min(amount, cap)
+                    if level < amount:
+                        wait = max(wait, (amount - level) / rate)
+                if wait <= 0:
+                    for b, amount in zip(self._buckets, need):
+                        if b:
+                            b[2] -= min(amount, b[1])
+                    return
+                await asyncio.sleep(wait)
+
+
+def backoff_delay(attempt: int, base: float, cap: float, rng: random.Random,
+                  retry_after: float | None = None) -> float:
+    """Exponential backoff with jitter: uniform(step/2, step) with step = min(cap,
+    base·2^(attempt−1)), and never less than the server's Retry-After (itself capped at `cap`)."""
+    step = min(cap, base * (2.0 ** max(0, attempt - 1)))
+    delay = step * (0.5 + 0.5 * rng.random())
+    if retry_after is not None and retry_after > 0:
+        delay = max(delay, min(retry_after, cap))
+    return delay

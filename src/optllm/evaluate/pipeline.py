@@ -1,0 +1,314 @@
+"""The main job: split → fit a predictor → predict → front → select → evaluate on the truth.
+
+`run_pipeline` is what `optllm run` and `make demo` call; `optllm bench` calls its pieces
+once per split and method.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from optllm.data import Outcomes, Split, split
+from optllm.errors import OptLLMError
+from optllm.evaluate.uncertainty import AccuracyBounds, bounds_along, bounds_of, values_along
+from optllm.optimize.types import Assignment, FrontLike
+
+OPTIMIZERS = ("exact", "optllm-m", "nsga2", "rnsga2", "smsemoa", "moead", "moeadgen", "mopso")
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class RunConfig:
+    """Options of one run; defaults follow the paper's protocol (1% train, 1% validation)."""
+
+    train_frac: float = 0.01
+    val_frac: float = 0.01
+    seed: int = 0
+    predictor: str = "default"
+    optimizer: str = "exact"
+    alpha: float = 0.0  # robust prediction p̄ + α·σ fed to the optimiser
+    budget: float | None = None
+    target_accuracy: float | None = None
+    confidence: float = 0.9
+    bootstrap: int = 30  # predictor refits for the confidence bounds (0: Bernoulli only)
+    count_labelling_cost: bool = False
+    gn: int = 50
+    generations: int = 100
+
+    def validate(self) -> None:
+        """Clear errors for impossible option values."""
+        if self.budget is not None and self.target_accuracy is not None:
+            raise OptLLMError("give either --budget or --target-accuracy, not both")
+        if self.budget is not None and not (np.isfinite(self.budget) and self.budget >= 0):
+            raise OptLLMError(f"--budget must be a non-negative number of USD, got {self.budget}")
+        if self.target_accuracy is not None and not 0 <= self.target_accuracy <= 1:
+            raise OptLLMError(f"--target-accuracy must lie in [0, 1], got {self.target_accuracy}")
+        if not 0.5 <= self.confidence < 1:
+            raise OptLLMError(f"--confidence must lie in [0.5, 1), got {self.confidence}")
+        if self.optimizer not in OPTIMIZERS:
+            raise OptLLMError(f"unknown optimizer {self.optimizer!r}; choose from {', '.join(OPTIMIZERS)}")
+
+
+@dataclass
+class RunResult:
+    """Everything a run produced; plain arrays, written out by `write_run`."""
+
+    data: Outcomes  # the assigned (test) part
+    config: RunConfig
+    split: Split
+    p: np.ndarray  # predicted P(correct) on the test part [n, m]
+    p_std: np.ndarray
+    front: FrontLike
+    bounds: AccuracyBounds
+    true_acc: np.ndarray | None  # realised accuracy of each front point (None without labels)
+    true_front: FrontLike | None
+    selection: dict[str, Any]
+    plan: Assignment
+    labelling_cost: float
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        """The figures `summary.json` holds."""
+        d = self.data
+        acc, tot = d.model_accuracy(), d.model_total_cost()
+        best = d.best_model()
+        out: dict[str, Any] = {
+            "dataset": d.name,
+            "n_assigned": d.n,
+            "n_labelled": int(len(self.split.train) + len(self.split.val)),
+            "models": list(d.models),
+            "config": self.config.__dict__,
+            "labelling_cost": self.labelling_cost,
+            "labelling_cost_included": self.config.count_labelling_cost,
+            "front_points": len(self.front),
+            "selection": self.selection,
+            "timings_s": self.timings,
+            "single_models": [{"name": m, "accuracy": float(acc[k]), "total_cost": float(tot[k])}
+                              for k, m in enumerate(d.models)],
+            "best_model": {"name": d.models[best], "accuracy": float(acc[best]), "total_cost": float(tot[best])},
+        }
+        if self.true_front is not None:
+            tf = self.true_front
+            out["true_front"] = {"points": len(tf), "min_cost": float(tf.costs[0]), "max_accuracy": float(tf.accuracies[-1])}
+            out["hindsight"] = hindsight_saving(self.front.costs, self.true_acc, float(acc[best]), float(tot[best]))
+        return out
+
+
+def fit_predict(name: str, labelled: Outcomes, val: Outcomes, test: Outcomes, seed: int,
+                **params: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Fit predictor `name` on the labelled sample and predict the test part → (mean, std)."""
+    from optllm import predict
+
+    return predict.fit_predict(name, labelled, val, test, seed=seed, **params)
+
+
+def bootstrap_predictions(name: str, train: Outcomes, val: Outcomes, test: Outcomes, reps: int, seed: int) -> np.ndarray | None:
+    """Refit the predictor on `reps` bootstrap resamples of the labelled sample → [B, n, m]."""
+    if reps <= 1:
+        return None
+    rng = np.random.default_rng(seed + 7919)
+    out = np.empty((reps, test.n, test.m))
+    for b in range(reps):
+        tr = train.resample(rng.integers(0, train.n, train.n))
+        va = val.resample(rng.integers(0, val.n, val.n)) if val.n else val
+        out[b] = fit_predict(name, tr, va, test, seed=seed + b + 1)[0]
+    return out
+
+
+def build_front(optimizer: str, p: np.ndarray, p_robust: np.ndarray, cost: np.ndarray,
+                models: tuple[str, ...], cfg: RunConfig) -> FrontLike:
+    """Run the chosen optimiser on the predictions."""
+    from optllm import optimize
+
+    if optimizer == "exact":
+        return optimize.pareto_front(p_robust, cost, models=models)
+    if optimizer == "optllm-m":
+        return optimize.optllm_m(p, p_robust, cost, gn=cfg.gn, models=models)
+    return optimize.run_moea(optimizer, p_robust, cost, generations=cfg.generations, seed=cfg.seed, models=models)
+
+
+def hindsight_saving(costs: np.ndarray, true_acc: np.ndarray, best_acc: float, best_cost: float) -> dict[str, Any]:
+    """The paper's figure: the cheapest front point whose TRUE accuracy reaches the best model's.
+
+    Chosen after the fact, which a user cannot do; reported beside the honest figures.
+    """
+    ok = true_acc >= best_acc - 1e-12
+    if not ok.any():
+        return {"reached": False, "cost": None, "saving": None, "true_accuracy": float(true_acc.max())}
+    k = int(np.flatnonzero(ok)[np.argmin(costs[ok])])
+    return {"reached": True, "cost": float(costs[k]), "true_accuracy": float(true_acc[k]),
+            "saving": float(1 - costs[k] / best_cost) if best_cost > 0 else None, "point": k}
+
+
+def select(front: FrontLike, bounds: AccuracyBounds, budget: float | None, target: float | None,
+           p: np.ndarray, p_boot: np.ndarray | None, models: tuple[str, ...], extra_cost: float = 0.0) -> tuple[Assignment | None, dict[str, Any]]:
+    """Pick the plan for a budget or an accuracy target (or the knee), with its bounds.
+
+    Target: the cheapest point whose lower bound at the confidence level reaches it; when
+    none does, no plan (and roughly how many labels would be needed). Budget: the exact
+    optimum within the budget, its accuracy reported as an interval.
+    """
+    info: dict[str, Any] = {"confidence": bounds.confidence}
+    costs = np.asarray(front.costs) + extra_cost
+    if target is not None:
+        info["target_accuracy"] = target
+        by_mean = np.flatnonzero(bounds.mean >= target)
+        info["by_mean"] = None if not by_mean.size else _point(front, bounds, int(by_mean[0]), extra_cost)
+        ok = np.flatnonzero(bounds.lower >= target)
+        if not ok.size:
+            need = bounds.labels_needed(target)
+            info["reachable"] = False
+            info["labels_needed"] = need
+            info["message"] = (
+                f"no plan reaches accuracy {target:.4f} with {bounds.confidence:.0%} confidence "
+                f"(best lower bound {bounds.lower.max():.4f}); "
+                + (f"roughly {need:,} labelled queries would be needed (now {bounds.n_labelled})"
+                   if need else "the predictions do not support it even on average")
+            )
+            return None, info
+        k = int(ok[0])
+        info.update(reachable=True, rule="cheapest point with lower bound ≥ target", **_point(front, bounds, k, extra_cost))
+        return _as_assignment(front, k, models), info
+    if budget is not None:
+        info["budget"] = budget
+        if budget < costs[0] - 1e-12:
+            raise OptLLMError(
+                f"budget ${budget:.4f} is below the cheapest plan (${costs[0]:.4f}); reachable budgets: "
+                f"${costs[0]:.4f} to ${costs[-1]:.4f}"
+            )
+        plan = front.at_budget(min(budget - extra_cost, float(front.costs[-1])))
+        b = bounds_of(plan.models, p, p_boot, bounds.confidence, bounds.n_labelled)
+        info.update(rule="most accurate plan within the budget", cost=plan.cost + extra_cost,
+                    predicted_accuracy=plan.accuracy, lower=float(b.lower[0]), upper=float(b.upper[0]),
+                    certified_gap=plan.gap)
+        return plan, info
+    # neither: the knee (largest distance above the chord between both ends, in normalised units)
+    c, a = costs, bounds.mean
+    cn = (c - c[0]) / max(c[-1] - c[0], 1e-12)
+    an = (a - a[0]) / max(a[-1] - a[0], 1e-12)
+    k = int(np.argmax(an - cn))
+    info.update(rule="knee of the predicted front (no budget or target given)", **_point(front, bounds, k, extra_cost))
+    return _as_assignment(front, k, models), info
+
+
+def _point(front: FrontLike, bounds: AccuracyBounds, k: int, extra_cost: float) -> dict[str, Any]:
+    return {"point": k, "cost": float(front.costs[k]) + extra_cost, "predicted_accuracy": float(bounds.mean[k]),
+            "lower": float(bounds.lower[k]), "upper": float(bounds.upper[k])}
+
+
+def _as_assignment(front: FrontLike, k: int, models: tuple[str, ...]) -> Assignment:
+    return Assignment(models=front.assignment(k), cost=float(front.costs[k]),
+                      accuracy=float(front.accuracies[k]), model_names=models)
+
+
+def run_pipeline(data: Outcomes, cfg: RunConfig, progress: Progress | None = None) -> RunResult:
+    """The whole job on a dataset with labels (the labels of the test part are used only to
+    evaluate, never to choose)."""
+    cfg.validate()
+    say = progress or (lambda s: None)
+    t: dict[str, float] = {}
+    t0 = time.perf_counter()
+    sp = split(data, train=cfg.train_frac, val=cfg.val_frac, seed=cfg.seed)
+    train, val, test = sp.parts(data)
+    labelling = float(train.cost.sum() + val.cost.sum())
+    say("fit predictor")
+    t1 = time.perf_counter()
+    mean, std = fit_predict(cfg.predictor, train, val, test, cfg.seed)
+    t["predict"] = time.perf_counter() - t1
+    p_robust = np.clip(mean + cfg.alpha * std, 0.0, 1.0)
+    say("build front")
+    t1 = time.perf_counter()
+    front = build_front(cfg.optimizer, mean, p_robust, test.cost, test.models, cfg)
+    t["optimise"] = time.perf_counter() - t1
+    say("bounds")
+    t1 = time.perf_counter()
+    p_boot = bootstrap_predictions(cfg.predictor, train, val, test, cfg.bootstrap, cfg.seed)
+    n_lab = train.n + val.n
+    bounds = bounds_along(front, mean, p_boot, cfg.confidence, n_lab)
+    t["bounds"] = time.perf_counter() - t1
+    extra = labelling if cfg.count_labelling_cost else 0.0
+    plan, info = select(front, bounds, cfg.budget, cfg.target_accuracy, mean, p_boot, test.models, extra)
+    if plan is None:
+        # nothing certified: still return the most accurate plan for inspection, flagged
+        plan = _as_assignment(front, len(front) - 1, test.models)
+        info["plan_written"] = "most accurate point (target not certified)"
+    say("evaluate")
+    from optllm.optimize import pareto_front
+
+    true_acc = values_along(front, test.correct)
+    true_front = pareto_front(test.correct, test.cost, models=test.models)
+    info["realised_accuracy"] = float(values_of_plan(plan.models, test.correct))
+    info["realised_cost"] = float(test.cost[np.arange(test.n), plan.models].sum()) + extra
+    if info.get("target_accuracy") is not None and info.get("reachable"):
+        info["target_met"] = bool(info["realised_accuracy"] >= info["target_accuracy"])
+    t["total"] = time.perf_counter() - t0
+    return RunResult(test, cfg, sp, mean, std, front, bounds, true_acc, true_front, info, plan, labelling, t)
+
+
+def values_of_plan(a: np.ndarray, values: np.ndarray) -> float:
+    """Mean of values[i, a(i)]."""
+    return float(values[np.arange(a.shape[0]), a].mean())
+
+
+def write_run(res: RunResult, out_dir: str) -> dict[str, str]:
+    """Write front.csv, plan.csv, summary.json and front.png to `out_dir`, each atomically."""
+    from pathlib import Path
+
+    import pandas as pd
+
+    from optllm.evaluate.plots import plot_front
+    from optllm.io import write_json, write_with
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    extra = res.labelling_cost if res.config.count_labelling_cost else 0.0
+    idx = _thin(len(res.front), 5000)
+    front_df = pd.DataFrame({
+        "point": idx,
+        "cost": np.asarray(res.front.costs)[idx] + extra,
+        "predicted_accuracy": res.bounds.mean[idx],
+        "lower_bound": res.bounds.lower[idx],
+        "upper_bound": res.bounds.upper[idx],
+    })
+    if res.true_acc is not None:
+        front_df["true_accuracy"] = res.true_acc[idx]
+    rows = np.arange(res.data.n)
+    a = res.plan.models
+    plan_df = pd.DataFrame({
+        "query_id": res.data.query_ids,
+        "model": np.asarray(res.data.models, dtype=object)[a],
+        "expected_cost": res.data.cost[rows, a],
+        "p": res.p[rows, a],
+    })
+    paths = {k: str(out / f) for k, f in (("front", "front.csv"), ("plan", "plan.csv"),
+                                           ("summary", "summary.json"), ("plot", "front.png"))}
+    write_with(paths["front"], lambda p: front_df.to_csv(p, index=False))
+    write_with(paths["plan"], lambda p: plan_df.to_csv(p, index=False))
+    write_json(paths["summary"], res.summary())
+    d = res.data
+    series = {"predicted front": (front_df["cost"].to_numpy(), front_df["predicted_accuracy"].to_numpy())}
+    if res.true_acc is not None:
+        series["realised (true accuracy of the same plans)"] = (front_df["cost"].to_numpy(), front_df["true_accuracy"].to_numpy())
+    if res.true_front is not None:
+        ti = _thin(len(res.true_front), 3000)
+        series["true front (oracle, hindsight)"] = (np.asarray(res.true_front.costs)[ti], np.asarray(res.true_front.accuracies)[ti])
+    points = {m: (float(c), float(acc)) for m, c, acc in zip(d.models, d.model_total_cost(), d.model_accuracy())}
+    sel = res.selection
+    marks = {}
+    if "cost" in sel:
+        marks["chosen plan"] = (float(sel["cost"]), float(sel.get("realised_accuracy", sel.get("predicted_accuracy"))))
+    plot_front(paths["plot"], series=series, points=points, marks=marks,
+               title=f"{d.name}: {d.n:,} queries, {res.summary()['n_labelled']} labelled")
+    return paths
+
+
+def _thin(k: int, max_points: int) -> np.ndarray:
+    """Indices of at most `max_points` points spread along a front, both ends kept."""
+    if k <= max_points:
+        return np.arange(k)
+    return np.unique(np.linspace(0, k - 1, max_points).round().astype(int))

@@ -1,0 +1,191 @@
+"""`evaluate_predictors`: what `optllm predict-eval` prints — per predictor and split the
+prediction scores on the test part, fit + predict time, and the end-to-end figures when the
+exact optimiser uses the predictions:
+
+* saving at the best single model's accuracy: among the front's points, the cheapest whose
+  TRUE accuracy on the test part reaches the best single model's true accuracy (chosen with
+  hindsight, as the paper does); undefined when no point reaches it, so it is averaged over
+  the splits where it was reached and the count of those splits is reported beside it;
+* the true accuracy of the front's plan at the best single model's cost.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from optllm.data import Outcomes, split
+from optllm.errors import OptLLMError
+from optllm.predict.base import Prediction
+from optllm.predict.metrics import scores
+
+ALL = ("base", "knn", "logistic", "irt", "forest", "bootstrap_forest", "selector")
+
+
+def inputs_of(data: Outcomes) -> Any:
+    """The predictor input for a part of the data: its texts, or one constant feature when the
+    data has no texts (every predictor then reduces to the base rate)."""
+    if data.texts is not None:
+        return [str(t) for t in data.texts]
+    return np.zeros((data.n, 1))
+
+
+def fit_predict(name: str, train: Outcomes, val: Outcomes | None, test: Outcomes, seed: int = 0,
+                **params: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Fit predictor `name` on `train` (with `val` as its validation sample) and predict
+    `test` → (mean, std), each (n_test, m)."""
+    from optllm.predict import make_predictor
+
+    p = make_predictor(name, seed=seed, **params)
+    has_val = val is not None and val.n > 0
+    p.fit(inputs_of(train), train.correct, inputs_of(val) if has_val else None,
+          val.correct if has_val else None, models=train.models)
+    pred = p.predict(inputs_of(test))
+    return pred.mean, pred.std
+
+
+# --------------------------------------------------------------------- end to end
+def true_along(front: Any, correct: np.ndarray, thin: int = 400) -> tuple[np.ndarray, np.ndarray]:
+    """(indices, true accuracy) of front points. Exact for every point when the front exposes
+    its moves (`start`, `move_query`, `move_from`, `move_to`); otherwise `thin` evenly spaced
+    points (plus the last)."""
+    n = correct.shape[0]
+    rows = np.arange(n)
+    K = len(front)
+    q = getattr(front, "move_query", None)
+    if q is not None and getattr(front, "start", None) is not None:
+        start = np.asarray(front.start)
+        q, fr, to = np.asarray(q), np.asarray(front.move_from), np.asarray(front.move_to)
+        base = correct[rows, start].sum()
+        acc = np.concatenate([[base], base + np.cumsum(correct[q, to] - correct[q, fr])]) / n
+        if acc.size == K:
+            return np.arange(K), acc
+    idx = np.unique(np.r_[np.linspace(0, K - 1, min(K, thin)).round().astype(int), K - 1])
+    acc = np.array([correct[rows, np.asarray(front.assignment(int(k)))].mean() for k in idx])
+    return idx, acc
+
+
+def end_to_end(p: np.ndarray, test: Outcomes, pareto_front: Callable[..., Any] | None = None) -> dict[str, Any]:
+    """Saving at the best single model's accuracy (hindsight, true accuracy) and the true
+    accuracy at the best single model's cost, for the exact front on predictions `p`."""
+    if pareto_front is None:
+        pareto_front = _optimiser()
+        if pareto_front is None:
+            raise OptLLMError("end-to-end figures need optllm.optimize.pareto_front")
+    best = test.best_model()
+    acc_best = float(test.model_accuracy()[best])
+    cost_best = float(test.model_total_cost()[best])
+    front = pareto_front(p, test.cost, models=test.models)
+    idx, acc = true_along(front, test.correct)
+    costs = np.asarray(front.costs)[idx]
+    ok = acc >= acc_best - 1e-12
+    out: dict[str, Any] = {"best_model": test.models[best], "best_accuracy": acc_best, "best_cost": cost_best,
+                           "front_points": len(front)}
+    if ok.any():
+        k = int(np.flatnonzero(ok)[np.argmin(costs[ok])])
+        out.update(reached=True, cost_at_best_acc=float(costs[k]),
+                   saving=float(1 - costs[k] / cost_best) if cost_best > 0 else float("nan"))
+    else:
+        out.update(reached=False, cost_at_best_acc=float("nan"), saving=float("nan"))
+    plan = front.at_budget(min(cost_best, float(np.asarray(front.costs)[-1])))
+    a = np.asarray(plan.models)
+    acc_at = float(test.correct[np.arange(test.n), a].mean())
+    out.update(acc_at_best_cost=acc_at, acc_gain_at_best_cost=acc_at - acc_best)
+    return out
+
+
+# --------------------------------------------------------------------- the loop
+def _optimiser() -> Callable[..., Any] | None:
+    try:
+        from optllm.optimize import pareto_front  # type: ignore[attr-defined]
+    except ImportError:
+        try:
+            from optllm.optimize.front import pareto_front  # type: ignore[no-redef]
+        except ImportError:
+            return None
+    return pareto_front
+
+
+def evaluate_predictors(
+    data: Outcomes,
+    predictors: Sequence[str] = ALL,
+    train_frac: float = 0.01,
+    val_frac: float = 0.01,
+    reps: int = 10,
+    seed: int = 0,
+    alpha: float = 0.0,
+    end_to_end_figures: bool = True,
+    oracle: bool = True,
+    progress: Callable[[str], None] | None = None,
+    pareto_front: Callable[..., Any] | None = None,
+) -> dict[str, Any]:
+    """Run every predictor on `reps` random splits (seeds seed, seed+1, ...); return per-split
+    records and the mean ± std summary per predictor."""
+    from optllm.predict import make_predictor
+
+    if reps < 1:
+        raise OptLLMError(f"--reps must be at least 1, got {reps}")
+    for name in predictors:
+        make_predictor(name)  # unknown names fail before any work
+    front_fn = pareto_front or (_optimiser() if end_to_end_figures else None)
+    e2e_note = None
+    if end_to_end_figures and front_fn is None:
+        e2e_note = "end-to-end figures skipped: optllm.optimize.pareto_front is not available"
+    records: list[dict[str, Any]] = []
+    rows = list(predictors) + (["oracle"] if oracle and front_fn is not None else [])
+    for r in range(reps):
+        s = split(data, train_frac, val_frac, seed=seed + r)
+        tr, va, te = s.parts(data)
+        for name in rows:
+            if progress:
+                progress(f"split {r + 1}/{reps}: {name}")
+            rec: dict[str, Any] = {"predictor": name, "split": r, "seed": seed + r,
+                                   "n_train": tr.n, "n_val": va.n, "n_test": te.n}
+            if name == "oracle":
+                pred = Prediction(te.correct.copy(), np.zeros_like(te.correct), te.models)
+                rec.update(fit_s=0.0, predict_s=0.0)
+            else:
+                p = make_predictor(name, seed=seed + r)
+                t0 = time.perf_counter()
+                p.fit(inputs_of(tr), tr.correct, inputs_of(va) if va.n else None,
+                      va.correct if va.n else None, models=tr.models)
+                t1 = time.perf_counter()
+                pred = p.predict(inputs_of(te))
+                rec.update(fit_s=t1 - t0, predict_s=time.perf_counter() - t1)
+                if hasattr(p, "weights_") and isinstance(p.weights_, dict):
+                    rec["weights"] = p.weights_
+            rec.update(scores(te.correct, pred.mean))
+            if front_fn is not None:
+                rec.update(end_to_end(pred.robust(alpha), te, front_fn))
+            records.append(rec)
+    summary = summarise(records, rows)
+    out: dict[str, Any] = {
+        "dataset": data.name, "n_queries": data.n, "n_models": data.m, "train_frac": train_frac,
+        "val_frac": val_frac, "reps": reps, "seed": seed, "alpha": alpha,
+        "summary": summary, "splits": records,
+    }
+    if e2e_note:
+        out["note"] = e2e_note
+    return out
+
+
+METRICS = ("brier", "log_loss", "auc", "ece", "fit_s", "predict_s", "saving", "acc_at_best_cost",
+           "acc_gain_at_best_cost")
+
+
+def summarise(records: list[dict[str, Any]], names: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Mean and std over splits per predictor; the saving over the splits where it was reached."""
+    out: dict[str, dict[str, Any]] = {}
+    for name in names:
+        rs = [r for r in records if r["predictor"] == name]
+        row: dict[str, Any] = {"splits": len(rs)}
+        for k in METRICS:
+            v = np.array([r.get(k, np.nan) for r in rs], dtype=np.float64)
+            v = v[np.isfinite(v)]
+            row[k] = {"mean": float(v.mean()) if v.size else float("nan"),
+                      "std": float(v.std(ddof=1)) if v.size > 1 else (0.0 if v.size else float("nan"))}
+        if rs and "reached" in rs[0]:
+            row["reached"] = int(sum(bool(r["reached"]) for r in rs))
+        out[name] = row
+    return out

