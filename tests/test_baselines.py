@@ -58,35 +58,22 @@ class _ExplicitFront:
     def assignment(self, k: int) -> np.ndarray:
         return self.a[k]
 
-
-class _MoveFront(_ExplicitFront):
-    """The same front described by a start assignment and moves."""
-
-    def __init__(self, assignments: np.ndarray, cost: np.ndarray) -> None:
-        super().__init__(assignments, cost)
-        self.start = assignments[0]
-        q, f, t = [], [], []
-        for k in range(1, len(assignments)):
-            i = int(np.flatnonzero(assignments[k] != assignments[k - 1])[0])
-            q.append(i), f.append(assignments[k - 1][i]), t.append(assignments[k][i])
-        self.move_query, self.move_from, self.move_to = map(np.array, (q, f, t))
+    def values(self, v: np.ndarray) -> np.ndarray:
+        rows = np.arange(self.a.shape[1])
+        return np.array([v[rows, a].mean() for a in self.a])
 
 
-def test_values_along_moves_equals_explicit() -> None:
+def test_values_along_exact_front_equals_explicit() -> None:
+    from optllm.optimize import pareto_front
+
     rng = np.random.default_rng(0)
-    p = rng.random((5, 3))
-    cost = rng.random((5, 3))
-    a = [np.zeros(5, dtype=int)]
-    for i in range(5):
-        nxt = a[-1].copy()
-        nxt[i] = 2
-        a.append(nxt)
-    a = np.array(a)
-    explicit, moves = _ExplicitFront(a, cost), _MoveFront(a, cost)
-    np.testing.assert_allclose(values_along(explicit, p), values_along(moves, p))
-    pb = rng.random((4, 5, 3))
-    np.testing.assert_allclose(values_along(explicit, pb), values_along(moves, pb))
-    np.testing.assert_allclose(values_along(moves, p)[2], values_of(a[2], p))
+    p, cost = rng.random((6, 3)), rng.random((6, 3))
+    front = pareto_front(p, cost)
+    explicit = _ExplicitFront(np.array([front.assignment(k) for k in range(len(front))]), cost)
+    np.testing.assert_allclose(values_along(explicit, p), values_along(front, p))
+    pb = rng.random((4, 6, 3))
+    np.testing.assert_allclose(values_along(explicit, pb), values_along(front, pb))
+    np.testing.assert_allclose(values_along(front, p)[2], values_of(front.assignment(2), p))
 
 
 def test_bounds_shrink_with_certainty_and_estimate_labels() -> None:

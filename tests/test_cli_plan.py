@@ -258,3 +258,22 @@ def test_dispatch_process_killed_then_resumed(planned: Path, tmp_path: Path) -> 
             assert srv.requests[prompts[qid]] == sent_before[prompts[qid]] == 1
         # at most the calls in flight at the kill (concurrency 4) were sent twice
         assert sum(v - 1 for v in srv.requests.values()) <= 4
+
+
+def test_read_prompts_formats_and_errors(tmp_path: Path) -> None:
+    from optllm.dispatch.plan import read_prompts
+    from optllm.errors import OptLLMError
+
+    df = pd.DataFrame({"id": ["007", "8"], "prompt": ["a", "b"]})
+    df.to_csv(tmp_path / "p.csv", index=False)
+    df.to_parquet(tmp_path / "p.parquet")
+    df.to_json(tmp_path / "p.jsonl", orient="records", lines=True)
+    for f in ("p.csv", "p.parquet", "p.jsonl"):
+        ids, texts = read_prompts(tmp_path / f)
+        assert ids.tolist() == ["007", "8"] and texts == ["a", "b"], f
+    (tmp_path / "dup.csv").write_text("id,prompt\n1,a\n1,b\n")
+    with pytest.raises(OptLLMError, match=r"dup.csv: row 2: duplicate id '1'"):
+        read_prompts(tmp_path / "dup.csv")
+    (tmp_path / "noid.csv").write_text("id,prompt\n,a\n")
+    with pytest.raises(OptLLMError, match="missing 'id'"):
+        read_prompts(tmp_path / "noid.csv")

@@ -130,14 +130,7 @@ def test_true_points_of_solution_set():
     tp = I.true_points(s, correct)
     assert tp.tolist() == [[2.0, 0.5], [3.0, 1.0], [5.0, 0.5]]
 
-    class Moves:  # the exact front's move-list form
-        costs = np.array([2.0, 3.0, 5.0])
-        start = np.array([0, 0])
-        move_query = np.array([0, 1])
-        move_from = np.array([0, 0])
-        move_to = np.array([1, 1])
+    from optllm.optimize import pareto_front
 
-        def __len__(self):
-            return 3
-
-    assert I.true_points(Moves(), correct).tolist() == tp.tolist()
+    front = pareto_front(np.array([[0.0, 1.0], [0.0, 1.0]]), np.array([[1.0, 1.5], [1.0, 3.0]]))
+    assert I.true_points(front, correct).tolist() == [[2.0, 0.5], [2.5, 1.0], [4.5, 0.5]]

@@ -202,14 +202,15 @@ def bench_speed(sizes: Sequence[str] = DEFAULT_SIZES, *, repeat: int = 3, seed: 
 
 def print_speed_table(rows: Sequence[dict[str, Any]]) -> None:
     """The rich table `optllm bench-speed` prints."""
-    t = Table(title="pareto_front vs np.argsort of n·m floats (best of repeats, same run)")
-    for col in ("n × m", "backend", "argsort s", "front s", "ratio", "points", "peak extra MB", "× input"):
+    backends = ", ".join(dict.fromkeys(r["backend"] for r in rows))
+    t = Table(title=f"pareto_front ({backends}) vs np.argsort of n·m floats, best of repeats in the same run")
+    for col in ("n×m", "argsort s", "front s", "ratio", "points", "peak MB", "×input"):
         t.add_column(col, justify="right")
     paper = any(r.get("paper_s") is not None for r in rows)
     if paper:
         t.add_column("OptLLM-M s", justify="right")
     for r in rows:
-        cells = [f"{r['n']:,} × {r['m']}", r["backend"], f"{r['argsort_s']:.3f}", f"{r['front_s']:.3f}",
+        cells = [f"{r['n']:.0e}×{r['m']}".replace("e+0", "e"), f"{r['argsort_s']:.3f}", f"{r['front_s']:.3f}",
                  f"{r['ratio']:.2f}×", f"{r['points']:,}", f"{r['peak_extra_mb']:.0f}", f"{r['peak_vs_input']:.2f}"]
         if paper:
             cells.append("" if r.get("paper_s") is None else f"{r['paper_s']:.2f}")

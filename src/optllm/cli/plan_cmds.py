@@ -125,6 +125,8 @@ def dispatch(
 
     cat = load_catalogue(models)
     items = read_plan(plan_dir)
+    if max_spend is None and not json_out:
+        err_console.print("note: no --max-spend given, so spending is not capped", highlight=False)
     rep = run_dispatch(items, cat, out, concurrency=concurrency, max_spend=max_spend, fallback=fallback,
                        max_attempts=max_attempts, backoff_base=backoff, seed=seed,
                        progress=progress and not json_out, console=err_console)

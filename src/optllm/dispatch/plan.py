@@ -49,8 +49,13 @@ def read_prompts(path: str | Path) -> tuple[np.ndarray, list[str]]:
 
     p = Path(path)
     # ids stay text ("007" is not 7)
-    is_json = any(s.lower() in (".jsonl", ".json", ".ndjson") for s in p.suffixes)
-    df = read_table(p, dtype=False) if is_json else read_table(p, dtype=str, keep_default_na=False)
+    kinds = {s.lower() for s in p.suffixes}
+    if kinds & {".jsonl", ".json", ".ndjson"}:
+        df = read_table(p, dtype=False)
+    elif kinds & {".parquet", ".pq"}:
+        df = read_table(p)
+    else:
+        df = read_table(p, dtype=str, keep_default_na=False)
     cols = [str(c) for c in df.columns]
     id_col = next((c for c in ID_COLUMNS if c in cols), None)
     pr_col = next((c for c in PROMPT_COLUMNS if c in cols), None)

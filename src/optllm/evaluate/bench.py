@@ -18,7 +18,7 @@ import numpy as np
 
 from optllm.data import Outcomes, split
 from optllm.evaluate.baselines import Curve, acc_at_cost, pick_pair, single_models, threshold_router, zero_router
-from optllm.evaluate.pipeline import bootstrap_predictions, build_front, fit_predict, hindsight_saving, RunConfig
+from optllm.evaluate.pipeline import RunConfig, bootstrap_predictions, build_front, fit_predict, hindsight_saving, select
 from optllm.evaluate.uncertainty import bounds_along, values_along, values_of
 
 MOEAS = ("nsga2", "rnsga2", "smsemoa", "moead", "moeadgen", "mopso")
@@ -103,11 +103,11 @@ def run_split(data: Outcomes, rep: int, cfg: BenchConfig, say: Callable[[str], N
         elif method in ("threshold", "knn", "ours"):
             pred_name = "knn" if method == "knn" else cfg.predictor
             key = f"_p_{pred_name}"
-            t1 = time.perf_counter()
             if key not in picks:
-                picks[key] = fit_predict(pred_name, train, val, test, cfg.seed + rep)
-            mean = picks[key][0]
-            t_pred = time.perf_counter() - t1
+                t1 = time.perf_counter()
+                mean, _ = fit_predict(pred_name, train, val, test, cfg.seed + rep)
+                picks[key] = (mean, time.perf_counter() - t1)
+            mean, t_pred = picks[key]
             if method == "threshold":
                 w, s = pick_pair(est_acc, train.cost.sum(axis=0) + val.cost.sum(axis=0))
                 curves[method] = threshold_router(corr, cost, mean, w, s)
@@ -126,6 +126,12 @@ def run_split(data: Outcomes, rep: int, cfg: BenchConfig, say: Callable[[str], N
                 b = bounds_along(front, mean, p_boot, cfg.confidence, train.n + val.n)
                 c.info["bounds_s"] = time.perf_counter() - t1
                 picks["ours_target"] = _target_picks(front, b, corr, target)
+                plan, info = select(front, b, float(tot[best]), None, mean, p_boot, models, cost=cost, safe=True)
+                picks[method] = {"cost": float(plan.cost), "realised_accuracy": float(values_of(plan.models, corr)),
+                                 "predicted_accuracy": float(plan.accuracy), "rule": info.get("rule")}
+                unsafe = front.at_budget(float(tot[best]))
+                picks["ours_unsafe"] = {"cost": float(unsafe.cost), "realised_accuracy": float(values_of(unsafe.models, corr)),
+                                        "predicted_accuracy": float(unsafe.accuracy)}
         else:
             raise ValueError(f"unknown method {method!r}")
     picks = {k: v for k, v in picks.items() if not k.startswith("_")}
@@ -222,7 +228,7 @@ def bench_dataset(data: Outcomes, cfg: BenchConfig, say: Callable[[str], None] =
                       "accuracy": aggregate([s["singles"][name][1] for s in splits])}
                for name in data.models}
     honest: dict[str, Any] = {}
-    for m in ("ours", "optllm", "knn"):
+    for m in ("ours", "ours_unsafe", "optllm", "knn"):
         vals = [s["picks"][m] for s in splits if m in s["picks"]]
         if vals:
             honest[f"{m}_at_best_cost"] = {

@@ -44,22 +44,7 @@ def as_points(points: Any) -> np.ndarray:
 
 def true_points(front: Any, correct: np.ndarray) -> np.ndarray:
     """(cost, TRUE accuracy) of every point of a `FrontLike`, from the labels `correct` [n, m]."""
-    v = np.asarray(correct, dtype=float)
-    n = v.shape[0]
-    costs = np.asarray(front.costs, dtype=float)
-    from optllm.optimize.solutions import SolutionSet
-
-    if isinstance(front, SolutionSet):
-        acc = front.values(v)
-    elif getattr(front, "move_query", None) is not None:
-        q, fr, to = (np.asarray(a) for a in (front.move_query, front.move_from, front.move_to))
-        start = np.asarray(front.start)
-        base = v[np.arange(n), start].sum()
-        acc = np.concatenate([[base], base + np.cumsum(v[q, to] - v[q, fr])]) / n
-    else:
-        rows = np.arange(n)
-        acc = np.array([v[rows, front.assignment(k)].mean() for k in range(len(front))])
-    return np.column_stack([costs, acc])
+    return np.column_stack([np.asarray(front.costs, dtype=float), front.values(np.asarray(correct, dtype=float))])
 
 
 def _F(points: np.ndarray, cost_scale: float = 1.0) -> np.ndarray:

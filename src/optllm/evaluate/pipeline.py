@@ -14,7 +14,7 @@ import numpy as np
 
 from optllm.data import Outcomes, Split, split
 from optllm.errors import OptLLMError
-from optllm.evaluate.uncertainty import AccuracyBounds, bounds_along, bounds_of, values_along
+from optllm.evaluate.uncertainty import AccuracyBounds, bounds_along, bounds_of, values_along, values_of
 from optllm.optimize.types import Assignment, FrontLike
 
 OPTIMIZERS = ("exact", "optllm-m", "nsga2", "rnsga2", "smsemoa", "moead", "moeadgen", "mopso")
@@ -37,6 +37,7 @@ class RunConfig:
     confidence: float = 0.9
     bootstrap: int = 30  # predictor refits for the confidence bounds (0: Bernoulli only)
     count_labelling_cost: bool = False
+    safe: bool = True  # budget plans must beat the best affordable single LLM at `confidence`
     gn: int = 50
     generations: int = 100
 
@@ -146,12 +147,15 @@ def hindsight_saving(costs: np.ndarray, true_acc: np.ndarray, best_acc: float, b
 
 
 def select(front: FrontLike, bounds: AccuracyBounds, budget: float | None, target: float | None,
-           p: np.ndarray, p_boot: np.ndarray | None, models: tuple[str, ...], extra_cost: float = 0.0) -> tuple[Assignment | None, dict[str, Any]]:
+           p: np.ndarray, p_boot: np.ndarray | None, models: tuple[str, ...], extra_cost: float = 0.0,
+           cost: np.ndarray | None = None, safe: bool = True) -> tuple[Assignment | None, dict[str, Any]]:
     """Pick the plan for a budget or an accuracy target (or the knee), with its bounds.
 
     Target: the cheapest point whose lower bound at the confidence level reaches it; when
     none does, no plan (and roughly how many labels would be needed). Budget: the exact
-    optimum within the budget, its accuracy reported as an interval.
+    optimum within the budget, its accuracy reported as an interval; with `safe`, only a plan
+    that beats the strongest affordable single LLM at the confidence level (paired bootstrap
+    of the difference) replaces that LLM.
     """
     info: dict[str, Any] = {"confidence": bounds.confidence}
     costs = np.asarray(front.costs) + extra_cost
@@ -182,10 +186,12 @@ def select(front: FrontLike, bounds: AccuracyBounds, budget: float | None, targe
                 f"${costs[0]:.4f} to ${costs[-1]:.4f}"
             )
         plan = front.at_budget(min(budget - extra_cost, float(front.costs[-1])))
+        info.update(rule="most accurate plan within the budget", certified_gap=plan.gap)
+        if safe and p_boot is not None and cost is not None:
+            plan = _safe_budget_plan(front, plan, budget - extra_cost, p, p_boot, cost, bounds.confidence, models, info)
         b = bounds_of(plan.models, p, p_boot, bounds.confidence, bounds.n_labelled)
-        info.update(rule="most accurate plan within the budget", cost=plan.cost + extra_cost,
-                    predicted_accuracy=plan.accuracy, lower=float(b.lower[0]), upper=float(b.upper[0]),
-                    certified_gap=plan.gap)
+        info.update(cost=plan.cost + extra_cost, predicted_accuracy=plan.accuracy,
+                    lower=float(b.lower[0]), upper=float(b.upper[0]))
         return plan, info
     # neither: the knee (largest distance above the chord between both ends, in normalised units)
     c, a = costs, bounds.mean
@@ -194,6 +200,40 @@ def select(front: FrontLike, bounds: AccuracyBounds, budget: float | None, targe
     k = int(np.argmax(an - cn))
     info.update(rule="knee of the predicted front (no budget or target given)", **_point(front, bounds, k, extra_cost))
     return _as_assignment(front, k, models), info
+
+
+def _safe_budget_plan(front: FrontLike, plan: Assignment, budget: float, p: np.ndarray, p_boot: np.ndarray,
+                      cost: np.ndarray, confidence: float, models: tuple[str, ...], info: dict[str, Any]) -> Assignment:
+    """Do no harm: keep the most accurate plan within budget only if, across bootstrap refits
+    of the predictor, it beats the strongest single LLM that fits the budget at `confidence`;
+    otherwise take the most accurate plan that does, or that LLM alone."""
+    from scipy.stats import norm
+
+    totals = cost.sum(axis=0)
+    affordable = np.flatnonzero(totals <= budget * (1 + 1e-12))
+    if not affordable.size:
+        return plan
+    ref = int(affordable[np.argmax(p[:, affordable].mean(axis=0))])
+    ref_boot = p_boot[:, :, ref].mean(axis=1)  # [B]
+    z = float(norm.ppf(confidence))
+    n = p.shape[0]
+    ok_cost = np.flatnonzero(np.asarray(front.costs) <= budget * (1 + 1e-12))
+    diff = values_along(front, p_boot)[:, ok_cost] - ref_boot[:, None]
+    lower = diff.mean(axis=0) - z * diff.std(axis=0, ddof=1)
+    info["reference_model"] = models[ref]
+    if values_of(plan.models, p_boot).mean() - ref_boot.mean() - z * (values_of(plan.models, p_boot) - ref_boot).std(ddof=1) >= 0:
+        info["safe"] = f"beats {models[ref]} alone at {confidence:.0%} confidence"
+        return plan
+    good = ok_cost[lower >= 0]
+    if good.size:
+        k = int(good[np.argmax(np.asarray(front.accuracies)[good])])
+        info["safe"] = f"front point {k}: the most accurate one that beats {models[ref]} alone at {confidence:.0%} confidence"
+        info["rule"] = "most accurate plan within the budget that is not worse than the best affordable single LLM"
+        return _as_assignment(front, k, models)
+    info["safe"] = f"no mixed plan beats {models[ref]} alone at {confidence:.0%} confidence: sending every query to it"
+    info["rule"] = "best affordable single LLM (no mix is reliably better)"
+    a = np.full(n, ref)
+    return Assignment(models=a, cost=float(totals[ref]), accuracy=float(p[:, ref].mean()), model_names=models)
 
 
 def _point(front: FrontLike, bounds: AccuracyBounds, k: int, extra_cost: float) -> dict[str, Any]:
@@ -232,7 +272,8 @@ def run_pipeline(data: Outcomes, cfg: RunConfig, progress: Progress | None = Non
     bounds = bounds_along(front, mean, p_boot, cfg.confidence, n_lab)
     t["bounds"] = time.perf_counter() - t1
     extra = labelling if cfg.count_labelling_cost else 0.0
-    plan, info = select(front, bounds, cfg.budget, cfg.target_accuracy, mean, p_boot, test.models, extra)
+    plan, info = select(front, bounds, cfg.budget, cfg.target_accuracy, mean, p_boot, test.models, extra,
+                        cost=test.cost, safe=cfg.safe)
     if plan is None:
         # nothing certified: still return the most accurate plan for inspection, flagged
         plan = _as_assignment(front, len(front) - 1, test.models)

@@ -23,26 +23,12 @@ from optllm.optimize.types import FrontLike
 def values_along(front: FrontLike, values: np.ndarray) -> np.ndarray:
     """Mean of `values[i, a_k(i)]` over queries for every point k of `front`.
 
-    `values` is [n, m] or [B, n, m] (then the result is [B, K]). Uses the exact front's move
-    list when it has one (one cumulative sum, no n-sized work per point), else the explicit
-    assignments.
+    `values` is [n, m] or [B, n, m] (then the result is [B, K]); each front computes it its
+    own fast way (`Front.values`: one cumulative sum over its moves).
     """
-    v = values if values.ndim == 3 else values[None]
-    n = v.shape[1]
-    moves = getattr(front, "move_query", None)
-    if moves is not None:
-        start = np.asarray(front.start)
-        q, fr, to = np.asarray(front.move_query), np.asarray(front.move_from), np.asarray(front.move_to)
-        base = v[:, np.arange(n), start].sum(axis=1)
-        delta = v[:, q, to] - v[:, q, fr]
-        out = np.concatenate([base[:, None], base[:, None] + np.cumsum(delta, axis=1)], axis=1) / n
-    else:
-        out = np.empty((v.shape[0], len(front)))
-        rows = np.arange(n)
-        for k in range(len(front)):
-            a = front.assignment(k)
-            out[:, k] = v[:, rows, a].mean(axis=1)
-    return out if values.ndim == 3 else out[0]
+    if values.ndim == 2:
+        return front.values(values)
+    return np.stack([front.values(v) for v in values])
 
 
 def values_of(assignment: np.ndarray, values: np.ndarray) -> np.ndarray:

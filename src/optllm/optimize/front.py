@@ -175,8 +175,13 @@ def _jit() -> dict[str, Callable[..., Any]] | None:
             _JIT = {}
         else:
             nj = numba.njit(cache=True, nogil=True)
-            _JIT = {"hull": nj(_hull_kernel), "emit": nj(_emit_kernel), "apply": nj(_apply_kernel),
-                    "fill": nj(_fill_kernel), "trim": nj(_trim_kernel)}
+            kernels = {"hull": nj(_hull_kernel), "emit": nj(_emit_kernel), "apply": nj(_apply_kernel),
+                       "fill": nj(_fill_kernel), "trim": nj(_trim_kernel)}
+            try:  # compile the main kernel once (the usual signature) so a broken install falls back
+                kernels["hull"](np.zeros((1, 2)), np.zeros((1, 2)), np.zeros((1, 2), np.int8), np.zeros(1, np.int8))
+            except Exception:  # pragma: no cover - depends on the environment
+                kernels = {}
+            _JIT = kernels
     return _JIT or None
 
 
@@ -393,11 +398,11 @@ def _check(p: Any, cost: Any, what: str = "") -> tuple[np.ndarray, np.ndarray]:
     if p.shape[0] == 0 or p.shape[1] == 0:
         raise OptLLMError(f"need at least one query and one model; got shape {p.shape}{where}")
     for name, x in (("p", p), ("cost", cost)):
-        lo, hi = x.min(), x.max()
+        lo, hi = float(x.min()), float(x.max())
         if not (math.isfinite(lo) and math.isfinite(hi)):
             raise OptLLMError(f"{name} has NaN or infinite values{where}")
-    if cost.min() < 0:
-        raise OptLLMError(f"cost has negative values (min {cost.min():.6g}){where}")
+        if name == "cost" and lo < 0:
+            raise OptLLMError(f"cost has negative values (min {lo:.6g}){where}")
     return p, cost
 
 
@@ -467,8 +472,11 @@ class Front:
     """Every supported Pareto point of a batch, stored compactly: the start assignment and
     the ordered moves; `costs[k]` / `accuracies[k]` (mean p) after the first k moves.
 
-    Point 0 is the all-cheapest assignment (ties: higher p), the last the most accurate
-    (ties: cheaper). Costs and accuracies increase strictly along the front.
+    Point 0 is the all-cheapest assignment (ties: higher p, then lower model index), the last
+    the most accurate (ties: cheaper). A model costing as much as a better one is never used,
+    so a zero-cost improvement is already in the start and every move has Δcost > 0, Δp > 0:
+    costs and accuracies increase strictly along the front. Equal slopes are ordered by
+    query, then hull step; collinear hull points are kept as exact points.
     """
 
     def __init__(self, start: np.ndarray, move_query: np.ndarray, move_from: np.ndarray, move_to: np.ndarray,
@@ -586,7 +594,7 @@ class Front:
         return _TOL * max(abs(float(self.costs[-1])), 1.0)
 
     # ------------------------------------------------------------------ choosing a plan
-    def _plan(self, a: np.ndarray, cost: float, acc: float, k: int, **kw: Any) -> Assignment:
+    def _plan(self, a: np.ndarray, cost: float, acc: float, **kw: Any) -> Assignment:
         return Assignment(models=a, cost=float(cost), accuracy=float(acc), model_names=self.models, **kw)
 
     def at_budget(self, budget: float) -> Assignment:
@@ -603,7 +611,7 @@ class Front:
         if B >= hi:
             k = K - 1
             info.update(point=k, fill_moves=0)
-            return self._plan(self.assignment(k), hi, self.accuracies[k], k, upper_bound=float(self.accuracies[k]),
+            return self._plan(self.assignment(k), hi, self.accuracies[k], upper_bound=float(self.accuracies[k]),
                               cost_limit=B, info=info)
         k = max(int(np.searchsorted(self.costs, B, side="right")) - 1, 0)
         room = max(B - float(self.costs[k]), 0.0)
@@ -622,7 +630,7 @@ class Front:
                                             self.move_dp, idx, sufmin, room)
         acc = float(self.accuracies[k]) + gained / self.n
         info.update(point=k, fill_moves=int(count))
-        return self._plan(a, float(self.costs[k]) + spent, acc, k, upper_bound=max(ub, acc),
+        return self._plan(a, float(self.costs[k]) + spent, acc, upper_bound=max(ub, acc),
                           cost_limit=B, info=info)
 
     def at_accuracy(self, target: float) -> Assignment:
@@ -637,7 +645,7 @@ class Front:
         info: dict[str, Any] = {"method": "exact", "certified": True}
         if A <= lo:
             info.update(point=0, trim_moves=0)
-            return self._plan(self.assignment(0), self.costs[0], lo, 0, cost_lower_bound=float(self.costs[0]),
+            return self._plan(self.assignment(0), self.costs[0], lo, cost_lower_bound=float(self.costs[0]),
                               accuracy_target=A, info=info)
         k = min(int(np.searchsorted(self.accuracies, A - _TOL, side="left")), len(self) - 1)
         frac = min(max((A - float(self.accuracies[k - 1])) * self.n / float(self.move_dp[k - 1]), 0.0), 1.0)
@@ -655,7 +663,7 @@ class Front:
                                           self.move_dp, idx, sufmin, slack)
         cost = float(self.costs[k]) - saved
         info.update(point=k, trim_moves=int(count))
-        return self._plan(a, cost, float(self.accuracies[k]) - lost / self.n, k, cost_lower_bound=min(lb, cost),
+        return self._plan(a, cost, float(self.accuracies[k]) - lost / self.n, cost_lower_bound=min(lb, cost),
                           accuracy_target=A, info=info)
 
     # ------------------------------------------------------------------ output
