@@ -42,7 +42,7 @@ def run(dataset: str, sizes: list[str], seeds: int, predictors: list[str], metho
         for seed in range(seeds):
             for strategy in strategies:
                 kind, _, method = strategy.partition(":")
-                idx = choose_sample(texts, size, kind, seed=seed, method=method or "kmeans", features=feats)
+                idx = choose_sample(texts, size, kind, seed=seed, method=method or "stratified", features=feats)
                 rest = np.setdiff1d(np.arange(data.n), idx)
                 Y = data.correct[idx]
                 for name in predictors:

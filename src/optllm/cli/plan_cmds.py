@@ -15,7 +15,7 @@ def sample(
     prompts: Path = typer.Argument(..., help="JSONL/CSV/Parquet with columns id and prompt."),
     size: str = typer.Option(..., "--size", help="How many to label: a percentage (1%), a fraction (0.01) or a count (20)."),
     strategy: str = typer.Option("random", "--strategy", help="random, or diverse (covers the TF-IDF space of the prompts)."),
-    method: str = typer.Option("kmeans", "--method", help="For diverse: kmeans (prompt nearest each centre) or farthest (farthest-point)."),
+    method: str = typer.Option("stratified", "--method", help="For diverse: stratified (random within k-means clusters, in proportion to their sizes), kmeans (the prompt nearest each centre) or farthest (farthest-point)."),
     seed: int = typer.Option(0, "--seed", help="Random seed."),
     out: Path = typer.Option(..., "--out", help="JSONL to write (id, prompt) of the queries to label."),
     json_out: bool = typer.Option(False, "--json", help="Print a JSON summary."),
