@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from optllm.evaluate.baselines import acc_at_cost, pick_pair, threshold_router, upper_hull, zero_router
-from optllm.evaluate.uncertainty import bounds_along, bounds_of, values_along, values_of
+from optllm.evaluate.uncertainty import Refits, bounds_along, bounds_of, values_along, values_of
 
 
 def test_upper_hull_drops_dominated_and_concave_points() -> None:
@@ -85,10 +85,13 @@ def test_bounds_shrink_with_certainty_and_estimate_labels() -> None:
     tight = bounds_along(front, p, None, 0.9, 20)
     assert np.all(tight.lower < tight.mean) and np.all(tight.upper > tight.mean)
     boot = np.clip(p[None] + rng.normal(0, 0.05, (30, 1, 2)), 0, 1)
-    loose = bounds_along(front, p, boot, 0.9, 20)
+    rows = np.arange(0, n, 4)  # refits scored on a subsample of the rows
+    refits = Refits(boot[:, rows], p[rows], rows, n)
+    loose = bounds_along(front, p, refits, 0.9, 20)
     assert np.all(loose.lower < tight.lower)
     need = loose.labels_needed(0.85)
     assert need is not None and need > 20
     assert loose.labels_needed(0.95) is None
-    one = bounds_of(a[1], p, boot, 0.9, 20)
+    np.testing.assert_allclose(refits.along(front)[:, 1], refits.of(a[1]))
+    one = bounds_of(a[1], p, refits, 0.9, 20)
     assert one.lower[0] == pytest.approx(loose.lower[1])

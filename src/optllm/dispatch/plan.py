@@ -401,7 +401,7 @@ def write_plan(plan: Plan, out: str | Path, inputs: dict[str, Any] | None = None
     write_prompts(d / "prompts.jsonl", plan.ids, plan.prompts)
     fr = pd.DataFrame({"cost": plan.front_points[:, 0], "accuracy": plan.front_points[:, 1]})
     write_with(d / "front.csv", lambda t: fr.to_csv(t, index=False))
-    write_with(d / "front.png", lambda t: _plot(plan, t))
+    _plot(plan, d / "front.png")
     summary = dict(plan.summary)
     if inputs:
         summary["inputs"] = inputs
@@ -411,27 +411,14 @@ def write_plan(plan: Plan, out: str | Path, inputs: dict[str, Any] | None = None
 
 
 def _plot(plan: Plan, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """The predicted front with the chosen plan marked (shared plotting helper)."""
+    from optllm.evaluate.plots import plot_front
 
     sel = plan.summary["selection"]
-    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
-    try:
-        ax.plot(plan.front_points[:, 0], plan.front_points[:, 1], "-", lw=1.5, label="front (predicted)")
-        ax.plot([sel["cost_mean"]], [sel["predicted_accuracy"]], "o", color="C3", label="plan")
-        if sel.get("budget") is not None:
-            ax.axvline(sel["budget"], color="0.5", ls="--", lw=1, label="budget")
-        ax.set_xlabel("estimated total cost (USD)")
-        ax.set_ylabel("predicted accuracy")
-        ax.set_title(f"{plan.summary['n_planned']} queries × {len(plan.models)} models")
-        ax.legend(loc="lower right", fontsize=8)
-        ax.grid(alpha=0.3)
-        fig.tight_layout()
-        fig.savefig(path, format="png")
-    finally:
-        plt.close(fig)
+    plot_front(path, series={"front (predicted)": (plan.front_points[:, 0], plan.front_points[:, 1])},
+               marks={"plan": (sel["cost_mean"], sel["predicted_accuracy"])},
+               title=f"{plan.summary['n_planned']} queries × {len(plan.models)} models",
+               xlabel="estimated total cost (USD)", ylabel="predicted accuracy")
 
 
 def read_plan(folder: str | Path) -> list[DispatchItem]:

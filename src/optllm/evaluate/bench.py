@@ -122,11 +122,11 @@ def run_split(data: Outcomes, rep: int, cfg: BenchConfig, say: Callable[[str], N
             picks[method] = _budget_pick(c, float(tot[best]))
             if method == "ours":
                 t1 = time.perf_counter()
-                p_boot = bootstrap_predictions(pred_name, train, val, test, cfg.bootstrap, cfg.seed + rep)
-                b = bounds_along(front, mean, p_boot, cfg.confidence, train.n + val.n)
+                refits = bootstrap_predictions(pred_name, train, val, test, cfg.bootstrap, cfg.seed + rep, mean)
+                b = bounds_along(front, mean, refits, cfg.confidence, train.n + val.n)
                 c.info["bounds_s"] = time.perf_counter() - t1
                 picks["ours_target"] = _target_picks(front, b, corr, target)
-                plan, info = select(front, b, float(tot[best]), None, mean, p_boot, models, cost=cost, safe=True)
+                plan, info = select(front, b, float(tot[best]), None, mean, refits, models, cost=cost, safe=True)
                 picks[method] = {"cost": float(plan.cost), "realised_accuracy": float(values_of(plan.models, corr)),
                                  "predicted_accuracy": float(plan.accuracy), "rule": info.get("rule")}
                 unsafe = front.at_budget(float(tot[best]))

@@ -14,7 +14,7 @@ import numpy as np
 
 from optllm.data import Outcomes, Split, split
 from optllm.errors import OptLLMError
-from optllm.evaluate.uncertainty import AccuracyBounds, bounds_along, bounds_of, values_along, values_of
+from optllm.evaluate.uncertainty import AccuracyBounds, Refits, bounds_along, bounds_of, values_along, values_of
 from optllm.optimize.types import Assignment, FrontLike
 
 OPTIMIZERS = ("exact", "optllm-m", "nsga2", "rnsga2", "smsemoa", "moead", "moeadgen", "mopso")
@@ -108,17 +108,45 @@ def fit_predict(name: str, labelled: Outcomes, val: Outcomes, test: Outcomes, se
     return predict.fit_predict(name, labelled, val, test, seed=seed, **params)
 
 
-def bootstrap_predictions(name: str, train: Outcomes, val: Outcomes, test: Outcomes, reps: int, seed: int) -> np.ndarray | None:
-    """Refit the predictor on `reps` bootstrap resamples of the labelled sample → [B, n, m]."""
+def bootstrap_predictions(name: str, train: Outcomes, val: Outcomes, test: Outcomes, reps: int, seed: int,
+                          p_main: np.ndarray, max_rows: int = 4000) -> Refits | None:
+    """Refit the predictor on `reps` bootstrap resamples of the labelled sample and predict a
+    random subsample of at most `max_rows` assigned queries (see `Refits`).
+
+    The featuriser is fitted once on the training texts and every refit works on the same
+    feature matrices (features carry no labels, so only the label-dependent part is
+    resampled); this keeps B refits cheap.
+    """
     if reps <= 1:
         return None
+    from optllm.predict import make_featurizer, make_predictor
+    from optllm.predict.evaluation import inputs_of
+
+    proto = make_predictor(name, seed=seed)
+    X_tr, X_va, X_te = inputs_of(train), inputs_of(val) if val.n else None, inputs_of(test)
+    if getattr(proto, "uses_features", True) and isinstance(X_tr, list):
+        fz = make_featurizer(getattr(proto, "featurizer", None))
+        fz.fit(X_tr)
+        X_tr, X_te = fz.transform(X_tr), fz.transform(X_te)
+        X_va = fz.transform(X_va) if X_va is not None else None
     rng = np.random.default_rng(seed + 7919)
-    out = np.empty((reps, test.n, test.m))
+    rows = np.sort(rng.choice(test.n, min(max_rows, test.n), replace=False))
+    X_te = _rows(X_te, rows)
+    out = np.empty((reps, rows.shape[0], test.m))
     for b in range(reps):
-        tr = train.resample(rng.integers(0, train.n, train.n))
-        va = val.resample(rng.integers(0, val.n, val.n)) if val.n else val
-        out[b] = fit_predict(name, tr, va, test, seed=seed + b + 1)[0]
-    return out
+        i_tr = rng.integers(0, train.n, train.n)
+        model = make_predictor(name, seed=seed + b + 1, featurizer=None)
+        if X_va is not None:
+            i_va = rng.integers(0, val.n, val.n)
+            model.fit(_rows(X_tr, i_tr), train.correct[i_tr], _rows(X_va, i_va), val.correct[i_va], models=train.models)
+        else:
+            model.fit(_rows(X_tr, i_tr), train.correct[i_tr], models=train.models)
+        out[b] = model.predict(X_te).mean
+    return Refits(out, p_main[rows], rows, test.n)
+
+
+def _rows(X: Any, idx: np.ndarray) -> Any:
+    return [X[i] for i in idx] if isinstance(X, list) else X[idx]
 
 
 def build_front(optimizer: str, p: np.ndarray, p_robust: np.ndarray, cost: np.ndarray,
@@ -147,7 +175,7 @@ def hindsight_saving(costs: np.ndarray, true_acc: np.ndarray, best_acc: float, b
 
 
 def select(front: FrontLike, bounds: AccuracyBounds, budget: float | None, target: float | None,
-           p: np.ndarray, p_boot: np.ndarray | None, models: tuple[str, ...], extra_cost: float = 0.0,
+           p: np.ndarray, refits: Refits | None, models: tuple[str, ...], extra_cost: float = 0.0,
            cost: np.ndarray | None = None, safe: bool = True) -> tuple[Assignment | None, dict[str, Any]]:
     """Pick the plan for a budget or an accuracy target (or the knee), with its bounds.
 
@@ -187,9 +215,9 @@ def select(front: FrontLike, bounds: AccuracyBounds, budget: float | None, targe
             )
         plan = front.at_budget(min(budget - extra_cost, float(front.costs[-1])))
         info.update(rule="most accurate plan within the budget", certified_gap=plan.gap)
-        if safe and p_boot is not None and cost is not None:
-            plan = _safe_budget_plan(front, plan, budget - extra_cost, p, p_boot, cost, bounds.confidence, models, info)
-        b = bounds_of(plan.models, p, p_boot, bounds.confidence, bounds.n_labelled)
+        if safe and refits is not None and cost is not None:
+            plan = _safe_budget_plan(front, plan, budget - extra_cost, p, refits, cost, bounds.confidence, models, info)
+        b = bounds_of(plan.models, p, refits, bounds.confidence, bounds.n_labelled)
         info.update(cost=plan.cost + extra_cost, predicted_accuracy=plan.accuracy,
                     lower=float(b.lower[0]), upper=float(b.upper[0]))
         return plan, info
@@ -202,7 +230,7 @@ def select(front: FrontLike, bounds: AccuracyBounds, budget: float | None, targe
     return _as_assignment(front, k, models), info
 
 
-def _safe_budget_plan(front: FrontLike, plan: Assignment, budget: float, p: np.ndarray, p_boot: np.ndarray,
+def _safe_budget_plan(front: FrontLike, plan: Assignment, budget: float, p: np.ndarray, refits: Refits,
                       cost: np.ndarray, confidence: float, models: tuple[str, ...], info: dict[str, Any]) -> Assignment:
     """Do no harm: keep the most accurate plan within budget only if, across bootstrap refits
     of the predictor, it beats the strongest single LLM that fits the budget at `confidence`;
@@ -214,17 +242,22 @@ def _safe_budget_plan(front: FrontLike, plan: Assignment, budget: float, p: np.n
     if not affordable.size:
         return plan
     ref = int(affordable[np.argmax(p[:, affordable].mean(axis=0))])
-    ref_boot = p_boot[:, :, ref].mean(axis=1)  # [B]
-    z = float(norm.ppf(confidence))
     n = p.shape[0]
-    ok_cost = np.flatnonzero(np.asarray(front.costs) <= budget * (1 + 1e-12))
-    diff = values_along(front, p_boot)[:, ok_cost] - ref_boot[:, None]
-    lower = diff.mean(axis=0) - z * diff.std(axis=0, ddof=1)
+    ref_a = np.full(n, ref)
+    ref_mean, ref_dev = float(p[:, ref].mean()), refits.of(ref_a)
+    z = float(norm.ppf(confidence))
     info["reference_model"] = models[ref]
-    if values_of(plan.models, p_boot).mean() - ref_boot.mean() - z * (values_of(plan.models, p_boot) - ref_boot).std(ddof=1) >= 0:
+
+    def lower(mean: np.ndarray, dev: np.ndarray) -> np.ndarray:
+        d = (mean - ref_mean) + (dev - ref_dev[:, None])  # [B, K] paired differences
+        return d.mean(axis=0) - z * d.std(axis=0, ddof=1)
+
+    if lower(np.atleast_1d(plan.accuracy), refits.of(plan.models)[:, None])[0] >= 0:
         info["safe"] = f"beats {models[ref]} alone at {confidence:.0%} confidence"
         return plan
-    good = ok_cost[lower >= 0]
+    ok_cost = np.flatnonzero(np.asarray(front.costs) <= budget * (1 + 1e-12))
+    lb = lower(np.asarray(front.accuracies)[ok_cost], refits.along(front)[:, ok_cost])
+    good = ok_cost[lb >= 0]
     if good.size:
         k = int(good[np.argmax(np.asarray(front.accuracies)[good])])
         info["safe"] = f"front point {k}: the most accurate one that beats {models[ref]} alone at {confidence:.0%} confidence"
@@ -232,8 +265,7 @@ def _safe_budget_plan(front: FrontLike, plan: Assignment, budget: float, p: np.n
         return _as_assignment(front, k, models)
     info["safe"] = f"no mixed plan beats {models[ref]} alone at {confidence:.0%} confidence: sending every query to it"
     info["rule"] = "best affordable single LLM (no mix is reliably better)"
-    a = np.full(n, ref)
-    return Assignment(models=a, cost=float(totals[ref]), accuracy=float(p[:, ref].mean()), model_names=models)
+    return Assignment(models=ref_a, cost=float(totals[ref]), accuracy=ref_mean, model_names=models)
 
 
 def _point(front: FrontLike, bounds: AccuracyBounds, k: int, extra_cost: float) -> dict[str, Any]:
@@ -267,12 +299,12 @@ def run_pipeline(data: Outcomes, cfg: RunConfig, progress: Progress | None = Non
     t["optimise"] = time.perf_counter() - t1
     say("bounds")
     t1 = time.perf_counter()
-    p_boot = bootstrap_predictions(cfg.predictor, train, val, test, cfg.bootstrap, cfg.seed)
+    refits = bootstrap_predictions(cfg.predictor, train, val, test, cfg.bootstrap, cfg.seed, mean)
     n_lab = train.n + val.n
-    bounds = bounds_along(front, mean, p_boot, cfg.confidence, n_lab)
+    bounds = bounds_along(front, mean, refits, cfg.confidence, n_lab)
     t["bounds"] = time.perf_counter() - t1
     extra = labelling if cfg.count_labelling_cost else 0.0
-    plan, info = select(front, bounds, cfg.budget, cfg.target_accuracy, mean, p_boot, test.models, extra,
+    plan, info = select(front, bounds, cfg.budget, cfg.target_accuracy, mean, refits, test.models, extra,
                         cost=test.cost, safe=cfg.safe)
     if plan is None:
         # nothing certified: still return the most accurate plan for inspection, flagged

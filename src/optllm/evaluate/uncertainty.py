@@ -79,34 +79,65 @@ class AccuracyBounds:
         return int(np.ceil(max(float(need.min()), self.n_labelled)))
 
 
+@dataclass(frozen=True)
+class Refits:
+    """Predictions of B bootstrap refits of the predictor on a subsample of the assigned rows.
+
+    Only the spread of plan scores across refits is needed, and it is dominated by errors
+    shared by every query sent to the same model, so a few thousand rows estimate it well;
+    `main` holds the main predictor's values on the same rows for centring.
+    """
+
+    boot: np.ndarray  # [B, s, m]
+    main: np.ndarray  # [s, m]
+    rows: np.ndarray  # [s] row indices into the assigned queries
+    n: int  # number of assigned queries
+
+    def _expand(self, v: np.ndarray) -> np.ndarray:
+        full = np.zeros((self.n, v.shape[-1]))
+        full[self.rows] = v * (self.n / self.rows.shape[0])
+        return full
+
+    def along(self, front: FrontLike) -> np.ndarray:
+        """Refit score minus main score on the subsample, for every front point → [B, K]."""
+        base = front.values(self._expand(self.main))
+        return np.stack([front.values(self._expand(b)) - base for b in self.boot])
+
+    def of(self, assignment: np.ndarray) -> np.ndarray:
+        """The same for one assignment of all n queries → [B]."""
+        a = assignment[self.rows]
+        r = np.arange(self.rows.shape[0])
+        return self.boot[:, r, a].mean(axis=1) - self.main[r, a].mean()
+
+
 def bounds_along(
     front: FrontLike,
     p: np.ndarray,
-    p_boot: np.ndarray | None,
+    refits: Refits | None,
     confidence: float,
     n_labelled: int,
 ) -> AccuracyBounds:
     """Accuracy bounds for every point of `front` from the main predictions `p` [n, m] and
-    bootstrap refits `p_boot` [B, n, m] (None: Bernoulli variance only)."""
+    bootstrap refits (None: Bernoulli variance only)."""
     mean = values_along(front, p)
     var_bern = values_along(front, p * (1.0 - p)) / p.shape[0]
-    if p_boot is not None and p_boot.shape[0] > 1:
-        boot = values_along(front, p_boot)
-        shift, sd_pred = boot.mean(axis=0) - mean, boot.std(axis=0, ddof=1)
+    if refits is not None and refits.boot.shape[0] > 1:
+        dev = refits.along(front)
+        shift, sd_pred = dev.mean(axis=0), dev.std(axis=0, ddof=1)
     else:
         shift, sd_pred = np.zeros_like(mean), np.zeros_like(mean)
     return AccuracyBounds(mean, shift, np.sqrt(sd_pred**2 + var_bern), sd_pred, confidence, n_labelled)
 
 
 def bounds_of(
-    assignment: np.ndarray, p: np.ndarray, p_boot: np.ndarray | None, confidence: float, n_labelled: int
+    assignment: np.ndarray, p: np.ndarray, refits: Refits | None, confidence: float, n_labelled: int
 ) -> AccuracyBounds:
     """The same bounds for a single assignment (arrays of length 1)."""
     mean = np.atleast_1d(values_of(assignment, p))
     var_bern = np.atleast_1d(values_of(assignment, p * (1 - p))) / p.shape[0]
-    if p_boot is not None and p_boot.shape[0] > 1:
-        boot = values_of(assignment, p_boot)
-        shift, sd_pred = np.atleast_1d(boot.mean() - mean[0]), np.atleast_1d(boot.std(ddof=1))
+    if refits is not None and refits.boot.shape[0] > 1:
+        dev = refits.of(assignment)
+        shift, sd_pred = np.atleast_1d(dev.mean()), np.atleast_1d(dev.std(ddof=1))
     else:
         shift, sd_pred = np.zeros(1), np.zeros(1)
     return AccuracyBounds(mean, shift, np.sqrt(sd_pred**2 + var_bern), sd_pred, confidence, n_labelled)
