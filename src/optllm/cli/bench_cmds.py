@@ -27,7 +27,7 @@ def bench(
     moea_reps: int = typer.Option(3, help="Run the MOEAs on this many splits only (they are slow)."),
     predictor: str = typer.Option("default", help="Our predictor."),
     paper_bootstraps: int = typer.Option(100, help="Bootstrap forests of OptLLM as published (the paper: 100)."),
-    bootstrap: int = typer.Option(30, help="Refits of our predictor for the confidence bounds."),
+    bootstrap: int = typer.Option(20, help="Refits of our predictor for the confidence bounds."),
     confidence: float = typer.Option(0.9, help="Confidence level of the target selection."),
     seed: int = typer.Option(0, help="Seed of the first split; split r uses seed + r."),
     quick: bool = typer.Option(False, help="A small run for CI: 2 splits, 10 forests, 5 generations, MOEAs on 1 split."),

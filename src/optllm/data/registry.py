@@ -71,8 +71,8 @@ def _builtin() -> None:
                          b.load_routerbench, ("routerbench",), parts=b.ROUTERBENCH_TASKS))
     register(DatasetInfo("routellm", "RouteLLM MMLU / GSM8K, 2 models, token-priced",
                          b.load_routellm, ("routellm",), parts=("mmlu", "gsm8k")))
-    register(DatasetInfo("synthetic", "seeded item-response generator (synthetic:N or synthetic:NxM)",
-                         lambda part=None, **kw: synthetic(**_synthetic_args(part), **kw)))
+    register(DatasetInfo("synthetic", "seeded item-response generator with texts (synthetic:N or synthetic:NxM)",
+                         lambda part=None, **kw: synthetic(**{"texts": True, **_synthetic_args(part), **kw})))
 
 
 def _synthetic_args(part: str | None) -> dict[str, int]:

@@ -39,7 +39,7 @@ class BenchConfig:
     paper_alpha: float = 1.0  # the authors' code uses p̄ + 1·σ
     paper_bootstraps: int = 100
     confidence: float = 0.9
-    bootstrap: int = 30
+    bootstrap: int = 20
     predictor: str = "default"
     seed: int = 0
 
