@@ -1,0 +1,64 @@
+"""`optllm bench` on a small synthetic set: every method runs, figures are sane, the report is written."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from optllm.cli import app
+from optllm.evaluate.bench import BenchConfig, aggregate, run_bench
+from optllm.evaluate.report import write_report
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def results():
+    cfg = BenchConfig(reps=2, methods=("zero", "optllm", "threshold", "knn", "ours", "moea:nsga2"),
+                      generations=2, moea_reps=1, paper_bootstraps=3, bootstrap=4)
+    return run_bench(["synthetic:1500x4"], cfg)
+
+
+def test_every_method_has_figures(results) -> None:
+    d = results["datasets"]["synthetic:1500x4"]
+    assert set(d["methods"]) == {"oracle", "zero", "optllm", "threshold", "knn", "ours", "moea:nsga2"}
+    oracle = d["methods"]["oracle"]
+    for name, f in d["methods"].items():
+        # nothing beats the oracle's true front (hindsight ceiling)
+        assert f["best_true_accuracy"]["mean"] <= oracle["best_true_accuracy"]["mean"] + 1e-12, name
+        assert f["reached_best"]["of"] == (1 if name.startswith("moea") else 2)
+    assert oracle["reached_best"]["count"] == 2 and oracle["saving_at_best"]["mean"] > 0
+    assert d["methods"]["moea:nsga2"]["points"]["of"] == 1
+    assert d["labelling_cost"]["mean"] > 0
+    honest = d["honest"]
+    assert honest["ours_at_best_cost"]["of"] == 2
+    assert {"ours_target_confidence_100", "ours_target_mean_99"} <= set(honest)
+
+
+def test_report_files(results, tmp_path) -> None:
+    paths = write_report(results, tmp_path, command="optllm bench synthetic:1500x4")
+    text = open(paths["report"]).read()
+    assert "Hindsight" in text and "Honest" in text and "optllm bench synthetic:1500x4" in text
+    data = json.loads(open(paths["results"]).read())
+    assert data["datasets"]["synthetic:1500x4"]["methods"]["ours"]["aiq"]["mean"] is not None
+    for p in (paths["savings"], paths["fronts:synthetic:1500x4"]):
+        assert open(p, "rb").read(4) == b"\x89PNG"
+
+
+def test_aggregate_keeps_undefined_apart() -> None:
+    a = aggregate([0.5, None, 0.7])
+    assert a["defined"] == 2 and a["of"] == 3 and a["mean"] == pytest.approx(0.6)
+    assert aggregate([None, None])["mean"] is None
+
+
+def test_cli_bench_quick_json(tmp_path) -> None:
+    r = runner.invoke(app, ["bench", "synthetic:800x3", "--quick", "--methods", "zero,ours,threshold",
+                            "--out", str(tmp_path), "--json"])
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.stdout)["datasets"]["synthetic:800x3"]
+    assert d["methods"]["ours"]["reached_best"]["of"] == 2
+    assert (tmp_path / "report.md").exists()
+    bad = runner.invoke(app, ["bench", "synthetic:800x3", "--methods", "nope"])
+    assert bad.exit_code == 2
