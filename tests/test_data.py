@@ -205,3 +205,12 @@ def test_synthetic_realistic() -> None:
     p = synthetic(100, 12, seed=0, labels=False)
     assert 0 < p.correct.min() and p.correct.max() < 1
     assert load("synthetic:500x4").m == 4
+
+
+def test_wide_loader_reads_paper_layout_by_path(require_data, overruling: Outcomes) -> None:
+    require_data("overruling/overruling.csv")
+    from optllm.data import data_dir
+
+    o = load(str(data_dir() / "overruling" / "overruling.csv"))
+    assert o.models == overruling.models
+    np.testing.assert_array_equal(o.correct, overruling.correct)

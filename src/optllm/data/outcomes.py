@@ -123,23 +123,6 @@ class Outcomes:
             metadata=dict(self.metadata),
         )
 
-    def resample(self, rows: np.ndarray) -> "Outcomes":
-        """Rows drawn with repetition (a bootstrap sample); ids become `"<id>#<draw>"`."""
-        idx = np.asarray(rows)
-        def take(a: np.ndarray | None) -> np.ndarray | None:
-            return None if a is None else a[idx]
-
-        return replace(
-            self,
-            query_ids=np.array([f"{q}#{j}" for j, q in enumerate(self.query_ids[idx])], dtype=object),
-            correct=self.correct[idx],
-            cost=self.cost[idx],
-            texts=take(self.texts),
-            prompt_tokens=take(self.prompt_tokens),
-            completion_tokens=take(self.completion_tokens),
-            metadata=dict(self.metadata),
-        )
-
     def select_models(self, models: Sequence[str | int]) -> "Outcomes":
         """The outcomes restricted to some models (names or indices), in the given order."""
         cols = [self.model_index(x) for x in models]

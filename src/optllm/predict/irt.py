@@ -61,10 +61,6 @@ class SharedIRT(Predictor):
             x0 = fit.pop("x")
             if best is None or fit["evidence"] > best["evidence"]:
                 best = fit
-        from optllm.predict.models import chol_inverse
-
-        self.Hs_inv_ = chol_inverse(best.pop("Hs_L"))
-        self.Hg_inv_ = chol_inverse(best.pop("Hg_L"))
         for k, v in best.items():
             setattr(self, k + "_", v)
 
@@ -135,8 +131,10 @@ class SharedIRT(Predictor):
         S = Phi @ self.bs_
         mu = self.offset_ + S @ self.A_.T + X @ self.B_
         resid = residual_var(Phi, self.kmap_.diag(F))
-        var_s = np.stack([((Phi @ H) * Phi).sum(axis=1) + self.shared_var_ * resid for H in self.Hs_inv_], axis=1)
+        from optllm.predict.models import quad_form
+
+        var_s = np.stack([quad_form(L, Phi) + self.shared_var_ * resid for L in self.Hs_L_], axis=1)
         var = var_s @ (self.A_.T ** 2)
         for k in range(mu.shape[1]):
-            var[:, k] += ((X @ self.Hg_inv_[k]) * X).sum(axis=1) + self.specific_var_ * resid
+            var[:, k] += quad_form(self.Hg_L_[k], X) + self.specific_var_ * resid
         return moderated(mu, var, self.moderate)

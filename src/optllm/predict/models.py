@@ -126,8 +126,7 @@ class Logistic(Predictor):
                 better = ev > best[2]
                 best[0][:, better], best[1][better] = theta[:, better], Lc[better]
                 best[2][better], best[3][better] = ev[better], Cv[better]
-        self.theta_, Lbest, self.evidence_, self.C_ = best
-        self.Hinv_ = chol_inverse(Lbest)
+        self.theta_, self.L_, self.evidence_, self.C_ = best
 
     def frozen_params(self) -> dict[str, Any]:
         """The hyperparameters chosen by this fit (the selector reuses them when it refits)."""
@@ -139,7 +138,7 @@ class Logistic(Predictor):
         mu = self.offset_ + X @ self.theta_
         var = np.empty_like(mu)
         for k in range(mu.shape[1]):
-            var[:, k] = ((X @ self.Hinv_[k]) * X).sum(axis=1)
+            var[:, k] = quad_form(self.L_[k], X)
         var += self.C_[None, :] * residual_var(Phi, self.kmap_.diag(F))[:, None]
         return moderated(mu, var, self.moderate)
 
@@ -182,9 +181,9 @@ model (a (d,) vector is shared). Starts from `x0` (d, m) when given. Returns θ 
     return theta, L, evidence
 
 
-def chol_inverse(L: np.ndarray) -> np.ndarray:
-    """(L Lᵀ)⁻¹ for a stack of lower Cholesky factors."""
-    from scipy.linalg import cho_solve
+def quad_form(L: np.ndarray, X: np.ndarray) -> np.ndarray:
+    """Row-wise xᵀ (L Lᵀ)⁻¹ x for the rows of X, given the lower Cholesky factor L."""
+    from scipy.linalg import solve_triangular
 
-    eye = np.eye(L.shape[-1])
-    return np.stack([cho_solve((l, True), eye) for l in L])
+    V = solve_triangular(L, X.T, lower=True, check_finite=False)
+    return (V * V).sum(axis=0)

@@ -102,7 +102,13 @@ class Selector(Predictor):
             Y_val = check_labels(Y_val, self._length(X_val), where="Y_val")
             if Y_val.shape[1] != m:
                 raise OptLLMError(f"{self.name}: Y_val has {Y_val.shape[1]} models, Y has {m}")
-            Ftr, Fva = self._feat_pair(X, X_val)
+            # one featuriser for both stages, fitted on the labelled texts (train + validation;
+            # no labels are used), so the refit reuses the features
+            X_all = self._concat(X, X_val)
+            self.featurizer_ = self._fit_featurizer(X_all) if self.texts_ else None
+            F_all = self.featurizer_.transform(list(X_all)) if self.featurizer_ is not None else X_all
+            ntr = self._length(X)
+            Ftr, Fva = self._take(F_all, np.arange(ntr)), self._take(F_all, np.arange(ntr, self._length(X_all)))
             fitted = [self._fit_one(c, Ftr, Y, X, X_val) for c in cands]
             P = [f.predict(self._arg(c, Fva, X_val)).mean for c, f in zip(cands, fitted)]
             Yv = Y_val
@@ -117,12 +123,11 @@ class Selector(Predictor):
         self.weights_ = dict(zip(self.names_, w.tolist()))
         # refit the chosen candidates on everything labelled
         if have_val and self.refit:
-            X_all = self._concat(X, X_val)
             Y_all = np.vstack([Y, Y_val])
         else:
             X_all, Y_all = X, Y
-        self.featurizer_ = self._fit_featurizer(X_all) if self.texts_ else None
-        F_all = self.featurizer_.transform(list(X_all)) if self.featurizer_ is not None else X_all
+            self.featurizer_ = self._fit_featurizer(X_all) if self.texts_ else None
+            F_all = self.featurizer_.transform(list(X_all)) if self.featurizer_ is not None else X_all
         self.fitted_cands_ = []
         for c, wj in zip(cands, w):
             if wj > 0:
