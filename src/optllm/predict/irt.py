@@ -37,7 +37,7 @@ class SharedIRT(Predictor):
     def __init__(self, rank: int = 1, shared_var: float = 2.0, specific_var: float = 0.5,
                  slope_var: float = 1.0, intercept_var: float = 0.5, gamma: float = 0.0,
                  scale: float | str = "auto", scale_grid: tuple[float, ...] = (0.25, 1.0, 4.0, 16.0),
-                 moderate: bool = False,
+                 moderate: bool = False, max_rank: int | None = 256,
                  featurizer: Any = "tfidf", seed: int = 0) -> None:
         super().__init__(featurizer=featurizer, seed=seed)
         self.rank = rank
@@ -47,11 +47,12 @@ class SharedIRT(Predictor):
         self.intercept_var = intercept_var
         self.gamma = gamma
         self.moderate = moderate
+        self.max_rank = max_rank
         self.scale = scale
         self.scale_grid = scale_grid
 
     def _fit(self, F: Any, Y: np.ndarray, F_val: Any, Y_val: np.ndarray | None) -> None:
-        self.kmap_ = KernelMap(self.gamma)
+        self.kmap_ = KernelMap(self.gamma, max_rank=self.max_rank)
         Phi = self.kmap_.fit(F)
         grid = tuple(self.scale_grid) if self.scale == "auto" else (float(self.scale),)
         best = None
@@ -110,7 +111,7 @@ class SharedIRT(Predictor):
         if R > 1:
             A_init[:, 1:] = rng.normal(0.0, 0.1, (m, R - 1))
         v0 = np.concatenate([np.zeros(r * R), np.zeros(d * m), A_init.ravel()]) if x0 is None else x0
-        res = minimize(fg, v0, jac=True, method="L-BFGS-B", options={"maxiter": 500, "gtol": 1e-6})
+        res = minimize(fg, v0, jac=True, method="L-BFGS-B", options={"maxiter": 500, "gtol": 1e-4, "ftol": 1e-7})
         bs, B, A = unpack(res.x)
         # Laplace, block-diagonal: each shared factor, then each model's own part
         S = Phi @ bs

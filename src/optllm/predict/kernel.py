@@ -17,9 +17,10 @@ from optllm.predict.base import dense_dot, row_normalise
 class KernelMap:
     """Cosine kernel (gamma=0) or its RBF on the unit sphere, exp(gamma·(cos − 1))."""
 
-    def __init__(self, gamma: float = 0.0, eig_tol: float = 1e-8) -> None:
+    def __init__(self, gamma: float = 0.0, eig_tol: float = 1e-8, max_rank: int | None = None) -> None:
         self.gamma = gamma
         self.eig_tol = eig_tol
+        self.max_rank = max_rank
 
     def _k(self, cos: np.ndarray) -> np.ndarray:
         if self.gamma and self.gamma > 0:
@@ -33,6 +34,8 @@ class KernelMap:
         K = 0.5 * (K + K.T)
         lam, U = np.linalg.eigh(K)
         keep = lam > self.eig_tol * max(float(lam.max()), 1e-12)
+        if self.max_rank is not None and keep.sum() > self.max_rank:
+            keep &= lam >= np.sort(lam)[-int(self.max_rank)]
         if not keep.any():  # every training text has empty features
             keep = np.zeros_like(lam, dtype=bool)
         self.U_ = U[:, keep]

@@ -96,7 +96,7 @@ class Logistic(Predictor):
 
     def __init__(self, C: float | str = "auto", intercept_var: float = 0.5, gamma: float = 0.0,
                  C_grid: tuple[float, ...] = (0.25, 1.0, 4.0, 16.0, 64.0),
-                 moderate: bool = False,
+                 moderate: bool = False, max_rank: int | None = 256,
                  featurizer: Any = "tfidf", seed: int = 0) -> None:
         super().__init__(featurizer=featurizer, seed=seed)
         self.C = C
@@ -104,9 +104,10 @@ class Logistic(Predictor):
         self.intercept_var = intercept_var
         self.gamma = gamma
         self.moderate = moderate
+        self.max_rank = max_rank
 
     def _fit(self, F: Any, Y: np.ndarray, F_val: Any, Y_val: np.ndarray | None) -> None:
-        self.kmap_ = KernelMap(self.gamma)
+        self.kmap_ = KernelMap(self.gamma, max_rank=self.max_rank)
         Phi = self.kmap_.fit(F)
         rate, _ = beta_posterior(Y)
         self.offset_ = logit(rate)
@@ -168,7 +169,7 @@ model (a (d,) vector is shared). Starts from `x0` (d, m) when given. Returns θ 
         return f, g.ravel()
 
     res = minimize(fg, np.zeros(d * m) if x0 is None else np.asarray(x0).ravel(), jac=True, method="L-BFGS-B",
-                   options={"maxiter": maxiter, "gtol": 1e-6})
+                   options={"maxiter": maxiter, "gtol": 1e-4, "ftol": 1e-7})
     theta = res.x.reshape(d, m)
     P = sigmoid(offset + X @ theta)
     W = mask * P * (1 - P)

@@ -45,7 +45,8 @@ DEFAULT_CANDIDATES = ("base", "knn", "logistic", "irt", "forest")
 class Selector(Predictor):
     """Validation-weighted blend of `candidates` (names from `optllm.predict.PREDICTORS`, or
     predictor objects); the base rate is always added. One featuriser (`featurizer`) is fitted
-    once and shared by the candidates built by name. `mode`: "stack" (convex weights) or
+    once, on the labelled texts (train + validation; it sees no labels), and shared by the
+    candidates built by name. `mode`: "stack" (convex weights) or
     "select" (the single best). `refit`: refit on train + validation after choosing."""
 
     name = "selector"
