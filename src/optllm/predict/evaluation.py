@@ -46,39 +46,17 @@ def fit_predict(name: str, train: Outcomes, val: Outcomes | None, test: Outcomes
 
 
 # --------------------------------------------------------------------- end to end
-def true_along(front: Any, correct: np.ndarray, thin: int = 400) -> tuple[np.ndarray, np.ndarray]:
-    """(indices, true accuracy) of front points. Exact for every point when the front exposes
-    its moves (`start`, `move_query`, `move_from`, `move_to`); otherwise `thin` evenly spaced
-    points (plus the last)."""
-    n = correct.shape[0]
-    rows = np.arange(n)
-    K = len(front)
-    q = getattr(front, "move_query", None)
-    if q is not None and getattr(front, "start", None) is not None:
-        start = np.asarray(front.start)
-        q, fr, to = np.asarray(q), np.asarray(front.move_from), np.asarray(front.move_to)
-        base = correct[rows, start].sum()
-        acc = np.concatenate([[base], base + np.cumsum(correct[q, to] - correct[q, fr])]) / n
-        if acc.size == K:
-            return np.arange(K), acc
-    idx = np.unique(np.r_[np.linspace(0, K - 1, min(K, thin)).round().astype(int), K - 1])
-    acc = np.array([correct[rows, np.asarray(front.assignment(int(k)))].mean() for k in idx])
-    return idx, acc
-
-
-def end_to_end(p: np.ndarray, test: Outcomes, pareto_front: Callable[..., Any] | None = None) -> dict[str, Any]:
+def end_to_end(p: np.ndarray, test: Outcomes) -> dict[str, Any]:
     """Saving at the best single model's accuracy (hindsight, true accuracy) and the true
     accuracy at the best single model's cost, for the exact front on predictions `p`."""
-    if pareto_front is None:
-        pareto_front = _optimiser()
-        if pareto_front is None:
-            raise OptLLMError("end-to-end figures need optllm.optimize.pareto_front")
+    from optllm.optimize import pareto_front
+
     best = test.best_model()
     acc_best = float(test.model_accuracy()[best])
     cost_best = float(test.model_total_cost()[best])
     front = pareto_front(p, test.cost, models=test.models)
-    idx, acc = true_along(front, test.correct)
-    costs = np.asarray(front.costs)[idx]
+    acc = front.values(test.correct)
+    costs = np.asarray(front.costs)
     ok = acc >= acc_best - 1e-12
     out: dict[str, Any] = {"best_model": test.models[best], "best_accuracy": acc_best, "best_cost": cost_best,
                            "front_points": len(front)}
@@ -88,25 +66,13 @@ def end_to_end(p: np.ndarray, test: Outcomes, pareto_front: Callable[..., Any] |
                    saving=float(1 - costs[k] / cost_best) if cost_best > 0 else float("nan"))
     else:
         out.update(reached=False, cost_at_best_acc=float("nan"), saving=float("nan"))
-    plan = front.at_budget(min(cost_best, float(np.asarray(front.costs)[-1])))
-    a = np.asarray(plan.models)
-    acc_at = float(test.correct[np.arange(test.n), a].mean())
+    plan = front.at_budget(min(cost_best, float(costs[-1])))
+    acc_at = float(test.correct[np.arange(test.n), plan.models].mean())
     out.update(acc_at_best_cost=acc_at, acc_gain_at_best_cost=acc_at - acc_best)
     return out
 
 
 # --------------------------------------------------------------------- the loop
-def _optimiser() -> Callable[..., Any] | None:
-    try:
-        from optllm.optimize import pareto_front  # type: ignore[attr-defined]
-    except ImportError:
-        try:
-            from optllm.optimize.front import pareto_front  # type: ignore[no-redef]
-        except ImportError:
-            return None
-    return pareto_front
-
-
 def evaluate_predictors(
     data: Outcomes,
     predictors: Sequence[str] = ALL,
@@ -118,7 +84,6 @@ def evaluate_predictors(
     end_to_end_figures: bool = True,
     oracle: bool = True,
     progress: Callable[[str], None] | None = None,
-    pareto_front: Callable[..., Any] | None = None,
 ) -> dict[str, Any]:
     """Run every predictor on `reps` random splits (seeds seed, seed+1, ...); return per-split
     records and the mean ± std summary per predictor."""
@@ -128,12 +93,8 @@ def evaluate_predictors(
         raise OptLLMError(f"--reps must be at least 1, got {reps}")
     for name in predictors:
         make_predictor(name)  # unknown names fail before any work
-    front_fn = pareto_front or (_optimiser() if end_to_end_figures else None)
-    e2e_note = None
-    if end_to_end_figures and front_fn is None:
-        e2e_note = "end-to-end figures skipped: optllm.optimize.pareto_front is not available"
     records: list[dict[str, Any]] = []
-    rows = list(predictors) + (["oracle"] if oracle and front_fn is not None else [])
+    rows = list(predictors) + (["oracle"] if oracle and end_to_end_figures else [])
     for r in range(reps):
         s = split(data, train_frac, val_frac, seed=seed + r)
         tr, va, te = s.parts(data)
@@ -156,8 +117,8 @@ def evaluate_predictors(
                 if hasattr(p, "weights_") and isinstance(p.weights_, dict):
                     rec["weights"] = p.weights_
             rec.update(scores(te.correct, pred.mean))
-            if front_fn is not None:
-                rec.update(end_to_end(pred.robust(alpha), te, front_fn))
+            if end_to_end_figures:
+                rec.update(end_to_end(pred.robust(alpha), te))
             records.append(rec)
     summary = summarise(records, rows)
     out: dict[str, Any] = {
@@ -165,8 +126,6 @@ def evaluate_predictors(
         "val_frac": val_frac, "reps": reps, "seed": seed, "alpha": alpha,
         "summary": summary, "splits": records,
     }
-    if e2e_note:
-        out["note"] = e2e_note
     return out
 
 
