@@ -315,17 +315,12 @@ def run_pipeline(data: Outcomes, cfg: RunConfig, progress: Progress | None = Non
 
     true_acc = values_along(front, test.correct)
     true_front = pareto_front(test.correct, test.cost, models=test.models)
-    info["realised_accuracy"] = float(values_of_plan(plan.models, test.correct))
+    info["realised_accuracy"] = float(values_of(plan.models, test.correct))
     info["realised_cost"] = float(test.cost[np.arange(test.n), plan.models].sum()) + extra
     if info.get("target_accuracy") is not None and info.get("reachable"):
         info["target_met"] = bool(info["realised_accuracy"] >= info["target_accuracy"])
     t["total"] = time.perf_counter() - t0
     return RunResult(test, cfg, sp, mean, std, front, bounds, true_acc, true_front, info, plan, labelling, t)
-
-
-def values_of_plan(a: np.ndarray, values: np.ndarray) -> float:
-    """Mean of values[i, a(i)]."""
-    return float(values[np.arange(a.shape[0]), a].mean())
 
 
 def write_run(res: RunResult, out_dir: str) -> dict[str, str]:
