@@ -230,22 +230,18 @@ def optllm_m(
     acc_step, cost_step = _steps(pb, c, x_cheap, x_high, gn)
     pool = [x_cheap, x_high]
     exchanges: list[int] = []
-    if acc_step > 0:
-        s = x_cheap
+    sweeps = (  # (step, start, destruction, p used to reconstruct): up from the cheap end, down from the accurate end
+        (acc_step, x_cheap, lambda x: _destruct_up(x, pb, acc_step), pb),
+        (cost_step, x_high, lambda x: _destruct_down(x, c, cost_step), pr),
+    )
+    for step, s, destruct, p_rec in sweeps:
+        if step <= 0:
+            continue
         for _ in range(1, gn):
-            d = _destruct_up(s, pb, acc_step)
+            d = destruct(s)
             if d is None:
                 break
-            s, k = _reconstruct(d, pb, c, cap)
-            exchanges.append(k)
-            pool.append(s)
-    if cost_step > 0:
-        s = x_high
-        for _ in range(1, gn):
-            d = _destruct_down(s, c, cost_step)
-            if d is None:
-                break
-            s, k = _reconstruct(d, pr, c, cap)
+            s, k = _reconstruct(d, p_rec, c, cap)
             exchanges.append(k)
             pool.append(s)
     info = {"gn": gn, "exchanges": exchanges, "max_exchanges": cap,
