@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from optllm.evaluate.baselines import acc_at_cost, pick_pair, threshold_router, upper_hull, zero_router
-from optllm.evaluate.uncertainty import Refits, bounds_along, bounds_of, values_along, values_of
+from optllm.evaluate.uncertainty import (HeldOut, Rectifier, bounds_along, bounds_of, paired_lower, single_bounds,
+                                         values_along, values_of)
 
 
 def test_upper_hull_drops_dominated_and_concave_points() -> None:
@@ -76,22 +77,78 @@ def test_values_along_exact_front_equals_explicit() -> None:
     np.testing.assert_allclose(values_along(front, p)[2], values_of(front.assignment(2), p))
 
 
-def test_bounds_shrink_with_certainty_and_estimate_labels() -> None:
+def _world(rng: np.random.Generator, n: int, bias: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Two models, per-query true rates, and predictions that overstate the cheap model by
+    `bias` (the error a small labelled sample leaves)."""
+    easy = rng.random(n)
+    rate = np.column_stack([0.45 + 0.5 * easy, np.full(n, 0.9)])
+    pred = np.clip(rate + np.array([bias, 0.0]), 0, 1)
+    cost = np.column_stack([np.full(n, 1.0), np.full(n, 10.0)])
+    return rate, pred, cost
+
+
+def test_rectifier_rule_matches_argmax() -> None:
+    rng = np.random.default_rng(3)
+    q, c = rng.random((30, 4)), rng.random((30, 4)) + 0.1
+    y = (rng.random((30, 4)) < q).astype(float)
+    rect = Rectifier(HeldOut(q, y, c))
+    for lam in (np.inf, 5.0, 1.0, 0.2, 0.0):
+        t = int(rect.point(np.array([lam]))[0])
+        a = rect.assignment(t)
+        if np.isfinite(lam) and lam > 0:
+            score = q - lam * c
+            np.testing.assert_array_equal(score[np.arange(30), a], score.max(axis=1))
+        assert rect.mean[t] == pytest.approx(float((y - q)[np.arange(30), a].mean()))
+
+
+def test_held_out_correction_removes_bias_and_covers() -> None:
+    """The cheap model is overstated by 0.08; the corrected estimate is not, and the lower
+    bound at 90% holds for about 90% of random labelled samples (plans along the front)."""
+    from optllm.optimize import pareto_front
+
+    rng = np.random.default_rng(0)
+    N, nL, reps = 3000, 60, 200
+    rate, pred, cost = _world(rng, N, 0.08)
+    front = pareto_front(pred, cost)
+    truth = values_along(front, rate)
+    covered, err_raw, err_cor = [], [], []
+    for r in range(reps):
+        lr, lp, lc = _world(np.random.default_rng(100 + r), nL, 0.08)
+        y = (np.random.default_rng(500 + r).random(lr.shape) < lr).astype(float)
+        b = bounds_along(front, pred, cost, HeldOut(lp, y, lc), 0.9, seed=r)
+        covered.append(np.all(b.lower <= truth + 1e-9))
+        err_raw.append(np.mean(b.mean - truth))
+        err_cor.append(np.mean(b.estimate - truth))
+    assert np.mean(err_raw) > 0.02  # the predictions are optimistic ...
+    assert abs(np.mean(err_cor)) < 0.01  # ... the held-out correction is not
+    assert 0.85 <= np.mean(covered) <= 1.0  # the band holds along the whole front ~90% of the time
+
+
+def test_all_correct_sample_does_not_claim_certainty() -> None:
+    q = np.full((40, 1), 0.97)
+    held = HeldOut(q, np.ones((40, 1)), np.ones((40, 1)))
+    b = single_bounds(0, np.full((1000, 1), 0.97), held, 0.9)
+    assert b.sd_labelled[0] >= np.sqrt(0.97 * 0.03 / 40) - 1e-12
+    assert b.lower[0] < 0.99
+
+
+def test_labels_needed_and_paired_difference() -> None:
+    from optllm.optimize import pareto_front
+
     rng = np.random.default_rng(1)
-    n = 4000
-    p = np.column_stack([np.full(n, 0.6), np.full(n, 0.9)])
-    a = np.array([np.zeros(n, int), np.ones(n, int)])
-    front = _ExplicitFront(a, np.ones((n, 2)))
-    tight = bounds_along(front, p, None, 0.9, 20)
-    assert np.all(tight.lower < tight.mean) and np.all(tight.upper > tight.mean)
-    boot = np.clip(p[None] + rng.normal(0, 0.05, (30, 1, 2)), 0, 1)
-    rows = np.arange(0, n, 4)  # refits scored on a subsample of the rows
-    refits = Refits(boot[:, rows], p[rows], rows, n)
-    loose = bounds_along(front, p, refits, 0.9, 20)
-    assert np.all(loose.lower < tight.lower)
-    need = loose.labels_needed(0.85)
-    assert need is not None and need > 20
-    assert loose.labels_needed(0.95) is None
-    np.testing.assert_allclose(refits.along(front)[:, 1], refits.of(a[1]))
-    one = bounds_of(a[1], p, refits, 0.9, 20)
-    assert one.lower[0] == pytest.approx(loose.lower[1])
+    rate, pred, cost = _world(rng, 2000, 0.0)
+    lr, lp, lc = _world(rng, 40, 0.0)
+    y = (rng.random(lr.shape) < lr).astype(float)
+    held = HeldOut(lp, y, lc)
+    front = pareto_front(pred, cost)
+    b = bounds_along(front, pred, cost, held, 0.9)
+    assert np.all(b.lower <= b.estimate) and np.all(b.upper >= b.estimate)
+    top = float(b.estimate.max())
+    need = b.labels_needed(top - 0.03)
+    assert need is not None and need > 40
+    assert b.labels_needed(top + 0.01) is None
+    # a point equal to "everything to model 1" cannot beat model 1 alone
+    last = np.array([len(front) - 1])
+    assert paired_lower(front, last, 1, pred, cost, held, b.z)[0] <= 1e-12
+    one = bounds_of(np.ones(2000, dtype=int), pred, cost, held, 0.9)
+    assert one.estimate[0] == pytest.approx(0.9 + float((y[:, 1] - lp[:, 1]).mean()))

@@ -17,7 +17,7 @@ runner = CliRunner()
 @pytest.fixture(scope="module")
 def results():
     cfg = BenchConfig(reps=2, methods=("zero", "optllm", "threshold", "knn", "ours", "moea:nsga2"),
-                      generations=2, moea_reps=1, paper_bootstraps=3, bootstrap=4)
+                      generations=2, moea_reps=1, paper_bootstraps=3, folds=3)
     return run_bench(["synthetic:1500x4"], cfg)
 
 

@@ -23,10 +23,10 @@ def small():
 
 def test_run_budget_writes_all_outputs(tmp_path, small) -> None:
     budget = float(small.model_total_cost().max()) * 0.3
-    res = run_pipeline(small, RunConfig(budget=budget, bootstrap=5, predictor="base_rate"))
+    res = run_pipeline(small, RunConfig(budget=budget, folds=5, predictor="base_rate"))
     assert res.plan.cost <= budget + 1e-9
     sel = res.selection
-    assert sel["lower"] <= sel["predicted_accuracy"] <= sel["upper"]
+    assert sel["lower"] <= sel["estimated_accuracy"] <= sel["upper"]
     assert 0 <= sel["realised_accuracy"] <= 1
     paths = write_run(res, str(tmp_path / "out"))
     front = pd.read_csv(paths["front"])
@@ -42,30 +42,30 @@ def test_run_budget_writes_all_outputs(tmp_path, small) -> None:
 
 
 def test_target_not_reachable_says_how_many_labels(small) -> None:
-    res = run_pipeline(small, RunConfig(target_accuracy=0.999, bootstrap=5, predictor="base_rate"))
+    res = run_pipeline(small, RunConfig(target_accuracy=0.999, folds=5, predictor="base_rate"))
     assert res.selection["reachable"] is False
     assert "no plan reaches" in res.selection["message"]
 
 
 def test_target_reachable_meets_lower_bound(small) -> None:
-    res = run_pipeline(small, RunConfig(target_accuracy=0.5, bootstrap=5, predictor="base_rate", train_frac=0.05))
+    res = run_pipeline(small, RunConfig(target_accuracy=0.5, folds=5, predictor="base_rate", train_frac=0.05))
     sel = res.selection
     assert sel["reachable"] and sel["lower"] >= 0.5
 
 
 def test_labelling_cost_counted(small) -> None:
-    a = run_pipeline(small, RunConfig(bootstrap=0, predictor="base_rate"))
-    b = run_pipeline(small, RunConfig(bootstrap=0, predictor="base_rate", count_labelling_cost=True))
+    a = run_pipeline(small, RunConfig(folds=0, predictor="base_rate"))
+    b = run_pipeline(small, RunConfig(folds=0, predictor="base_rate", count_labelling_cost=True))
     assert b.selection["cost"] == pytest.approx(a.selection["cost"] + a.labelling_cost)
 
 
 def test_budget_below_cheapest_is_clear(small) -> None:
     with pytest.raises(OptLLMError, match="below the cheapest plan"):
-        run_pipeline(small, RunConfig(budget=1e-9, bootstrap=0, predictor="base_rate"))
+        run_pipeline(small, RunConfig(budget=1e-9, folds=0, predictor="base_rate"))
 
 
 def test_cli_run_demo(tmp_path) -> None:
-    r = runner.invoke(app, ["run", "demo", "--budget", "5", "--bootstrap", "5", "--out", str(tmp_path), "--json"])
+    r = runner.invoke(app, ["run", "demo", "--budget", "5", "--folds", "5", "--out", str(tmp_path), "--json"])
     assert r.exit_code == 0, r.output
     s = json.loads(r.stdout)
     assert s["selection"]["cost"] <= 5 + 1e-9 and s["dataset"] == "overruling"

@@ -27,7 +27,7 @@ def bench(
     moea_reps: int = typer.Option(3, help="Run the MOEAs on this many splits only (they are slow)."),
     predictor: str = typer.Option("default", help="Our predictor."),
     paper_bootstraps: int = typer.Option(100, help="Bootstrap forests of OptLLM as published (the paper: 100)."),
-    bootstrap: int = typer.Option(20, help="Refits of our predictor for the confidence bounds."),
+    folds: int = typer.Option(5, help="Cross-fitting folds of the labelled sample for our confidence bounds."),
     confidence: float = typer.Option(0.9, help="Confidence level of the target selection."),
     seed: int = typer.Option(0, help="Seed of the first split; split r uses seed + r."),
     quick: bool = typer.Option(False, help="A small run for CI: 2 splits, 10 forests, 5 generations, MOEAs on 1 split."),
@@ -41,9 +41,9 @@ def bench(
         raise OptLLMError(f"--methods: unknown {bad}; choose from {', '.join(ALL_METHODS)}")
     cfg = BenchConfig(reps=reps, train_frac=train_frac, val_frac=val_frac, methods=chosen,
                       generations=generations, moea_reps=moea_reps, predictor=predictor,
-                      paper_bootstraps=paper_bootstraps, bootstrap=bootstrap, confidence=confidence, seed=seed)
+                      paper_bootstraps=paper_bootstraps, folds=folds, confidence=confidence, seed=seed)
     if quick:
-        cfg.reps, cfg.paper_bootstraps, cfg.generations, cfg.moea_reps, cfg.bootstrap = min(reps, 2), 10, 5, 1, 10
+        cfg.reps, cfg.paper_bootstraps, cfg.generations, cfg.moea_reps, cfg.folds = min(reps, 2), 10, 5, 1, 3
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
                   console=console, transient=True, disable=json_out) as prog:
         task = prog.add_task("bench", total=None)
@@ -72,6 +72,8 @@ def bench(
         for col in ("rule", "picked", "met", "realised acc", "cost $", "saving"):
             h.add_column(col)
         for key, v in d["honest"].items():
+            if key == "ours_bound_coverage":
+                continue
             if key.endswith("_at_best_cost"):
                 h.add_row(key, f"{v['of']}/{v['of']}", f"{v['at_least_best_accuracy']}/{v['of']}",
                           _m(v["realised_accuracy"]), _m(v["cost"]), "")
@@ -79,6 +81,11 @@ def bench(
                 h.add_row(key, f"{v['picked']}/{v['of']}", f"{v['met']}/{v['picked']}",
                           _m(v["realised_accuracy"]), _m(v["cost"]), _m(v["saving"], pct=True))
         console.print(h)
+        bc = d["honest"].get("ours_bound_coverage")
+        if bc:
+            console.print(f"our {bc['confidence']:.0%} lower bound held along the whole front on "
+                          f"{bc['whole_front']}/{bc['of']} splits; plans above it: {_m(bc['points'], pct=True)} "
+                          f"(uncorrected bound: {_m(bc['points_without_correction'], pct=True)})")
     if out:
         console.print(f"wrote {paths['report']}, {paths['results']} and plots")
 

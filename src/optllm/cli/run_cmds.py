@@ -36,12 +36,13 @@ def print_run(res: RunResult) -> None:
     t.add_column("")
     t.add_column("cost $", justify="right")
     t.add_column("predicted acc", justify="right")
+    t.add_column("held-out corrected", justify="right")
     t.add_column(f"{sel['confidence']:.0%} interval", justify="right")
     t.add_column("realised acc", justify="right")
     if "cost" in sel and sel.get("reachable", True):
         t.add_row("plan", f"{sel['realised_cost']:.4f}", f"{sel['predicted_accuracy']:.4f}",
-                  f"[{sel['lower']:.4f}, {sel['upper']:.4f}]", f"{sel['realised_accuracy']:.4f}")
-    t.add_row(f"best single ({best['name']})", f"{best['total_cost']:.4f}", "", "", f"{best['accuracy']:.4f}")
+                  f"{sel.get('estimated_accuracy', float('nan')):.4f}", f"[{sel['lower']:.4f}, {sel['upper']:.4f}]", f"{sel['realised_accuracy']:.4f}")
+    t.add_row(f"best single ({best['name']})", f"{best['total_cost']:.4f}", "", "", "", f"{best['accuracy']:.4f}")
     console.print(t)
     if sel.get("reachable") is False:
         console.print(f"[yellow]{sel['message']}[/]")
@@ -70,7 +71,9 @@ def run(
     budget: float = typer.Option(None, help="Spend at most this many USD on the assigned queries."),
     target_accuracy: float = typer.Option(None, help="Reach this true accuracy (0-1) with --confidence."),
     confidence: float = typer.Option(0.9, help="Confidence that the realised accuracy reaches the target."),
-    bootstrap: int = typer.Option(30, help="Predictor refits on resampled labels for the confidence bounds."),
+    folds: int = typer.Option(5, help="Cross-fitting folds of the labelled sample: each labelled query is predicted by "
+                              "a predictor fitted without it, and those held-out errors correct and bound every "
+                              "plan's accuracy (0: Bernoulli variance only)."),
     count_labelling_cost: bool = typer.Option(False, help="Add the cost of labelling the sample to the totals."),
     out: str = typer.Option(None, help="Write front.csv, plan.csv, summary.json, front.png here."),
     json_out: bool = typer.Option(False, "--json", help="Print summary.json to stdout."),
@@ -79,7 +82,7 @@ def run(
     the budget or target (or the knee), and evaluate every point on the true labels."""
     cfg = RunConfig(train_frac=train_frac, val_frac=val_frac, seed=seed, predictor=predictor,
                     optimizer=optimizer, alpha=alpha, budget=budget, target_accuracy=target_accuracy,
-                    confidence=confidence, bootstrap=bootstrap, count_labelling_cost=count_labelling_cost)
+                    confidence=confidence, folds=folds, count_labelling_cost=count_labelling_cost)
     cfg.validate()
     outcomes = load(data)
     with stages(not json_out) as say:

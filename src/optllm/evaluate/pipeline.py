@@ -14,7 +14,8 @@ import numpy as np
 
 from optllm.data import Outcomes, Split, split
 from optllm.errors import OptLLMError
-from optllm.evaluate.uncertainty import AccuracyBounds, Refits, bounds_along, bounds_of, values_along, values_of
+from optllm.evaluate.uncertainty import (AccuracyBounds, HeldOut, bounds_along, bounds_of, paired_lower, single_bounds,
+                                          values_along, values_of)
 from optllm.optimize.types import Assignment, FrontLike
 
 OPTIMIZERS = ("exact", "optllm-m", "nsga2", "rnsga2", "smsemoa", "moead", "moeadgen", "mopso")
@@ -35,7 +36,7 @@ class RunConfig:
     budget: float | None = None
     target_accuracy: float | None = None
     confidence: float = 0.9
-    bootstrap: int = 30  # predictor refits for the confidence bounds (0: Bernoulli only)
+    folds: int = 5  # cross-fitting folds of the labelled sample for the bounds (0: Bernoulli only)
     count_labelling_cost: bool = False
     safe: bool = True  # budget plans must beat the best affordable single LLM at `confidence`
     gn: int = 50
@@ -108,41 +109,50 @@ def fit_predict(name: str, labelled: Outcomes, val: Outcomes, test: Outcomes, se
     return predict.fit_predict(name, labelled, val, test, seed=seed, **params)
 
 
-def bootstrap_predictions(name: str, train: Outcomes, val: Outcomes, test: Outcomes, reps: int, seed: int,
-                          p_main: np.ndarray, max_rows: int = 4000) -> Refits | None:
-    """Refit the predictor on `reps` bootstrap resamples of the labelled sample and predict a
-    random subsample of at most `max_rows` assigned queries (see `Refits`).
+def cross_fit(name: str, train: Outcomes, val: Outcomes, folds: int, seed: int) -> HeldOut | None:
+    """Held-out predictions for every labelled query: `folds`-fold cross-fitting of predictor
+    `name` over train + validation, each fold predicted by the predictor fitted on the others
+    (their train/validation roles kept in the original proportion).
 
-    The featuriser is fitted once on the training texts and every refit works on the same
-    feature matrices (features carry no labels, so only the label-dependent part is
-    resampled); this keeps B refits cheap.
+    The featuriser is fitted once on all labelled texts (it sees no labels), so the K fits
+    reuse one feature matrix.
     """
-    if reps <= 1:
+    n_tr, n_va = train.n, val.n
+    n = n_tr + n_va
+    if folds < 2 or n < 4:
         return None
     from optllm.predict import make_featurizer, make_predictor
     from optllm.predict.evaluation import inputs_of
 
     proto = make_predictor(name, seed=seed)
-    X_tr, X_va, X_te = inputs_of(train), inputs_of(val) if val.n else None, inputs_of(test)
-    if getattr(proto, "uses_features", True) and isinstance(X_tr, list):
+    X = inputs_of(train)
+    Xv = inputs_of(val) if n_va else None
+    if Xv is not None:
+        X = X + Xv if isinstance(X, list) else np.vstack([X, Xv])
+    if getattr(proto, "uses_features", True) and isinstance(X, list):
         fz = make_featurizer(getattr(proto, "featurizer", None))
-        fz.fit(X_tr)
-        X_tr, X_te = fz.transform(X_tr), fz.transform(X_te)
-        X_va = fz.transform(X_va) if X_va is not None else None
+        fz.fit(X)
+        X = fz.transform(X)
+    Y = np.vstack([train.correct, val.correct]) if n_va else train.correct
+    C = np.vstack([train.cost, val.cost]) if n_va else train.cost
     rng = np.random.default_rng(seed + 7919)
-    rows = np.sort(rng.choice(test.n, min(max_rows, test.n), replace=False))
-    X_te = _rows(X_te, rows)
-    out = np.empty((reps, rows.shape[0], test.m))
-    for b in range(reps):
-        i_tr = rng.integers(0, train.n, train.n)
-        model = make_predictor(name, seed=seed + b + 1, featurizer=None)
-        if X_va is not None:
-            i_va = rng.integers(0, val.n, val.n)
-            model.fit(_rows(X_tr, i_tr), train.correct[i_tr], _rows(X_va, i_va), val.correct[i_va], models=train.models)
+    order = rng.permutation(n)
+    parts = np.array_split(order, min(folds, n))
+    share_val = n_va / n
+    P = np.empty_like(Y, dtype=float)
+    for f, held in enumerate(parts):
+        rest = np.setdiff1d(order, held, assume_unique=True)
+        rest = rest[rng.permutation(rest.size)]
+        k_va = int(round(share_val * rest.size)) if n_va else 0
+        k_va = min(max(k_va, 2 if n_va else 0), rest.size - 2)
+        tr, va = rest[k_va:], rest[:k_va]
+        model = make_predictor(name, seed=seed + f + 1, featurizer=None)
+        if va.size:
+            model.fit(_rows(X, tr), Y[tr], _rows(X, va), Y[va], models=train.models)
         else:
-            model.fit(_rows(X_tr, i_tr), train.correct[i_tr], models=train.models)
-        out[b] = model.predict(X_te).mean
-    return Refits(out, p_main[rows], rows, test.n)
+            model.fit(_rows(X, tr), Y[tr], models=train.models)
+        P[held] = model.predict(_rows(X, held)).mean
+    return HeldOut(P, Y.astype(float), C)
 
 
 def _rows(X: Any, idx: np.ndarray) -> Any:
@@ -175,17 +185,17 @@ def hindsight_saving(costs: np.ndarray, true_acc: np.ndarray, best_acc: float, b
 
 
 def select(front: FrontLike, bounds: AccuracyBounds, budget: float | None, target: float | None,
-           p: np.ndarray, refits: Refits | None, models: tuple[str, ...], extra_cost: float = 0.0,
+           p: np.ndarray, held: HeldOut | None, models: tuple[str, ...], extra_cost: float = 0.0,
            cost: np.ndarray | None = None, safe: bool = True) -> tuple[Assignment | None, dict[str, Any]]:
     """Pick the plan for a budget or an accuracy target (or the knee), with its bounds.
 
     Target: the cheapest point whose lower bound at the confidence level reaches it; when
     none does, no plan (and roughly how many labels would be needed). Budget: the exact
     optimum within the budget, its accuracy reported as an interval; with `safe`, only a plan
-    that beats the strongest affordable single LLM at the confidence level (paired bootstrap
-    of the difference) replaces that LLM.
+    that beats the strongest affordable single LLM at the confidence level (paired on the
+    held-out labels) replaces that LLM.
     """
-    info: dict[str, Any] = {"confidence": bounds.confidence}
+    info: dict[str, Any] = {"confidence": bounds.confidence, "n_labelled": bounds.n_labelled}
     costs = np.asarray(front.costs) + extra_cost
     if target is not None:
         info["target_accuracy"] = target
@@ -198,9 +208,10 @@ def select(front: FrontLike, bounds: AccuracyBounds, budget: float | None, targe
             info["labels_needed"] = need
             info["message"] = (
                 f"no plan reaches accuracy {target:.4f} with {bounds.confidence:.0%} confidence "
-                f"(best lower bound {bounds.lower.max():.4f}); "
+                f"(best lower bound {bounds.lower.max():.4f}, best held-out-corrected estimate "
+                f"{bounds.estimate.max():.4f}); "
                 + (f"roughly {need:,} labelled queries would be needed (now {bounds.n_labelled})"
-                   if need else "the predictions do not support it even on average")
+                   if need else "the corrected estimates do not reach it even on average: more labels alone will not do")
             )
             return None, info
         k = int(ok[0])
@@ -215,11 +226,14 @@ def select(front: FrontLike, bounds: AccuracyBounds, budget: float | None, targe
             )
         plan = front.at_budget(min(budget - extra_cost, float(front.costs[-1])))
         info.update(rule="most accurate plan within the budget", certified_gap=plan.gap)
-        if safe and refits is not None and cost is not None:
-            plan = _safe_budget_plan(front, plan, budget - extra_cost, p, refits, cost, bounds.confidence, models, info)
-        b = bounds_of(plan.models, p, refits, bounds.confidence, bounds.n_labelled)
-        info.update(cost=plan.cost + extra_cost, predicted_accuracy=plan.accuracy,
-                    lower=float(b.lower[0]), upper=float(b.upper[0]))
+        if safe and held is not None and cost is not None:
+            plan = _safe_budget_plan(front, bounds, plan, budget - extra_cost, p, held, cost, models, info)
+        if cost is not None:
+            b = bounds_of(plan.models, p, cost, held, bounds.confidence)
+            info.update(estimated_accuracy=float(b.estimate[0]), lower=float(b.lower[0]), upper=float(b.upper[0]))
+        else:
+            info.update(estimated_accuracy=plan.accuracy, lower=float("nan"), upper=float("nan"))
+        info.update(cost=plan.cost + extra_cost, predicted_accuracy=plan.accuracy)
         return plan, info
     # neither: the knee (largest distance above the chord between both ends, in normalised units)
     c, a = costs, bounds.mean
@@ -230,47 +244,68 @@ def select(front: FrontLike, bounds: AccuracyBounds, budget: float | None, targe
     return _as_assignment(front, k, models), info
 
 
-def _safe_budget_plan(front: FrontLike, plan: Assignment, budget: float, p: np.ndarray, refits: Refits,
-                      cost: np.ndarray, confidence: float, models: tuple[str, ...], info: dict[str, Any]) -> Assignment:
-    """Do no harm: keep the most accurate plan within budget only if, across bootstrap refits
-    of the predictor, it beats the strongest single LLM that fits the budget at `confidence`;
-    otherwise take the most accurate plan that does, or that LLM alone."""
-    from scipy.stats import norm
-
+def _safe_budget_plan(front: FrontLike, bounds: AccuracyBounds, plan: Assignment, budget: float, p: np.ndarray,
+                      held: HeldOut, cost: np.ndarray, models: tuple[str, ...], info: dict[str, Any]) -> Assignment:
+    """Do no harm: keep the most accurate plan within budget only if it beats the strongest
+    single LLM that fits the budget at the confidence level (the difference bounded on the
+    same held-out labels and assigned queries); otherwise take the most accurate plan that
+    does, or that LLM alone. The strongest LLM is the one with the best held-out-corrected
+    accuracy estimate."""
     totals = cost.sum(axis=0)
     affordable = np.flatnonzero(totals <= budget * (1 + 1e-12))
     if not affordable.size:
         return plan
-    ref = int(affordable[np.argmax(p[:, affordable].mean(axis=0))])
-    n = p.shape[0]
-    ref_a = np.full(n, ref)
-    ref_mean, ref_dev = float(p[:, ref].mean()), refits.of(ref_a)
-    z = float(norm.ppf(confidence))
+    conf = bounds.confidence
+    ref = _reference_model(affordable, totals, p, held, conf)
     info["reference_model"] = models[ref]
-
-    def lower(mean: np.ndarray, dev: np.ndarray) -> np.ndarray:
-        d = (mean - ref_mean) + (dev - ref_dev[:, None])  # [B, K] paired differences
-        return d.mean(axis=0) - z * d.std(axis=0, ddof=1)
-
-    if lower(np.atleast_1d(plan.accuracy), refits.of(plan.models)[:, None])[0] >= 0:
-        info["safe"] = f"beats {models[ref]} alone at {confidence:.0%} confidence"
-        return plan
     ok_cost = np.flatnonzero(np.asarray(front.costs) <= budget * (1 + 1e-12))
-    lb = lower(np.asarray(front.accuracies)[ok_cost], refits.along(front)[:, ok_cost])
-    good = ok_cost[lb >= 0]
+    if not ok_cost.size:
+        return plan
+    k_plan = int(ok_cost[-1])
+    if paired_lower(front, np.array([k_plan]), ref, p, cost, held, bounds.z)[0] >= 0:
+        info["safe"] = f"beats {models[ref]} alone at {conf:.0%} confidence"
+        return plan
+    cand = ok_cost[np.unique(np.linspace(0, ok_cost.size - 1, min(ok_cost.size, 512)).round().astype(int))]
+    good = cand[paired_lower(front, cand, ref, p, cost, held, bounds.z) >= 0]
     if good.size:
-        k = int(good[np.argmax(np.asarray(front.accuracies)[good])])
-        info["safe"] = f"front point {k}: the most accurate one that beats {models[ref]} alone at {confidence:.0%} confidence"
+        k = int(good[np.argmax(bounds.estimate[good])])
+        info["safe"] = f"front point {k}: the most accurate one that beats {models[ref]} alone at {conf:.0%} confidence"
         info["rule"] = "most accurate plan within the budget that is not worse than the best affordable single LLM"
         return _as_assignment(front, k, models)
-    info["safe"] = f"no mixed plan beats {models[ref]} alone at {confidence:.0%} confidence: sending every query to it"
+    info["safe"] = f"no mixed plan beats {models[ref]} alone at {conf:.0%} confidence: sending every query to it"
     info["rule"] = "best affordable single LLM (no mix is reliably better)"
-    return Assignment(models=ref_a, cost=float(totals[ref]), accuracy=ref_mean, model_names=models)
+    n = p.shape[0]
+    return Assignment(models=np.full(n, ref), cost=float(totals[ref]), accuracy=float(p[:, ref].mean()), model_names=models)
+
+
+def _reference_model(affordable: np.ndarray, totals: np.ndarray, p: np.ndarray, held: HeldOut,
+                     confidence: float) -> int:
+    """The single LLM a budget plan must beat: the affordable model with the best
+    held-out-corrected accuracy, unless the labelled sample cannot tell it apart from a
+    pricier affordable one (its lead is not significant at `confidence`, paired on the same
+    labelled queries); then the priciest of those. With a few dozen labels, near-equal models
+    are a coin flip on the sample, and under a budget the price is the better prior."""
+    from scipy.stats import norm
+
+    est = np.array([single_bounds(int(k), p, held, confidence).estimate[0] for k in affordable])
+    lead = int(affordable[int(np.argmax(est))])
+    z = float(norm.ppf(confidence))
+    tied = []
+    for k in affordable:
+        ok = ~np.isnan(held.y[:, lead]) & ~np.isnan(held.y[:, k])
+        if k == lead or ok.sum() < 2:
+            tied.append(k == lead)
+            continue
+        d = held.y[ok, lead] - held.y[ok, k]  # paired: same labelled queries
+        gap = float(est[list(affordable).index(lead)] - est[list(affordable).index(k)])
+        tied.append(gap - z * float(d.std(ddof=1)) / np.sqrt(ok.sum()) <= 0 if d.std() > 0 else gap <= 0)
+    cand = affordable[np.asarray(tied, dtype=bool)]
+    return int(cand[np.argmax(totals[cand])])
 
 
 def _point(front: FrontLike, bounds: AccuracyBounds, k: int, extra_cost: float) -> dict[str, Any]:
     return {"point": k, "cost": float(front.costs[k]) + extra_cost, "predicted_accuracy": float(bounds.mean[k]),
-            "lower": float(bounds.lower[k]), "upper": float(bounds.upper[k])}
+            "estimated_accuracy": float(bounds.estimate[k]), "lower": float(bounds.lower[k]), "upper": float(bounds.upper[k])}
 
 
 def _as_assignment(front: FrontLike, k: int, models: tuple[str, ...]) -> Assignment:
@@ -299,12 +334,11 @@ def run_pipeline(data: Outcomes, cfg: RunConfig, progress: Progress | None = Non
     t["optimise"] = time.perf_counter() - t1
     say("bounds")
     t1 = time.perf_counter()
-    refits = bootstrap_predictions(cfg.predictor, train, val, test, cfg.bootstrap, cfg.seed, mean)
-    n_lab = train.n + val.n
-    bounds = bounds_along(front, mean, refits, cfg.confidence, n_lab)
+    held = cross_fit(cfg.predictor, train, val, cfg.folds, cfg.seed)
+    bounds = bounds_along(front, mean, test.cost, held, cfg.confidence, seed=cfg.seed)
     t["bounds"] = time.perf_counter() - t1
     extra = labelling if cfg.count_labelling_cost else 0.0
-    plan, info = select(front, bounds, cfg.budget, cfg.target_accuracy, mean, refits, test.models, extra,
+    plan, info = select(front, bounds, cfg.budget, cfg.target_accuracy, mean, held, test.models, extra,
                         cost=test.cost, safe=cfg.safe)
     if plan is None:
         # nothing certified: still return the most accurate plan for inspection, flagged

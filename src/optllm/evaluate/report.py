@@ -61,16 +61,30 @@ def markdown(results: dict[str, Any], command: str = "") -> str:
                          f"| {_fmt(f.get('delta_norm'))} | {_fmt(f['aiq'])} | {_fmt(f['headroom_captured'], pct=True)} "
                          f"| {_fmt(f['points'], digits=0)} |")
         lines += ["", "### Honest figures (plans picked from predictions alone)", "",
-                  "| rule | plans picked | target met | coverage | realised acc | cost $ | saving |", "|---|---|---|---|---|---|---|"]
+                  "Target rules: `mean` = cheapest point whose predicted accuracy reaches the target; `corrected` = the "
+                  "same on the held-out-corrected estimate; `confidence` = cheapest point whose lower bound at the "
+                  "confidence level reaches it (none picked = the tool refuses and says how many labels it would need). "
+                  "Coverage = met / picked; promise kept = splits without a picked plan that missed.", "",
+                  "| rule | plans picked | target met | coverage | promise kept | realised acc | cost $ | saving |",
+                  "|---|---|---|---|---|---|---|---|"]
         for key, h in d["honest"].items():
+            if key == "ours_bound_coverage":
+                continue
             if key.endswith("_at_best_cost"):
                 lines.append(f"| {key.replace('_', ' ')} (budget = best LLM's cost) | {h['of']}/{h['of']} | "
-                             f"{h['at_least_best_accuracy']}/{h['of']} reach best LLM acc | | {_fmt(h['realised_accuracy'])} "
+                             f"{h['at_least_best_accuracy']}/{h['of']} reach best LLM acc | | | {_fmt(h['realised_accuracy'])} "
                              f"| {_fmt(h['cost'])} | |")
             else:
                 cov = "n/a" if h["coverage"] is None else f"{h['coverage']:.0%}"
-                lines.append(f"| {key.replace('_', ' ')} | {h['picked']}/{h['of']} | {h['met']}/{h['picked']} | {cov} "
+                kept = "" if h.get("promise_kept") is None else f"{h['promise_kept']:.0%}"
+                lines.append(f"| {key.replace('_', ' ')} | {h['picked']}/{h['of']} | {h['met']}/{h['picked']} | {cov} | {kept} "
                              f"| {_fmt(h['realised_accuracy'])} | {_fmt(h['cost'])} | {_fmt(h['saving'], pct=True)} |")
+        bc = d["honest"].get("ours_bound_coverage")
+        if bc:
+            lines += ["", f"Our {bc['confidence']:.0%} lower bound, checked on every plan of the front: the realised "
+                      f"accuracy stayed above it along the whole front on {bc['whole_front']}/{bc['of']} splits; "
+                      f"share of plans above it {_fmt(bc['points'], pct=True)} (without the held-out correction: "
+                      f"{_fmt(bc['points_without_correction'], pct=True)})."]
         if d["wilcoxon_ours_vs_optllm"]:
             lines += ["", "Paired Wilcoxon test, ours vs OptLLM as published: " + "; ".join(
                 f"{k}: p = {v['p_value']:.3g} ({v['pairs']} pairs)" if v["p_value"] is not None else f"{k}: no difference to test"

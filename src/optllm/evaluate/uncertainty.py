@@ -1,22 +1,39 @@
 """How sure can a user be of a plan's accuracy? Lower confidence bounds along a front.
 
-The predicted accuracy of a plan is uncertain for two reasons: each answer is a coin flip
-(Bernoulli variance, small for thousands of queries), and the predictor itself was fit on a
-few dozen labels, so its errors are correlated across every query sent to the same model
-(the dominant term at 1% labels). We measure the second by refitting the predictor on
-bootstrap resamples of the labelled sample and re-scoring the SAME plans with each refit;
-the spread of those scores, and their mean shift (the winner's curse of picking the
-cheapest plan that looks good enough), give the bound
+A plan's predicted accuracy μ (the mean of p over its queries) comes from a predictor fit on a
+few dozen labels; its error is shared by every query sent to the same model, and the cheapest
+plan that *looks* good enough is the one whose predictions are most optimistic (the winner's
+curse). Refitting the predictor on bootstrap resamples does not see that bias: every refit
+inherits the sample's luck. What does see it is the labelled sample itself, scored by
+predictors that did not train on it.
 
-    LB_C = μ + min(0, shift) − z_C · sqrt(var_bootstrap + var_bernoulli).
+So we cross-fit (K folds of the labelled sample, each predicted by the predictor fitted on
+the others), apply the SAME routing rule to the labelled queries — the exact front's rule at
+slope λ sends query j to argmax_k p̂_jk − λ·c_jk, so each point of a front has a labelled
+counterpart on the exact front of the held-out predictions — and measure how far the
+held-out predictions were from the truth there. That is prediction-powered inference
+(Angelopoulos et al., Science 2023; cross-fitted, Zrnic & Candès, PNAS 2024):
+
+    θ̂_k = μ_k + r_k,    r_k = mean_j (y_j,a(j) − p̂_j,a(j))      (the rectifier)
+    sd_k² = s_k² / n_L + Σ_i p(1 − p) / N²                       (labelled part ⊕ Bernoulli)
+    LB_k = θ̂_k − z · sd_k
+
+s_k² is the residuals' variance, floored at the mean p̂(1 − p̂) (its value under calibration)
+so that a lucky all-correct sample does not claim zero spread, and the bound is found the way
+Wilson's score interval is: the lowest level L with θ̂ − L ≤ z·sd(L), the spread re-evaluated
+as if the true accuracy were L (a lucky sample's high mean also shrinks its 0/1 spread). z is the larger of the
+one-sided Student t quantile and a bootstrap quantile of the largest standardised error over
+the front (a band that holds for every point at once), because the selection scans the whole
+front for the cheapest point whose bound clears the target.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.stats import norm
+from scipy.stats import t as student_t
 
+from optllm.errors import OptLLMError
 from optllm.optimize.types import FrontLike
 
 
@@ -37,107 +54,261 @@ def values_of(assignment: np.ndarray, values: np.ndarray) -> np.ndarray:
     return values[..., rows, assignment].mean(axis=-1)
 
 
+# ============================================================== held-out predictions
 @dataclass(frozen=True)
-class AccuracyBounds:
-    """Predicted accuracy of each plan with a one-sided lower bound at `confidence`."""
+class HeldOut:
+    """Cross-fitted predictions on the labelled sample: row j predicted by a predictor that
+    never saw query j's labels. `y` may hold NaN (not observed)."""
 
-    mean: np.ndarray  # μ_k, the main predictor's expected accuracy
-    shift: np.ndarray  # mean bootstrap score − μ (≤ 0 means optimism in μ)
-    sd: np.ndarray  # total standard deviation (bootstrap ⊕ Bernoulli)
-    sd_predictor: np.ndarray  # bootstrap part only
-    confidence: float
-    n_labelled: int
+    p: np.ndarray  # [n_L, m] held-out P(correct)
+    y: np.ndarray  # [n_L, m] labels in [0, 1]
+    cost: np.ndarray  # [n_L, m] USD per query and model
+
+    def __post_init__(self) -> None:
+        if not (self.p.shape == self.y.shape == self.cost.shape) or self.p.ndim != 2:
+            raise OptLLMError(f"held-out arrays must share one (n, m) shape, got {self.p.shape}, "
+                              f"{self.y.shape}, {self.cost.shape}")
 
     @property
-    def z(self) -> float:
-        """One-sided normal quantile of the confidence level."""
-        return float(norm.ppf(self.confidence))
+    def n(self) -> int:
+        """Number of labelled queries."""
+        return int(self.p.shape[0])
+
+
+def _slopes(front: FrontLike) -> np.ndarray:
+    """λ_k of every point of an exact front: the slope Δp/Δcost of the last move taken
+    (∞ at the start, where each query sits at its cheapest model)."""
+    dc = np.asarray(front.move_dcost)  # type: ignore[attr-defined]
+    dp = np.asarray(front.move_dp)  # type: ignore[attr-defined]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        s = np.where(dc > 0, dp / dc, np.inf)
+    return np.concatenate([[np.inf], s])
+
+
+def rule_slopes(front: FrontLike, p: np.ndarray, cost: np.ndarray) -> np.ndarray:
+    """The routing rule's slope λ for every point of `front`: exact fronts carry it; for any
+    other front (OptLLM-M, MOEAs) it is the exact front's slope at the same spend."""
+    if hasattr(front, "move_dcost"):
+        return _slopes(front)
+    from optllm.optimize import pareto_front
+
+    ef = pareto_front(p, cost)
+    k = np.clip(np.searchsorted(ef.costs, np.asarray(front.costs), side="right") - 1, 0, len(ef) - 1)
+    return _slopes(ef)[k]
+
+
+class Rectifier:
+    """The held-out errors along the exact front of the held-out predictions.
+
+    Point t of that labelled front is where the rule at slope λ puts the labelled queries
+    (t = the number of labelled moves whose slope is ≥ λ), so every per-point moment is one
+    cumulative sum (`Front.values`) over the labelled moves.
+    """
+
+    def __init__(self, held: HeldOut) -> None:
+        from optllm.optimize import pareto_front
+
+        self.held = held
+        obs = ~np.isnan(held.y)
+        q = np.clip(held.p, 0.0, 1.0)
+        self.resid = np.where(obs, np.nan_to_num(held.y) - q, 0.0)  # [n_L, m]
+        self.var_cal = np.where(obs, q * (1.0 - q), 0.0)
+        self.front = pareto_front(q, held.cost)
+        slopes = _slopes(self.front)[1:]
+        self._neg = -slopes  # ascending (moves are in decreasing slope order)
+        f = self.front
+        self.seen = np.maximum(f.values(obs.astype(float)), 1e-12)  # share of observed cells
+        self.mean = f.values(self.resid) / self.seen
+        self.second = f.values(self.resid**2) / self.seen
+        self.floor = f.values(self.var_cal) / self.seen
+
+    def point(self, lam: np.ndarray) -> np.ndarray:
+        """Labelled-front point for each slope λ."""
+        return np.searchsorted(self._neg, -np.asarray(lam, dtype=float), side="right")
+
+    def spread(self) -> np.ndarray:
+        """s² per labelled point: the residual variance, floored at the calibrated variance."""
+        return np.maximum(np.maximum(self.second - self.mean**2, self.floor), 0.0)
+
+    def assignment(self, t: int) -> np.ndarray:
+        """Model per labelled query at labelled point t."""
+        return self.front.assignment(int(t))
+
+    def residuals(self, t: int) -> np.ndarray:
+        """Per-query residual (0 where unobserved) at labelled point t → [n_L]."""
+        a = self.assignment(t)
+        return self.resid[np.arange(self.held.n), a]
+
+    def band(self, points: np.ndarray, confidence: float, reps: int = 2000, seed: int = 0,
+             max_points: int = 256) -> float:
+        """Critical value z for a one-sided band over `points`: the `confidence` quantile of
+        the largest standardised bootstrap error, at least Student's t quantile."""
+        n = self.held.n
+        z_t = float(student_t.ppf(confidence, max(n - 1, 1)))
+        pts = np.unique(np.asarray(points, dtype=int))
+        if n < 3 or pts.size == 0:
+            return z_t
+        if pts.size > max_points:
+            pts = pts[np.unique(np.linspace(0, pts.size - 1, max_points).round().astype(int))]
+        R = np.stack([self.residuals(t) for t in pts], axis=1)  # [n_L, G]
+        rng = np.random.default_rng(seed)
+        W = rng.multinomial(n, np.full(n, 1.0 / n), size=reps) / n  # [B, n_L]
+        seen = self.seen[pts][None, :]
+        m_b = W @ R
+        dev = (m_b - self.mean[pts][None, :] * seen) / seen
+        # bootstrap-t: each replicate standardised by its own spread (better small-sample
+        # coverage with skewed 0/1 residuals), floored like the estimate's
+        var_b = np.maximum((W @ R**2) / seen - (m_b / seen) ** 2, self.floor[pts][None, :])
+        se_b = np.sqrt(var_b / n)
+        worst = (dev / np.maximum(se_b, 1e-12)).max(axis=1)
+        return max(z_t, float(np.quantile(worst, confidence)))
+
+
+# ============================================================== bounds
+@dataclass(frozen=True)
+class AccuracyBounds:
+    """Accuracy of each plan: the predicted mean, the held-out correction, and a one-sided
+    bound at `confidence` that holds along the whole front at once."""
+
+    mean: np.ndarray  # μ_k: mean predicted p of the plan's queries
+    correction: np.ndarray  # r_k: held-out (truth − prediction) under the same rule
+    sd: np.ndarray  # total standard deviation of the estimate
+    sd_labelled: np.ndarray  # the labelled-sample part (shrinks like 1/sqrt(labels))
+    confidence: float
+    n_labelled: int
+    z: float  # critical value used by `lower` / `upper`
+
+    @property
+    def estimate(self) -> np.ndarray:
+        """θ̂ = μ + r: the predicted accuracy corrected on held-out labels."""
+        return self.mean + self.correction
+
+    def _var_at(self, level: np.ndarray) -> np.ndarray:
+        """Variance of the estimate if the plan's true accuracy were `level`: the labelled
+        part re-centred there (0/1 answers: a lucky sample's high mean also makes its spread
+        look small, so the spread is taken at the level being tested — Wilson's score idea)."""
+        n = max(self.n_labelled, 1)
+        s2 = self.sd_labelled**2 * n
+        var_bern = np.maximum(self.sd**2 - self.sd_labelled**2, 0.0)
+        th = np.clip(self.estimate, 0.0, 1.0)
+        s2_at = np.maximum(s2 + level * (1 - level) - th * (1 - th), 0.25 * s2)
+        return np.where(self.n_labelled > 0, s2_at / n, 0.0) + var_bern
+
+    def _solve(self, sign: float) -> np.ndarray:
+        """The level L (below the estimate for sign −1, above for +1) where |θ̂ − L| equals
+        z standard deviations evaluated at L; bisection, vectorised over the points."""
+        th = np.clip(self.estimate, 0.0, 1.0)
+        lo = np.where(sign < 0, 0.0, th)
+        hi = np.where(sign < 0, th, 1.0)
+        for _ in range(40):
+            mid = 0.5 * (lo + hi)
+            inside = np.abs(th - mid) <= self.z * np.sqrt(self._var_at(mid))  # mid still plausible
+            if sign < 0:
+                hi = np.where(inside, mid, hi)
+                lo = np.where(inside, lo, mid)
+            else:
+                lo = np.where(inside, mid, lo)
+                hi = np.where(inside, hi, mid)
+        return lo if sign < 0 else hi
 
     @property
     def lower(self) -> np.ndarray:
         """Lower bound on the realised accuracy at level `confidence`."""
-        return np.clip(self.mean + np.minimum(self.shift, 0.0) - self.z * self.sd, 0.0, 1.0)
+        return np.clip(self._solve(-1.0), 0.0, 1.0)
 
     @property
     def upper(self) -> np.ndarray:
         """The matching upper bound (two-sided interval = [lower, upper])."""
-        return np.clip(self.mean + np.maximum(self.shift, 0.0) + self.z * self.sd, 0.0, 1.0)
+        return np.clip(self._solve(1.0), 0.0, 1.0)
 
     def labels_needed(self, target: float) -> int | None:
         """Roughly how many labelled queries would let some plan reach `target` at this level.
 
-        The predictor part of the spread shrinks like 1/sqrt(labels); None when even the
-        central estimate of every plan is below the target (more labels alone won't do).
+        The labelled part of the spread shrinks like 1/sqrt(labels); None when even the
+        corrected estimate of every plan is below the target (more labels alone won't do).
         """
-        centre = self.mean + np.minimum(self.shift, 0.0)
-        var_bern = np.maximum(self.sd**2 - self.sd_predictor**2, 0.0)
+        centre = self.estimate
+        var_bern = np.maximum(self.sd**2 - self.sd_labelled**2, 0.0)
         room = ((centre - target) / max(self.z, 1e-9)) ** 2 - var_bern
         ok = (centre > target) & (room > 0)
         if not ok.any():
             return None
-        need = self.n_labelled * self.sd_predictor[ok] ** 2 / room[ok]
-        return int(np.ceil(max(float(need.min()), self.n_labelled)))
+        n = max(self.n_labelled, 1)
+        s2_at = (self._var_at(np.full_like(centre, target)) - var_bern) * n  # spread at the target
+        need = s2_at[ok] / room[ok]
+        return int(np.ceil(max(float(need.min()), self.n_labelled + 1)))
 
 
-@dataclass(frozen=True)
-class Refits:
-    """Predictions of B bootstrap refits of the predictor on a subsample of the assigned rows.
-
-    Only the spread of plan scores across refits is needed, and it is dominated by errors
-    shared by every query sent to the same model, so a few thousand rows estimate it well;
-    `main` holds the main predictor's values on the same rows for centring.
-    """
-
-    boot: np.ndarray  # [B, s, m]
-    main: np.ndarray  # [s, m]
-    rows: np.ndarray  # [s] row indices into the assigned queries
-    n: int  # number of assigned queries
-
-    def _expand(self, v: np.ndarray) -> np.ndarray:
-        full = np.zeros((self.n, v.shape[-1]))
-        full[self.rows] = v * (self.n / self.rows.shape[0])
-        return full
-
-    def along(self, front: FrontLike) -> np.ndarray:
-        """Refit score minus main score on the subsample, for every front point → [B, K]."""
-        base = front.values(self._expand(self.main))
-        return np.stack([front.values(self._expand(b)) - base for b in self.boot])
-
-    def of(self, assignment: np.ndarray) -> np.ndarray:
-        """The same for one assignment of all n queries → [B]."""
-        a = assignment[self.rows]
-        r = np.arange(self.rows.shape[0])
-        return self.boot[:, r, a].mean(axis=1) - self.main[r, a].mean()
+def bernoulli_var(front: FrontLike, p: np.ndarray) -> np.ndarray:
+    """Variance of each plan's realised accuracy given its p (answers independent)."""
+    return np.maximum(values_along(front, p * (1.0 - p)), 0.0) / p.shape[0]
 
 
-def bounds_along(
-    front: FrontLike,
-    p: np.ndarray,
-    refits: Refits | None,
-    confidence: float,
-    n_labelled: int,
-) -> AccuracyBounds:
-    """Accuracy bounds for every point of `front` from the main predictions `p` [n, m] and
-    bootstrap refits (None: Bernoulli variance only)."""
+def bounds_along(front: FrontLike, p: np.ndarray, cost: np.ndarray, held: HeldOut | None,
+                 confidence: float, seed: int = 0) -> AccuracyBounds:
+    """Accuracy bounds for every point of `front` built on predictions `p` [n, m] with
+    costs `cost`, corrected by the held-out predictions `held` (None: Bernoulli only)."""
     mean = values_along(front, p)
-    var_bern = values_along(front, p * (1.0 - p)) / p.shape[0]
-    if refits is not None and refits.boot.shape[0] > 1:
-        dev = refits.along(front)
-        shift, sd_pred = dev.mean(axis=0), dev.std(axis=0, ddof=1)
-    else:
-        shift, sd_pred = np.zeros_like(mean), np.zeros_like(mean)
-    return AccuracyBounds(mean, shift, np.sqrt(sd_pred**2 + var_bern), sd_pred, confidence, n_labelled)
+    var_bern = bernoulli_var(front, p)
+    if held is None or held.n < 2:
+        z = float(student_t.ppf(confidence, 1e6))
+        zero = np.zeros_like(mean)
+        return AccuracyBounds(mean, zero, np.sqrt(var_bern), zero, confidence, 0 if held is None else held.n, z)
+    rect = Rectifier(held)
+    t = rect.point(rule_slopes(front, p, cost))
+    s2 = rect.spread()[t] / held.n
+    z = rect.band(t, confidence, seed=seed)
+    return AccuracyBounds(mean, rect.mean[t], np.sqrt(s2 + var_bern), np.sqrt(s2), confidence, held.n, z)
 
 
-def bounds_of(
-    assignment: np.ndarray, p: np.ndarray, refits: Refits | None, confidence: float, n_labelled: int
-) -> AccuracyBounds:
-    """The same bounds for a single assignment (arrays of length 1)."""
-    mean = np.atleast_1d(values_of(assignment, p))
-    var_bern = np.atleast_1d(values_of(assignment, p * (1 - p))) / p.shape[0]
-    if refits is not None and refits.boot.shape[0] > 1:
-        dev = refits.of(assignment)
-        shift, sd_pred = np.atleast_1d(dev.mean()), np.atleast_1d(dev.std(ddof=1))
-    else:
-        shift, sd_pred = np.zeros(1), np.zeros(1)
-    return AccuracyBounds(mean, shift, np.sqrt(sd_pred**2 + var_bern), sd_pred, confidence, n_labelled)
+def bounds_of(assignment: np.ndarray, p: np.ndarray, cost: np.ndarray, held: HeldOut | None,
+              confidence: float, seed: int = 0) -> AccuracyBounds:
+    """The same bounds for one assignment of the n queries (arrays of length 1); its rule is
+    the exact front's at the same spend, or "every query to model k" for a single model."""
+    from optllm.optimize.solutions import SolutionSet
+
+    one = SolutionSet(assignment[None, :], np.array([cost[np.arange(cost.shape[0]), assignment].sum()]),
+                      np.atleast_1d(values_of(assignment, p)))
+    single = np.unique(assignment)
+    if held is not None and held.n >= 2 and single.size == 1:
+        return single_bounds(int(single[0]), p, held, confidence)
+    return bounds_along(one, p, cost, held, confidence, seed)
+
+
+def single_bounds(k: int, p: np.ndarray, held: HeldOut, confidence: float) -> AccuracyBounds:
+    """Bounds for sending every query to model k (pointwise: one plan, Student's t)."""
+    mean = np.atleast_1d(p[:, k].mean())
+    var_bern = np.atleast_1d((p[:, k] * (1 - p[:, k])).mean() / p.shape[0])
+    obs = ~np.isnan(held.y[:, k])
+    q = np.clip(held.p[obs, k], 0, 1)
+    r = held.y[obs, k] - q
+    n = max(int(obs.sum()), 1)
+    s2 = max(float(r.var()) if r.size else 0.0, float((q * (1 - q)).mean()) if q.size else 0.25)
+    corr = np.atleast_1d(r.mean() if r.size else 0.0)
+    z = float(student_t.ppf(confidence, max(n - 1, 1)))
+    sl = np.atleast_1d(np.sqrt(s2 / n))
+    return AccuracyBounds(mean, corr, np.sqrt(sl**2 + var_bern), sl, confidence, held.n, z)
+
+
+def paired_lower(front: FrontLike, points: np.ndarray, ref: int, p: np.ndarray, cost: np.ndarray,
+                 held: HeldOut, z: float) -> np.ndarray:
+    """Lower bound on (accuracy of front point − accuracy of model `ref` alone) for each of
+    `points`, paired on the same labelled and assigned queries."""
+    rect = Rectifier(held)
+    t = rect.point(rule_slopes(front, p, cost)[points])
+    n, N = held.n, p.shape[0]
+    # held-out part: per labelled query, residual under the plan minus residual of ref
+    r_ref = rect.resid[:, ref]
+    v_ref = rect.var_cal[:, ref]
+    f = rect.front
+    d_mean = f.values(rect.resid - r_ref[:, None]) / rect.seen
+    d_second = f.values((rect.resid - r_ref[:, None]) ** 2) / rect.seen
+    other = np.ones(held.p.shape[1], dtype=bool)
+    other[ref] = False
+    d_floor = f.values((rect.var_cal + v_ref[:, None]) * other[None, :]) / rect.seen
+    s2 = np.maximum(d_second - d_mean**2, d_floor)[t] / n
+    # assigned part: predicted difference and its Bernoulli variance on queries that differ
+    pv = p * (1 - p)
+    mu = values_along(front, p)[points] - p[:, ref].mean()
+    bern = values_along(front, (pv + pv[:, [ref]]) * other[None, :])[points] / N
+    return mu + d_mean[t] - z * np.sqrt(np.maximum(s2 + bern, 0.0))  # cumsums can round below 0
