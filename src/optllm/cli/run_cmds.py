@@ -42,6 +42,11 @@ def print_run(res: RunResult) -> None:
     if "cost" in sel and sel.get("reachable", True):
         t.add_row("plan", f"{sel['realised_cost']:.4f}", f"{sel['predicted_accuracy']:.4f}",
                   f"{sel.get('estimated_accuracy', float('nan')):.4f}", f"[{sel['lower']:.4f}, {sel['upper']:.4f}]", f"{sel['realised_accuracy']:.4f}")
+    alt = sel.get("most_accurate_predicted")
+    if alt:
+        t.add_row("[dim]most accurate predicted plan (not chosen)[/]", f"{alt['cost']:.4f}", f"{alt['predicted_accuracy']:.4f}",
+                  f"{alt['estimated_accuracy']:.4f}", f"[{alt['lower']:.4f}, {alt['upper']:.4f}]",
+                  f"{alt['realised_accuracy']:.4f}")
     t.add_row(f"best single ({best['name']})", f"{best['total_cost']:.4f}", "", "", "", f"{best['accuracy']:.4f}")
     console.print(t)
     if sel.get("reachable") is False:

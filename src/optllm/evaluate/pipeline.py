@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from scipy.stats import t as student_t
 
 from optllm.data import Outcomes, Split, split
 from optllm.errors import OptLLMError
@@ -227,7 +228,15 @@ def select(front: FrontLike, bounds: AccuracyBounds, budget: float | None, targe
         plan = front.at_budget(min(budget - extra_cost, float(front.costs[-1])))
         info.update(rule="most accurate plan within the budget", certified_gap=plan.gap)
         if safe and held is not None and cost is not None:
+            best_predicted = plan
             plan = _safe_budget_plan(front, bounds, plan, budget - extra_cost, p, held, cost, models, info)
+            if plan is not best_predicted:
+                # what the optimiser alone would have chosen, shown beside the safe choice
+                b = bounds_of(best_predicted.models, p, cost, held, bounds.confidence)
+                info["most_accurate_predicted"] = {
+                    "cost": best_predicted.cost + extra_cost, "predicted_accuracy": best_predicted.accuracy,
+                    "estimated_accuracy": float(b.estimate[0]), "lower": float(b.lower[0]), "upper": float(b.upper[0]),
+                    "assignment": best_predicted.models}
         if cost is not None:
             b = bounds_of(plan.models, p, cost, held, bounds.confidence)
             info.update(estimated_accuracy=float(b.estimate[0]), lower=float(b.lower[0]), upper=float(b.upper[0]))
@@ -262,7 +271,9 @@ def _safe_budget_plan(front: FrontLike, bounds: AccuracyBounds, plan: Assignment
     if not ok_cost.size:
         return plan
     k_plan = int(ok_cost[-1])
-    if paired_lower(front, np.array([k_plan]), ref, p, cost, held, bounds.z)[0] >= 0:
+    # one pre-specified comparison: the pointwise quantile; scanning the front below: the band's z
+    z1 = float(student_t.ppf(conf, max(held.n - 1, 1)))
+    if paired_lower(front, np.array([k_plan]), ref, p, cost, held, z1)[0] >= 0:
         info["safe"] = f"beats {models[ref]} alone at {conf:.0%} confidence"
         return plan
     cand = ok_cost[np.unique(np.linspace(0, ok_cost.size - 1, min(ok_cost.size, 512)).round().astype(int))]
@@ -351,6 +362,9 @@ def run_pipeline(data: Outcomes, cfg: RunConfig, progress: Progress | None = Non
     true_front = pareto_front(test.correct, test.cost, models=test.models)
     info["realised_accuracy"] = float(values_of(plan.models, test.correct))
     info["realised_cost"] = float(test.cost[np.arange(test.n), plan.models].sum()) + extra
+    alt = info.get("most_accurate_predicted")
+    if alt is not None:
+        alt["realised_accuracy"] = float(values_of(alt.pop("assignment"), test.correct))
     if info.get("target_accuracy") is not None and info.get("reachable"):
         info["target_met"] = bool(info["realised_accuracy"] >= info["target_accuracy"])
     t["total"] = time.perf_counter() - t0
