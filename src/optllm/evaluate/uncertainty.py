@@ -180,8 +180,8 @@ class AccuracyBounds:
 
     @property
     def estimate(self) -> np.ndarray:
-        """θ̂ = μ + r: the predicted accuracy corrected on held-out labels."""
-        return self.mean + self.correction
+        """θ̂ = μ + r: the predicted accuracy corrected on held-out labels (within [0, 1])."""
+        return np.clip(self.mean + self.correction, 0.0, 1.0)
 
     def _var_at(self, level: np.ndarray) -> np.ndarray:
         """Variance of the estimate if the plan's true accuracy were `level`: the labelled
@@ -190,14 +190,14 @@ class AccuracyBounds:
         n = max(self.n_labelled, 1)
         s2 = self.sd_labelled**2 * n
         var_bern = np.maximum(self.sd**2 - self.sd_labelled**2, 0.0)
-        th = np.clip(self.estimate, 0.0, 1.0)
+        th = self.estimate
         s2_at = np.maximum(s2 + level * (1 - level) - th * (1 - th), 0.25 * s2)
         return np.where(self.n_labelled > 0, s2_at / n, 0.0) + var_bern
 
     def _solve(self, sign: float) -> np.ndarray:
         """The level L (below the estimate for sign −1, above for +1) where |θ̂ − L| equals
         z standard deviations evaluated at L; bisection, vectorised over the points."""
-        th = np.clip(self.estimate, 0.0, 1.0)
+        th = self.estimate
         lo = np.where(sign < 0, 0.0, th)
         hi = np.where(sign < 0, th, 1.0)
         for _ in range(40):
