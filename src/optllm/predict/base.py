@@ -53,6 +53,45 @@ def sigmoid(z: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * np.asarray(z, dtype=np.float64)))
 
 
+def bernoulli_nll_grad(Z: np.ndarray, Y0: np.ndarray, mask: np.ndarray | None) -> tuple[float, np.ndarray]:
+    """Σ mask·(softplus(Z) − y·Z) (the Bernoulli negative log likelihood of logits Z) and its
+    gradient mask·(sigmoid(Z) − y), from one exponential per cell; `mask` None: every cell
+    observed."""
+    e = np.exp(-np.abs(Z))
+    nll = np.maximum(Z, 0.0) + np.log1p(e) - Y0 * Z
+    inv = 1.0 / (1.0 + e)
+    R = np.where(Z >= 0, inv, e * inv) - Y0
+    if mask is not None:
+        nll *= mask
+        R *= mask
+    return float(nll.sum()), R
+
+
+def weighted_grams(X: np.ndarray, W: np.ndarray, ridge: np.ndarray) -> np.ndarray:
+    """Lower Cholesky factors of Xᵀ diag(W[:, k]) X + diag(ridge[:, k]) for every column k
+    (X: (n, d), W: (n, m) ≥ 0, ridge: (d, m) > 0) → (m, d, d). The Gram matrices come from
+    symmetric rank-k updates (half the work of a full product)."""
+    from scipy.linalg import blas, lapack
+
+    n, d = X.shape
+    m = W.shape[1]
+    out = np.zeros((m, d, d))
+    if d == 0 or n == 0:  # nothing to factor (no feature directions), or only the ridge
+        for k in range(m):
+            out[k][np.diag_indices(d)] = np.sqrt(ridge[:, k])
+        return out
+    Xt = np.asfortranarray(X.T)  # (d, n): syrk(trans=0) forms Xt·Xtᵀ
+    for k in range(m):
+        A = Xt * np.sqrt(W[:, k])[None, :]
+        H = blas.dsyrk(1.0, A, lower=1)
+        H[np.diag_indices(d)] += ridge[:, k]
+        L, info = lapack.dpotrf(H, lower=1, clean=1, overwrite_a=1)
+        if info != 0:
+            raise np.linalg.LinAlgError("Matrix is not positive definite")
+        out[k] = L
+    return out
+
+
 def logit(p: np.ndarray | float, eps: float = 1e-6) -> np.ndarray:
     p = np.clip(np.asarray(p, dtype=np.float64), eps, 1 - eps)
     return np.log(p) - np.log1p(-p)
@@ -188,10 +227,10 @@ class Predictor:
             return None
         if is_texts(X):
             if fit:
-                from optllm.predict.features import make_featurizer
+                from optllm.predict.features import fit_transform, make_featurizer
 
                 self.featurizer_ = make_featurizer(self.featurizer)
-                self.featurizer_.fit(list(X))
+                return fit_transform(self.featurizer_, list(X))
             elif getattr(self, "featurizer_", None) is None:
                 raise OptLLMError(f"{self.name}: fitted on a feature matrix, so predict() needs one too")
             return self.featurizer_.transform(list(X))
@@ -252,6 +291,19 @@ class Predictor:
         mean = np.clip(np.nan_to_num(mean, nan=0.5), 0.0, 1.0)
         std = np.clip(np.nan_to_num(std, nan=0.5), 0.0, 0.5)
         return Prediction(mean, std, self.models_)
+
+    def predict_mean(self, X: Any) -> np.ndarray:
+        """`predict(X).mean` alone: subclasses skip the work only the std needs."""
+        if not getattr(self, "fitted_", False):
+            raise OptLLMError(f"{self.name}: call fit() before predict()")
+        n = self._length(X)
+        if n == 0:
+            return np.zeros((0, len(self.models_)))
+        mean = self._predict_mean(self._features(X), n)
+        return np.clip(np.nan_to_num(mean, nan=0.5), 0.0, 1.0)
+
+    def _predict_mean(self, F: Any, n: int) -> np.ndarray:
+        return self._predict(F, n)[0]
 
     def _fit(self, F: Any, Y: np.ndarray, F_val: Any, Y_val: np.ndarray | None) -> None:
         raise NotImplementedError

@@ -65,6 +65,15 @@ class TfidfFeaturizer:
         self.strip_boilerplate = strip_boilerplate
 
     def fit(self, texts: Sequence[str]) -> "TfidfFeaturizer":
+        self._fit(texts, keep=False)
+        return self
+
+    def fit_transform(self, texts: Sequence[str]) -> sp.csr_matrix:
+        """`fit(texts).transform(texts)` with one pass of tokenisation instead of two (same
+        matrix: sklearn's `fit_transform` of each vectoriser equals its fit + transform)."""
+        return self._combine(self._fit(texts, keep=True), len(texts))
+
+    def _fit(self, texts: Sequence[str], keep: bool) -> tuple[Any, Any]:
         from sklearn.feature_extraction.text import TfidfVectorizer
 
         self.stripper_ = BoilerplateStripper().fit(texts) if self.strip_boilerplate else None
@@ -74,13 +83,18 @@ class TfidfFeaturizer:
                                      lowercase=True, dtype=np.float64)
         self.char_ = TfidfVectorizer(analyzer="char_wb", ngram_range=tuple(self.char_ngrams), sublinear_tf=True,
                                      max_features=self.max_features, lowercase=True, dtype=np.float64)
-        self.word_ok_ = self._try_fit(self.word_, docs)
-        self.char_ok_ = self._try_fit(self.char_, docs)
-        return self
+        word = self._try_fit(self.word_, docs, keep)
+        char = self._try_fit(self.char_, docs, keep)
+        self.word_ok_, self.char_ok_ = word is not False, char is not False
+        return (word if self.word_ok_ and keep else None, char if self.char_ok_ and keep else None)
 
     @staticmethod
-    def _try_fit(vec: Any, docs: list[str]) -> bool:
+    def _try_fit(vec: Any, docs: list[str], keep: bool = False) -> Any:
+        """Fit `vec` (returning its matrix of `docs` when `keep`, else True); False when the
+        vocabulary is empty."""
         try:
+            if keep:
+                return vec.fit_transform(docs)
             vec.fit(docs)
             return True
         except ValueError:  # empty vocabulary (e.g. texts without words)
@@ -92,14 +106,19 @@ class TfidfFeaturizer:
 
     def transform(self, texts: Sequence[str]) -> sp.csr_matrix:
         docs = self._prep(texts)
+        return self._combine((self.word_.transform(docs) if self.word_ok_ else None,
+                              self.char_.transform(docs) if self.char_ok_ else None), len(docs))
+
+    def _combine(self, parts: tuple[Any, Any], n: int) -> sp.csr_matrix:
+        word, char = parts
         blocks = []
         w = float(np.clip(self.char_weight, 0.0, 1.0))
-        if self.word_ok_:
-            blocks.append(self.word_.transform(docs) * np.sqrt(1.0 - w if self.char_ok_ else 1.0))
-        if self.char_ok_:
-            blocks.append(self.char_.transform(docs) * np.sqrt(w if self.word_ok_ else 1.0))
+        if word is not None:
+            blocks.append(word * np.sqrt(1.0 - w if char is not None else 1.0))
+        if char is not None:
+            blocks.append(char * np.sqrt(w if word is not None else 1.0))
         if not blocks:
-            return sp.csr_matrix((len(docs), 1))
+            return sp.csr_matrix((n, 1))
         return sp.hstack(blocks, format="csr")
 
 
@@ -161,14 +180,26 @@ class LexicalFeaturizer:
 
     def fit(self, texts: Sequence[str]) -> "LexicalFeaturizer":
         self.stripper_ = BoilerplateStripper().fit(texts) if self.strip_boilerplate else None
-        R = self._raw(texts)
-        self.mean_ = R.mean(axis=0)
-        sd = R.std(axis=0)
-        self.scale_ = np.where(sd > 1e-12, sd, 1.0)
+        self._fit_scale(self._raw(texts))
         return self
 
     def transform(self, texts: Sequence[str]) -> np.ndarray:
-        return np.clip((self._raw(texts) - self.mean_) / self.scale_, -6.0, 6.0)
+        return self._standardise(self._raw(texts))
+
+    def fit_transform(self, texts: Sequence[str]) -> np.ndarray:
+        """`fit(texts).transform(texts)`, computing the raw features once."""
+        self.stripper_ = BoilerplateStripper().fit(texts) if self.strip_boilerplate else None
+        R = self._raw(texts)
+        self._fit_scale(R)
+        return self._standardise(R)
+
+    def _fit_scale(self, R: np.ndarray) -> None:
+        self.mean_ = R.mean(axis=0)
+        sd = R.std(axis=0)
+        self.scale_ = np.where(sd > 1e-12, sd, 1.0)
+
+    def _standardise(self, R: np.ndarray) -> np.ndarray:
+        return np.clip((R - self.mean_) / self.scale_, -6.0, 6.0)
 
 
 class EmbeddingFeaturizer:
@@ -238,14 +269,31 @@ class UnionFeaturizer:
         return self
 
     def transform(self, texts: Sequence[str]) -> sp.csr_matrix:
+        return self._combine([p.transform(texts) for p in self.parts])
+
+    def fit_transform(self, texts: Sequence[str]) -> sp.csr_matrix:
+        """`fit(texts).transform(texts)`, each part using its own `fit_transform`."""
+        return self._combine([fit_transform(p, texts) for p in self.parts])
+
+    def _combine(self, parts: list[Any]) -> sp.csr_matrix:
         from optllm.predict.base import row_normalise
 
         tot = float(sum(self.weights))
         blocks = []
-        for p, w in zip(self.parts, self.weights):
-            B = row_normalise(p.transform(texts))
-            blocks.append(sp.csr_matrix(B) * np.sqrt(w / tot))
+        for B, w in zip(parts, self.weights):
+            blocks.append(sp.csr_matrix(row_normalise(B)) * np.sqrt(w / tot))
         return sp.hstack(blocks, format="csr")
+
+
+def fit_transform(featurizer: Any, texts: Sequence[str]) -> Any:
+    """Fit `featurizer` on `texts` and return their features, in one pass where the featuriser
+    offers `fit_transform` (fit + transform otherwise)."""
+    texts = list(texts)
+    ft = getattr(featurizer, "fit_transform", None)
+    if callable(ft):
+        return ft(texts)
+    featurizer.fit(texts)
+    return featurizer.transform(texts)
 
 
 FEATURIZERS = ("tfidf", "lexical", "embed", "tfidf+lexical", "embed+tfidf")

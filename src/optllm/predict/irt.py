@@ -16,8 +16,10 @@ from typing import Any
 import numpy as np
 from scipy.optimize import minimize
 
-from optllm.predict.base import Predictor, beta_posterior, logit, moderated, rng_of, sigmoid
-from optllm.predict.kernel import KernelMap, residual_var
+from optllm.predict.base import (
+    Predictor, bernoulli_nll_grad, beta_posterior, logit, moderated, rng_of, sigmoid, weighted_grams,
+)
+from optllm.predict.kernel import kernel_features, residual_var, warm_start_of
 
 
 def _softplus(z: np.ndarray) -> np.ndarray:
@@ -33,6 +35,7 @@ class SharedIRT(Predictor):
     labels; `rank`: number of shared factors; `gamma` > 0: RBF kernel."""
 
     name = "irt"
+    uses_kernel = True  # fits on the cosine kernel (`kernel_features`): a selector may share it
 
     def __init__(self, rank: int = 1, shared_var: float = 2.0, specific_var: float = 0.5,
                  slope_var: float = 1.0, intercept_var: float = 0.5, gamma: float = 0.0,
@@ -52,11 +55,10 @@ class SharedIRT(Predictor):
         self.scale_grid = scale_grid
 
     def _fit(self, F: Any, Y: np.ndarray, F_val: Any, Y_val: np.ndarray | None) -> None:
-        self.kmap_ = KernelMap(self.gamma, max_rank=self.max_rank)
-        Phi = self.kmap_.fit(F)
+        self.kmap_, Phi = kernel_features(self, F)
         grid = tuple(self.scale_grid) if self.scale == "auto" else (float(self.scale),)
         best = None
-        x0 = None
+        x0 = self._warm_x(F, Y)
         for sc in grid:
             fit = self._fit_scale(Phi, Y, sc, x0)
             x0 = fit.pop("x")
@@ -69,6 +71,30 @@ class SharedIRT(Predictor):
         """The hyperparameters chosen by this fit (the selector reuses them when it refits)."""
         return {"scale": float(self.scale_)}
 
+    def logits(self, F: Any, cos: np.ndarray | None = None) -> np.ndarray:
+        """The fitted logits (n, m) of feature rows F (`cos`: their cosines with the training
+        rows, when known)."""
+        Phi = self.kmap_.transform(F, cos)
+        return self.offset_ + (Phi @ self.bs_) @ self.A_.T + Phi @ self.B_[:-1] + self.B_[-1]
+
+    def _warm_x(self, F: Any, Y: np.ndarray) -> np.ndarray | None:
+        """Starting point for the solver from an earlier fit on part of these rows (a selector's
+        refit): its easiness and per-model parts on these rows, in this fit's coordinates."""
+        prev, cos = warm_start_of(self, Y.shape[1])
+        if prev is None or prev.bs_.shape[1] != max(1, int(self.rank)):
+            return None
+        off = logit(beta_posterior(Y)[0])
+        Phi_prev = prev.kmap_.transform(F, cos)
+        P = self.kmap_.proj_
+        bs = P.T @ (Phi_prev @ prev.bs_)
+        B = np.vstack([P.T @ (Phi_prev @ prev.B_[:-1]), prev.B_[-1] + prev.offset_ - off])
+        return np.concatenate([bs.ravel(), B.ravel(), prev.A_.ravel()])
+
+    def _predict_mean(self, F: Any, n: int) -> np.ndarray:
+        if self.moderate:  # the mean depends on the variance
+            return self._predict(F, n)[0]
+        return sigmoid(self.logits(F))
+
     def _fit_scale(self, Phi: np.ndarray, Y: np.ndarray, scale: float, x0: np.ndarray | None = None) -> dict[str, Any]:
         n, r = Phi.shape
         m = Y.shape[1]
@@ -80,6 +106,7 @@ class SharedIRT(Predictor):
         obs = ~np.isnan(Y)
         Y0 = np.where(obs, Y, 0.0)
         mask = obs.astype(np.float64)
+        lmask = None if obs.all() else mask
         sv, gv = self.shared_var * scale, self.specific_var * scale
         ls, lg, la, lb = 1 / sv, 1 / gv, 1 / self.slope_var, 1 / self.intercept_var
         prec_g = np.r_[np.full(r, lg), lb]
@@ -93,38 +120,50 @@ class SharedIRT(Predictor):
             A = v[sizes[0] + sizes[1]:].reshape(m, R)
             return bs, B, A
 
-        def fg(v: np.ndarray) -> tuple[float, np.ndarray]:
-            bs, B, A = unpack(v)
-            S = Phi @ bs
-            Z = off + S @ A.T + X @ B
-            f = float((mask * (_softplus(Z) - Y0 * Z)).sum()
-                      + 0.5 * ls * (bs * bs).sum() + 0.5 * (prec_g[:, None] * B * B).sum()
-                      + 0.5 * la * ((A - A0) ** 2).sum())
-            Rr = mask * (sigmoid(Z) - Y0)
-            g_bs = Phi.T @ (Rr @ A) + ls * bs
-            g_B = X.T @ Rr + prec_g[:, None] * B
-            g_A = Rr.T @ S + la * (A - A0)
-            return f, np.concatenate([g_bs.ravel(), g_B.ravel(), g_A.ravel()])
-
         rng = rng_of(self.seed)
         A_init = A0.copy()
         if R > 1:
             A_init[:, 1:] = rng.normal(0.0, 0.1, (m, R - 1))
-        v0 = np.concatenate([np.zeros(r * R), np.zeros(d * m), A_init.ravel()]) if x0 is None else x0
-        res = minimize(fg, v0, jac=True, method="L-BFGS-B", options={"maxiter": 500, "gtol": 1e-4, "ftol": 1e-7})
-        bs, B, A = unpack(res.x)
+        v0 = np.concatenate([np.zeros(r * R), np.zeros(d * m), A_init.ravel()]) if x0 is None else np.asarray(x0)
+        # Jacobi preconditioning (as in `fit_logistic_map`): solve for u = v·√D with D the
+        # Hessian's diagonal at the start; same optimum, far fewer iterations
+        bs, B, A = unpack(v0)
+        S = Phi @ bs
+        P = sigmoid(off + S @ A.T + X @ B)
+        W = mask * P * (1 - P)
+        sq = np.sqrt(np.concatenate([((Phi * Phi).T @ (W @ (A * A)) + ls).ravel(),
+                                     ((X * X).T @ W + prec_g[:, None]).ravel(),
+                                     (W.T @ (S * S) + la).ravel()]))
+
+        def fg(u: np.ndarray) -> tuple[float, np.ndarray]:
+            # S Aᵀ = Φ bs Aᵀ, so Z = off + X (B + [bs Aᵀ; 0]): one product forward and one
+            # back (G = Xᵀ R gives all three gradients)
+            bs, B, A = unpack(u / sq)
+            C = B.copy()
+            C[:r] += bs @ A.T
+            nll, Rr = bernoulli_nll_grad(off + X @ C, Y0, lmask)
+            f = (nll + 0.5 * ls * float((bs * bs).sum()) + 0.5 * float((prec_g[:, None] * B * B).sum())
+                 + 0.5 * la * float(((A - A0) ** 2).sum()))
+            G = X.T @ Rr
+            g_bs = G[:r] @ A + ls * bs
+            g_B = G + prec_g[:, None] * B
+            g_A = G[:r].T @ bs + la * (A - A0)
+            return f, np.concatenate([g_bs.ravel(), g_B.ravel(), g_A.ravel()]) / sq
+
+        res = minimize(fg, v0 * sq, jac=True, method="L-BFGS-B", options={"maxiter": 500, "gtol": 1e-4, "ftol": 1e-7})
+        x = res.x / sq
+        bs, B, A = unpack(x)
         # Laplace, block-diagonal: each shared factor, then each model's own part
         S = Phi @ bs
         P = sigmoid(off + S @ A.T + X @ B)
         W = mask * P * (1 - P)
-        Hs = np.stack([(Phi * (W @ (A[:, j] ** 2))[:, None]).T @ Phi + ls * np.eye(r) for j in range(R)])
-        Hg = np.stack([(X * W[:, k, None]).T @ X for k in range(m)]) + np.diag(prec_g)[None]
-        Ls, Lg = np.linalg.cholesky(Hs), np.linalg.cholesky(Hg)
+        Ls = weighted_grams(Phi, W @ (A * A), np.full((r, R), ls))
+        Lg = weighted_grams(X, W, np.tile(prec_g[:, None], (1, m)))
         logdet = (2 * np.log(np.diagonal(Ls, axis1=1, axis2=2)).sum() - R * r * np.log(ls)
                   + 2 * np.log(np.diagonal(Lg, axis1=1, axis2=2)).sum() - m * np.log(prec_g).sum())
         evidence = -float(res.fun) - 0.5 * logdet
         return {"offset": off, "bs": bs, "B": B, "A": A, "Hs_L": Ls, "Hg_L": Lg,
-                "evidence": evidence, "scale": scale, "shared_var": sv, "specific_var": gv, "x": res.x}
+                "evidence": evidence, "scale": scale, "shared_var": sv, "specific_var": gv, "x": x}
 
     def _predict(self, F: Any, n: int) -> tuple[np.ndarray, np.ndarray]:
         Phi = self.kmap_.transform(F)

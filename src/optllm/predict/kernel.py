@@ -27,10 +27,11 @@ class KernelMap:
             return np.exp(self.gamma * (np.clip(cos, -1.0, 1.0) - 1.0))
         return cos
 
-    def fit(self, F: Any) -> np.ndarray:
-        """Store the normalised training rows; return Φ (n, r)."""
-        self.F_ = row_normalise(F)
-        K = self._k(dense_dot(self.F_, self.F_))
+    def fit(self, F: Any, normalised: Any = None, cos: np.ndarray | None = None) -> np.ndarray:
+        """Store the normalised training rows; return Φ (n, r). `normalised` (F's rows scaled
+        to unit norm) and `cos` (their Gram matrix) may be passed when already computed."""
+        self.F_ = row_normalise(F) if normalised is None else normalised
+        K = self._k(dense_dot(self.F_, self.F_) if cos is None else cos)
         K = 0.5 * (K + K.T)
         lam, U = np.linalg.eigh(K)
         keep = lam > self.eig_tol * max(float(lam.max()), 1e-12)
@@ -43,13 +44,14 @@ class KernelMap:
         self.proj_ = self.U_ / np.sqrt(self.lam_)  # (n, r): φ* = k* @ proj_
         return self.U_ * np.sqrt(self.lam_)
 
-    def cross(self, F: Any) -> np.ndarray:
-        """Kernel between new rows and the training rows, (n_new, n_train)."""
-        return self._k(dense_dot(row_normalise(F), self.F_))
+    def cross(self, F: Any, cos: np.ndarray | None = None) -> np.ndarray:
+        """Kernel between new rows and the training rows, (n_new, n_train); `cos`: their
+        cosines, when already computed."""
+        return self._k(dense_dot(row_normalise(F), self.F_) if cos is None else cos)
 
-    def transform(self, F: Any) -> np.ndarray:
-        """Φ* (n_new, r) and the kernel diagonal k(x*, x*)."""
-        return self.cross(F) @ self.proj_
+    def transform(self, F: Any, cos: np.ndarray | None = None) -> np.ndarray:
+        """Φ* (n_new, r), the coordinates of new rows (`cos` as in `cross`)."""
+        return self.cross(F, cos) @ self.proj_
 
     def diag(self, F: Any) -> np.ndarray:
         G = row_normalise(F)
@@ -61,3 +63,70 @@ def residual_var(Phi_star: np.ndarray, kdiag: np.ndarray) -> np.ndarray:
     """Prior variance of a test point outside the span of the training points: k** − |φ*|²
     (≥ 0), i.e. what the training queries cannot say about it."""
     return np.maximum(kdiag - (Phi_star ** 2).sum(axis=1), 0.0)
+
+
+class SharedKernel:
+    """The cosines between the rows of one labelled feature matrix, computed once, and the
+    kernel maps built from them (one eigen-decomposition per (gamma, eig_tol, max_rank)):
+    what a `Selector` hands the kernel predictors (`logistic`, `irt`) it fits on the same rows,
+    so they share the work. `rows` picks a leading block of the rows (the training part) out
+    of the cosines of a larger matrix (training + validation)."""
+
+    def __init__(self, normalised: Any, cos: np.ndarray, rows: int | None = None) -> None:
+        n = cos.shape[0] if rows is None else int(rows)
+        self.normalised = normalised[:n] if n < normalised.shape[0] else normalised
+        self.cos = cos[:n, :n]
+        self.cos_all = cos  # cosines of every row of the larger matrix with every other
+        self.n = n
+        self._maps: dict[tuple[float, float, int | None], tuple[KernelMap, np.ndarray]] = {}
+
+    @classmethod
+    def of(cls, F: Any) -> "SharedKernel":
+        Fn = row_normalise(F)
+        return cls(Fn, dense_dot(Fn, Fn))
+
+    def block(self, rows: int) -> "SharedKernel":
+        """The same for the first `rows` rows (their cosines are a block of these)."""
+        return SharedKernel(self.normalised, self.cos_all, rows)
+
+    def kernel_map(self, gamma: float, eig_tol: float, max_rank: int | None) -> tuple[KernelMap, np.ndarray]:
+        """A fitted `KernelMap` of these rows and their Φ (shared: do not modify)."""
+        key = (float(gamma or 0.0), float(eig_tol), None if max_rank is None else int(max_rank))
+        if key not in self._maps:
+            km = KernelMap(gamma, eig_tol=eig_tol, max_rank=max_rank)
+            Phi = km.fit(None, normalised=self.normalised, cos=self.cos)
+            Phi.setflags(write=False)
+            self._maps[key] = (km, Phi)
+        return self._maps[key]
+
+    def cross_rows(self, lo: int, hi: int) -> np.ndarray:
+        """Cosines of rows lo:hi of the larger matrix with these rows."""
+        return self.cos_all[lo:hi, :self.n]
+
+    def __deepcopy__(self, memo: dict) -> "SharedKernel":  # shared on purpose, never copied
+        return self
+
+
+def kernel_features(pred: Any, F: Any) -> tuple[KernelMap, np.ndarray]:
+    """(KernelMap, Φ) of training features F for a kernel predictor (attributes gamma and
+    max_rank): from the `SharedKernel` a selector handed it for exactly these rows
+    (`pred._shared_kernel`, taken off the predictor here), else computed."""
+    shared = pred.__dict__.pop("_shared_kernel", None)
+    if shared is not None and shared.n == F.shape[0]:
+        return shared.kernel_map(pred.gamma, 1e-8, pred.max_rank)
+    km = KernelMap(pred.gamma, max_rank=pred.max_rank)
+    return km, km.fit(F)
+
+
+def warm_start_of(pred: Any, m: int) -> tuple[Any, np.ndarray | None]:
+    """The earlier fit a selector handed `pred` to start its solver from (`pred._warm_start`:
+    the fitted predictor and the cosines between the new training rows and its training rows,
+    or None), taken off the predictor here; (None, None) when there is none or it does not fit
+    (another number of models, or not fitted)."""
+    hint = pred.__dict__.pop("_warm_start", None)
+    if hint is None:
+        return None, None
+    prev, cos = hint
+    if type(prev) is not type(pred) or len(getattr(prev, "models_", ())) != m or not getattr(prev, "fitted_", False):
+        return None, None
+    return prev, cos

@@ -8,8 +8,10 @@ from typing import Any
 import numpy as np
 from scipy.optimize import minimize
 
-from optllm.predict.base import Predictor, beta_posterior, dense_dot, logit, moderated, row_normalise, sigmoid
-from optllm.predict.kernel import KernelMap, residual_var
+from optllm.predict.base import (
+    Predictor, bernoulli_nll_grad, beta_posterior, dense_dot, logit, moderated, row_normalise, sigmoid, weighted_grams,
+)
+from optllm.predict.kernel import kernel_features, residual_var, warm_start_of
 
 
 class BaseRate(Predictor):
@@ -93,6 +95,7 @@ class Logistic(Predictor):
     on the unit sphere. Uncertainty: Laplace approximation of the posterior."""
 
     name = "logistic"
+    uses_kernel = True  # fits on the cosine kernel (`kernel_features`): a selector may share it
 
     def __init__(self, C: float | str = "auto", intercept_var: float = 0.5, gamma: float = 0.0,
                  C_grid: tuple[float, ...] = (0.25, 1.0, 4.0, 16.0, 64.0),
@@ -107,8 +110,7 @@ class Logistic(Predictor):
         self.max_rank = max_rank
 
     def _fit(self, F: Any, Y: np.ndarray, F_val: Any, Y_val: np.ndarray | None) -> None:
-        self.kmap_ = KernelMap(self.gamma, max_rank=self.max_rank)
-        Phi = self.kmap_.fit(F)
+        self.kmap_, Phi = kernel_features(self, F)
         rate, _ = beta_posterior(Y)
         self.offset_ = logit(rate)
         X = np.hstack([Phi, np.ones((Phi.shape[0], 1))])
@@ -117,7 +119,7 @@ class Logistic(Predictor):
         else:  # one value, or one per model
             grid = [np.broadcast_to(np.asarray(self.C, dtype=np.float64), (Y.shape[1],)).copy()]
         best = None
-        theta = None
+        theta = self._warm_theta(F, Y.shape[1])
         for Cv in grid:
             prec = np.concatenate([np.tile(1.0 / Cv, (Phi.shape[1], 1)), np.full((1, Y.shape[1]), 1.0 / self.intercept_var)])
             theta, Lc, ev = fit_logistic_map(X, Y, self.offset_, prec, x0=theta)
@@ -132,6 +134,28 @@ class Logistic(Predictor):
     def frozen_params(self) -> dict[str, Any]:
         """The hyperparameters chosen by this fit (the selector reuses them when it refits)."""
         return {"C": self.C_.copy()}
+
+    def logits(self, F: Any, cos: np.ndarray | None = None) -> np.ndarray:
+        """The fitted logits (n, m) of feature rows F (`cos`: their cosines with the training
+        rows, when known)."""
+        Phi = self.kmap_.transform(F, cos)
+        return self.offset_ + Phi @ self.theta_[:-1] + self.theta_[-1]
+
+    def _warm_theta(self, F: Any, m: int) -> np.ndarray | None:
+        """Starting point for the solver from an earlier fit of the same model on part of these
+        rows (a selector's refit): its logits on these rows, in this fit's coordinates."""
+        prev, cos = warm_start_of(self, m)
+        if prev is None:
+            return None
+        theta = np.zeros((self.kmap_.proj_.shape[1] + 1, m))
+        theta[-1] = prev.theta_[-1] + prev.offset_ - self.offset_
+        theta[:-1] = self.kmap_.proj_.T @ (prev.logits(F, cos) - self.offset_ - theta[-1])
+        return theta
+
+    def _predict_mean(self, F: Any, n: int) -> np.ndarray:
+        if self.moderate:  # the mean depends on the variance
+            return self._predict(F, n)[0]
+        return sigmoid(self.logits(F))
 
     def _predict(self, F: Any, n: int) -> tuple[np.ndarray, np.ndarray]:
         Phi = self.kmap_.transform(F)
@@ -159,23 +183,27 @@ model (a (d,) vector is shared). Starts from `x0` (d, m) when given. Returns θ 
     obs = ~np.isnan(Y)
     Y0 = np.where(obs, Y, 0.0)
     mask = obs.astype(np.float64)
+    lmask = None if obs.all() else mask
+    T0 = np.zeros((d, m)) if x0 is None else np.asarray(x0, dtype=np.float64).reshape(d, m)
+    # Jacobi preconditioning: solve for u = θ·√D with D the Hessian's diagonal at the start,
+    # Σ_i w_ik x_ij² + prec_jk; the kernel coordinates are orthogonal with norms² = the
+    # kernel's eigenvalues, so the Hessian is close to diagonal and this removes most of its
+    # ill-conditioning (same optimum, far fewer iterations)
+    P0 = sigmoid(offset + X @ T0)
+    sq = np.sqrt((X * X).T @ (mask * P0 * (1 - P0)) + prec)
 
     def fg(v: np.ndarray) -> tuple[float, np.ndarray]:
-        T = v.reshape(d, m)
-        Z = offset + X @ T
-        f = float((mask * (_softplus(Z) - Y0 * Z)).sum() + 0.5 * (prec * T * T).sum())
-        R = mask * (sigmoid(Z) - Y0)
+        T = v.reshape(d, m) / sq
+        nll, R = bernoulli_nll_grad(offset + X @ T, Y0, lmask)
         g = X.T @ R + prec * T
-        return f, g.ravel()
+        return nll + 0.5 * float((prec * T * T).sum()), (g / sq).ravel()
 
-    res = minimize(fg, np.zeros(d * m) if x0 is None else np.asarray(x0).ravel(), jac=True, method="L-BFGS-B",
+    res = minimize(fg, (T0 * sq).ravel(), jac=True, method="L-BFGS-B",
                    options={"maxiter": maxiter, "gtol": 1e-4, "ftol": 1e-7})
-    theta = res.x.reshape(d, m)
-    P = sigmoid(offset + X @ theta)
-    W = mask * P * (1 - P)
-    H = np.stack([(X * W[:, k, None]).T @ X + np.diag(prec[:, k]) for k in range(m)])
-    L = np.linalg.cholesky(H)
+    theta = res.x.reshape(d, m) / sq
     Z = offset + X @ theta
+    P = sigmoid(Z)
+    L = weighted_grams(X, mask * P * (1 - P), prec)
     nll = (mask * (_softplus(Z) - Y0 * Z)).sum(axis=0)
     logdet = 2 * np.log(np.diagonal(L, axis1=1, axis2=2)).sum(axis=1) - np.log(prec).sum(axis=0)
     evidence = -nll - 0.5 * (prec * theta * theta).sum(axis=0) - 0.5 * logdet

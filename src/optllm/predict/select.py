@@ -99,6 +99,7 @@ class Selector(Predictor):
         cands = self._build()
         self.names_ = [getattr(p, "name", type(p).__name__) for p in cands]
         have_val = X_val is not None and Y_val is not None
+        shared_all = None
         if have_val:
             Y_val = check_labels(Y_val, self._length(X_val), where="Y_val")
             if Y_val.shape[1] != m:
@@ -106,12 +107,15 @@ class Selector(Predictor):
             # one featuriser for both stages, fitted on the labelled texts (train + validation;
             # no labels are used), so the refit reuses the features
             X_all = self._concat(X, X_val)
-            self.featurizer_ = self._fit_featurizer(X_all) if self.texts_ else None
-            F_all = self.featurizer_.transform(list(X_all)) if self.featurizer_ is not None else X_all
-            ntr = self._length(X)
-            Ftr, Fva = self._take(F_all, np.arange(ntr)), self._take(F_all, np.arange(ntr, self._length(X_all)))
-            fitted = [self._fit_one(c, Ftr, Y, X, X_val) for c in cands]
-            P = [f.predict(self._arg(c, Fva, X_val)).mean for c, f in zip(cands, fitted)]
+            F_all = self._featurize_all(X_all)
+            ntr, nall = self._length(X), self._length(X_all)
+            Ftr, Fva = self._take(F_all, np.arange(ntr)), self._take(F_all, np.arange(ntr, nall))
+            # the kernel predictors share one Gram matrix of all labelled rows: its leading
+            # block is the training kernel, the rest the validation cross-kernel
+            shared_all = self._shared_kernel(cands, F_all)
+            shared_tr = shared_all.block(ntr) if shared_all is not None else None
+            fitted = [self._fit_one(c, Ftr, Y, X, shared_tr) for c in cands]
+            P = [self._val_mean(c, f, Fva, X_val, shared_tr, nall) for c, f in zip(cands, fitted)]
             Yv = Y_val
             # the refit on train + validation keeps the hyperparameters chosen on train
             for c, f in zip(cands, fitted):
@@ -122,17 +126,20 @@ class Selector(Predictor):
         self.val_brier_ = {nm: brier(Yv, p) for nm, p in zip(self.names_, P)}
         w, self.shrink_ = self._weights(P, Yv)
         self.weights_ = dict(zip(self.names_, w.tolist()))
-        # refit the chosen candidates on everything labelled
+        # refit the chosen candidates on everything labelled; with a validation sample each
+        # kernel candidate starts its solver from its fit on the training part
         if have_val and self.refit:
             Y_all = np.vstack([Y, Y_val])
+            warm = [(f, shared_tr.cross_rows(0, nall) if shared_tr is not None else None) for f in fitted]
         else:
             X_all, Y_all = X, Y
-            self.featurizer_ = self._fit_featurizer(X_all) if self.texts_ else None
-            F_all = self.featurizer_.transform(list(X_all)) if self.featurizer_ is not None else X_all
+            F_all = self._featurize_all(X_all)
+            shared_all = self._shared_kernel(cands, F_all)
+            warm = [None] * len(cands)
         self.fitted_cands_ = []
-        for c, wj in zip(cands, w):
+        for c, wj, ws in zip(cands, w, warm):
             if wj > 0:
-                self.fitted_cands_.append((float(wj), self._fit_one(c, F_all, Y_all, X_all, None)))
+                self.fitted_cands_.append((float(wj), self._fit_one(c, F_all, Y_all, X_all, shared_all, ws)))
         self.fitted_ = True
         return self
 
@@ -173,18 +180,24 @@ class Selector(Predictor):
         s = float(np.clip(t / 2.0, 0.0, 1.0))
         return s * w + (1 - s) * e, s
 
-    def _fit_featurizer(self, X: Any) -> Any:
-        from optllm.predict.features import make_featurizer
+    def _featurize_all(self, X: Any) -> Any:
+        """Fit the featuriser on X (texts) and return X's features (one tokenisation pass);
+        feature matrices pass through."""
+        from optllm.predict.features import fit_transform, make_featurizer
 
-        f = make_featurizer(self.featurizer)
-        f.fit(list(X))
-        return f
+        if not self.texts_:
+            self.featurizer_ = None
+            return X
+        self.featurizer_ = make_featurizer(self.featurizer)
+        return fit_transform(self.featurizer_, list(X))
 
     def _feat_pair(self, X: Any, X2: Any) -> tuple[Any, Any]:
+        from optllm.predict.features import fit_transform, make_featurizer
+
         if not self.texts_:
             return X, X2
-        f = self._fit_featurizer(X)
-        return f.transform(list(X)), f.transform(list(X2))
+        f = make_featurizer(self.featurizer)
+        return fit_transform(f, list(X)), f.transform(list(X2))
 
     @staticmethod
     def _own_featurizer(c: Any) -> bool:
@@ -193,11 +206,42 @@ class Selector(Predictor):
     def _arg(self, c: Any, F: Any, X: Any) -> Any:
         return X if (self._own_featurizer(c) and self.texts_) else F
 
-    def _fit_one(self, c: Any, F: Any, Y: np.ndarray, X: Any, _unused: Any) -> Any:
+    def _on_shared(self, c: Any) -> bool:
+        """Whether candidate c is a kernel predictor fitted on the selector's features."""
+        return getattr(c, "uses_kernel", False) and not (self._own_featurizer(c) and self.texts_)
+
+    def _shared_kernel(self, cands: list[Any], F: Any) -> Any:
+        """The Gram matrix of F's rows, computed once for the kernel candidates (None if none)."""
+        from optllm.predict.base import as_matrix
+        from optllm.predict.kernel import SharedKernel
+
+        if not any(self._on_shared(c) for c in cands):
+            return None
+        return SharedKernel.of(as_matrix(F))
+
+    def _fit_one(self, c: Any, F: Any, Y: np.ndarray, X: Any, shared: Any = None, warm: Any = None) -> Any:
         import copy
 
         c = copy.deepcopy(c)
+        if self._on_shared(c):  # hints, taken off the candidate by its fit
+            if shared is not None:
+                c._shared_kernel = shared
+            if warm is not None:
+                c._warm_start = warm
         return c.fit(self._arg(c, F, X), Y, models=self.models_)
+
+    def _val_mean(self, c: Any, f: Any, Fva: Any, X_val: Any, shared_tr: Any, nall: int) -> np.ndarray:
+        """The fitted candidate f's mean prediction for the validation rows; a kernel candidate
+        fitted on the shared kernel takes its validation cross-kernel from the shared Gram."""
+        from optllm.predict.base import sigmoid
+
+        km = getattr(f, "kmap_", None)
+        if (shared_tr is not None and self._on_shared(c) and km is not None and km.F_ is shared_tr.normalised
+                and hasattr(f, "logits") and not getattr(f, "moderate", True)):
+            mean = sigmoid(f.logits(None, cos=shared_tr.cross_rows(shared_tr.n, nall)))
+            return np.clip(np.nan_to_num(mean, nan=0.5), 0.0, 1.0)
+        arg = self._arg(c, Fva, X_val)
+        return f.predict_mean(arg) if hasattr(f, "predict_mean") else f.predict(arg).mean
 
     @staticmethod
     def _concat(A: Any, B: Any) -> Any:
@@ -225,7 +269,9 @@ class Selector(Predictor):
             Xtr, Xte = self._take(X, tr), self._take(X, f)
             Ftr, Fte = self._feat_pair(Xtr, Xte)
             for j, c in enumerate(cands):
-                P[j][f] = self._fit_one(c, Ftr, Y[tr], Xtr, None).predict(self._arg(c, Fte, Xte)).mean
+                fj = self._fit_one(c, Ftr, Y[tr], Xtr)
+                arg = self._arg(c, Fte, Xte)
+                P[j][f] = fj.predict_mean(arg) if hasattr(fj, "predict_mean") else fj.predict(arg).mean
         return P, Y
 
     def predict(self, X: Any):  # type: ignore[override]
