@@ -62,3 +62,20 @@ def test_evaluate_rejects_zero_reps(reps):
 
     with pytest.raises(OptLLMError):
         evaluate_predictors(synthetic(n=50, m=2), ["base"], reps=reps)
+
+
+def test_paired_comparison_with_the_paper_predictor():
+    from optllm.predict.evaluation import summarise
+
+    def rec(name, split, reached, saving, fit):
+        return {"predictor": name, "split": split, "reached": reached, "saving": saving, "fit_s": fit}
+
+    records = [rec("bootstrap_forest", 0, True, 0.30, 10.0), rec("bootstrap_forest", 1, False, float("nan"), 10.0),
+               rec("bootstrap_forest", 2, True, 0.20, 10.0),
+               rec("selector", 0, True, 0.40, 0.5), rec("selector", 1, True, 0.90, 0.5),
+               rec("selector", 2, True, 0.10, 0.5)]
+    v = summarise(records, ["bootstrap_forest", "selector"])["selector"]["vs_bootstrap_forest"]
+    # split 1 is left out (the paper's predictor never reached it): 0.25 vs 0.25 on splits 0 and 2
+    assert v["both_reached"] == 2 and v["of"] == 3 and v["wins"] == 1
+    assert v["saving"] == pytest.approx(0.25) and v["saving_bootstrap_forest"] == pytest.approx(0.25)
+    assert v["fit_ratio"] == pytest.approx(20.0)

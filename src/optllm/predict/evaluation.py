@@ -147,4 +147,30 @@ def summarise(records: list[dict[str, Any]], names: Sequence[str]) -> dict[str, 
         if rs and "reached" in rs[0]:
             row["reached"] = int(sum(bool(r["reached"]) for r in rs))
         out[name] = row
+    _paired_with_paper(records, out)
     return out
+
+
+def _paired_with_paper(records: list[dict[str, Any]], out: dict[str, dict[str, Any]],
+                       ref: str = "bootstrap_forest") -> None:
+    """Savings compared on equal terms with the paper's predictor: on the splits where BOTH
+    reached the best model's accuracy (averages over different splits are not comparable),
+    and the fit-time ratio ref / predictor on the same splits."""
+    by = {(r["predictor"], r["split"]): r for r in records}
+    splits = sorted({r["split"] for r in records if r["predictor"] == ref})
+    if not splits:
+        return
+    for name, row in out.items():
+        if name == ref:
+            continue
+        both = [(by[(name, s)], by[(ref, s)]) for s in splits
+                if (name, s) in by and by[(name, s)].get("reached") and by[(ref, s)].get("reached")]
+        row[f"vs_{ref}"] = {
+            "both_reached": len(both), "of": len(splits),
+            "saving": float(np.mean([a["saving"] for a, _ in both])) if both else None,
+            f"saving_{ref}": float(np.mean([b["saving"] for _, b in both])) if both else None,
+            "wins": int(sum(a["saving"] > b["saving"] + 1e-12 for a, b in both)),
+        }
+        fits = [(by[(name, s)]["fit_s"], by[(ref, s)]["fit_s"]) for s in splits if (name, s) in by]
+        if fits and all(a > 0 for a, _ in fits):
+            row[f"vs_{ref}"]["fit_ratio"] = float(np.mean([b for _, b in fits]) / np.mean([a for a, _ in fits]))
