@@ -111,17 +111,23 @@ def test_held_out_correction_removes_bias_and_covers() -> None:
     rate, pred, cost = _world(rng, N, 0.08)
     front = pareto_front(pred, cost)
     truth = values_along(front, rate)
-    covered, err_raw, err_cor = [], [], []
+    covered, pointwise, err_raw, err_cor, picked, missed = [], [], [], [], [], []
     for r in range(reps):
         lr, lp, lc = _world(np.random.default_rng(100 + r), nL, 0.08)
         y = (np.random.default_rng(500 + r).random(lr.shape) < lr).astype(float)
         b = bounds_along(front, pred, cost, HeldOut(lp, y, lc), 0.9, seed=r)
-        covered.append(np.all(b.lower <= truth + 1e-9))
+        covered.append(np.all(b.lower_band <= truth + 1e-9))
+        pointwise.append(np.mean(b.lower <= truth + 1e-9))
         err_raw.append(np.mean(b.mean - truth))
         err_cor.append(np.mean(b.estimate - truth))
+        k = b.cheapest_certified(0.85)
+        picked.append(k is not None)
+        missed.append(k is not None and truth[k] < 0.85)
     assert np.mean(err_raw) > 0.02  # the predictions are optimistic ...
     assert abs(np.mean(err_cor)) < 0.01  # ... the held-out correction is not
     assert 0.85 <= np.mean(covered) <= 1.0  # the band holds along the whole front ~90% of the time
+    assert 0.88 <= np.mean(pointwise)  # each pointwise bound holds ≥ ~90% of the time
+    assert np.mean(picked) > 0.3 and np.mean(missed) <= 0.12  # the target rule errs ≤ ~10% of the time
 
 
 def test_all_correct_sample_does_not_claim_certainty() -> None:

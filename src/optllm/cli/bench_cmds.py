@@ -83,8 +83,8 @@ def bench(
         console.print(h)
         bc = d["honest"].get("ours_bound_coverage")
         if bc:
-            console.print(f"our {bc['confidence']:.0%} lower bound held along the whole front on "
-                          f"{bc['whole_front']}/{bc['of']} splits; plans above it: {_m(bc['points'], pct=True)} "
+            console.print(f"our {bc['confidence']:.0%} band held along the whole front on "
+                          f"{bc['whole_front']}/{bc['of']} splits; plans above their pointwise bound: {_m(bc['points'], pct=True)} "
                           f"(uncorrected bound: {_m(bc['points_without_correction'], pct=True)})")
     if out:
         console.print(f"wrote {paths['report']}, {paths['results']} and plots")

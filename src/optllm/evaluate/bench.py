@@ -127,7 +127,7 @@ def run_split(data: Outcomes, rep: int, cfg: BenchConfig, say: Callable[[str], N
                 c.info["bounds_s"] = time.perf_counter() - t1
                 picks["ours_target"] = _target_picks(front, b, corr, target)
                 realised = values_along(front, corr)
-                picks["ours_band"] = {"whole_front": bool(np.all(realised >= b.lower - 1e-12)),
+                picks["ours_band"] = {"whole_front": bool(np.all(realised >= b.lower_band - 1e-12)),
                                       "points": float(np.mean(realised >= b.lower - 1e-12)),
                                       "raw_points": float(np.mean(realised >= np.clip(b.mean - b.z * b.sd, 0, 1) - 1e-12))}
                 plan, info = select(front, b, float(tot[best]), None, mean, held, models, cost=cost, safe=True)
@@ -162,8 +162,12 @@ def _target_picks(front: Any, b: Any, correct: np.ndarray, target: float) -> dic
     accuracy and cost; at 100%, 99%, 97% and 90% of it."""
     out: dict[str, Any] = {}
     for label, a in (("100", target), ("99", 0.99 * target), ("97", 0.97 * target), ("90", 0.90 * target)):
-        for rule, score in (("mean", b.mean), ("corrected", b.estimate), ("confidence", b.lower)):
-            ok = np.flatnonzero(score >= a)
+        for rule, score in (("mean", b.mean), ("corrected", b.estimate), ("confidence", None)):
+            if score is None:  # what `optllm run --target-accuracy` does
+                pick = b.cheapest_certified(a)
+                ok = np.array([] if pick is None else [pick], dtype=int)
+            else:
+                ok = np.flatnonzero(score >= a)
             if not ok.size:
                 out[f"{rule}_{label}"] = {"picked": False}
                 continue

@@ -202,8 +202,8 @@ def select(front: FrontLike, bounds: AccuracyBounds, budget: float | None, targe
         info["target_accuracy"] = target
         by_mean = np.flatnonzero(bounds.mean >= target)
         info["by_mean"] = None if not by_mean.size else _point(front, bounds, int(by_mean[0]), extra_cost)
-        ok = np.flatnonzero(bounds.lower >= target)
-        if not ok.size:
+        pick = bounds.cheapest_certified(target)
+        if pick is None:
             need = bounds.labels_needed(target)
             info["reachable"] = False
             info["labels_needed"] = need
@@ -215,8 +215,9 @@ def select(front: FrontLike, bounds: AccuracyBounds, budget: float | None, targe
                    if need else "the corrected estimates do not reach it even on average: more labels alone will not do")
             )
             return None, info
-        k = int(ok[0])
-        info.update(reachable=True, rule="cheapest point with lower bound ≥ target", **_point(front, bounds, k, extra_cost))
+        k = pick
+        info.update(reachable=True, rule="cheapest plan certified ≥ target (tested from the most accurate down)",
+                    **_point(front, bounds, k, extra_cost))
         return _as_assignment(front, k, models), info
     if budget is not None:
         info["budget"] = budget
@@ -277,7 +278,8 @@ def _safe_budget_plan(front: FrontLike, bounds: AccuracyBounds, plan: Assignment
         info["safe"] = f"beats {models[ref]} alone at {conf:.0%} confidence"
         return plan
     cand = ok_cost[np.unique(np.linspace(0, ok_cost.size - 1, min(ok_cost.size, 512)).round().astype(int))]
-    good = cand[paired_lower(front, cand, ref, p, cost, held, bounds.z) >= 0]
+    z_band = bounds.z if bounds.z_band is None else bounds.z_band
+    good = cand[paired_lower(front, cand, ref, p, cost, held, z_band) >= 0]
     if good.size:
         k = int(good[np.argmax(bounds.estimate[good])])
         info["safe"] = f"front point {k}: the most accurate one that beats {models[ref]} alone at {conf:.0%} confidence"

@@ -21,10 +21,16 @@ held-out predictions were from the truth there. That is prediction-powered infer
 s_k² is the residuals' variance, floored at the mean p̂(1 − p̂) (its value under calibration)
 so that a lucky all-correct sample does not claim zero spread, and the bound is found the way
 Wilson's score interval is: the lowest level L with θ̂ − L ≤ z·sd(L), the spread re-evaluated
-as if the true accuracy were L (a lucky sample's high mean also shrinks its 0/1 spread). z is the larger of the
-one-sided Student t quantile and a bootstrap quantile of the largest standardised error over
-the front (a band that holds for every point at once), because the selection scans the whole
-front for the cheapest point whose bound clears the target.
+as if the true accuracy were L (a lucky sample's high mean also shrinks its 0/1 spread). z is
+the one-sided Student t quantile.
+
+Choosing among many plans needs care (the winner's curse): for an accuracy target the plans
+are tested in the predicted front's order, from the most accurate toward cheaper ones,
+stopping at the first that fails (fixed-sequence testing, as in Learn-then-Test: Angelopoulos
+et al. 2021), which keeps the error of the chosen plan at 1 − confidence without widening the
+bounds. Where a rule must search the front in another order (the budget rule looking for any
+plan that beats a single LLM), it uses `z_band`: a bootstrap-t band over the labelled queries
+that holds at every point at once.
 """
 from __future__ import annotations
 
@@ -176,7 +182,8 @@ class AccuracyBounds:
     sd_labelled: np.ndarray  # the labelled-sample part (shrinks like 1/sqrt(labels))
     confidence: float
     n_labelled: int
-    z: float  # critical value used by `lower` / `upper`
+    z: float  # pointwise critical value (Student's t), used by `lower` / `upper`
+    z_band: float | None = None  # critical value of the band over the whole front (None: = z)
 
     @property
     def estimate(self) -> np.ndarray:
@@ -194,15 +201,16 @@ class AccuracyBounds:
         s2_at = np.maximum(s2 + level * (1 - level) - th * (1 - th), 0.25 * s2)
         return np.where(self.n_labelled > 0, s2_at / n, 0.0) + var_bern
 
-    def _solve(self, sign: float) -> np.ndarray:
+    def _solve(self, sign: float, z: float | None = None) -> np.ndarray:
         """The level L (below the estimate for sign −1, above for +1) where |θ̂ − L| equals
         z standard deviations evaluated at L; bisection, vectorised over the points."""
+        z = self.z if z is None else z
         th = self.estimate
         lo = np.where(sign < 0, 0.0, th)
         hi = np.where(sign < 0, th, 1.0)
         for _ in range(40):
             mid = 0.5 * (lo + hi)
-            inside = np.abs(th - mid) <= self.z * np.sqrt(self._var_at(mid))  # mid still plausible
+            inside = np.abs(th - mid) <= z * np.sqrt(self._var_at(mid))  # mid still plausible
             if sign < 0:
                 hi = np.where(inside, mid, hi)
                 lo = np.where(inside, lo, mid)
@@ -220,6 +228,24 @@ class AccuracyBounds:
     def upper(self) -> np.ndarray:
         """The matching upper bound (two-sided interval = [lower, upper])."""
         return np.clip(self._solve(1.0), 0.0, 1.0)
+
+    @property
+    def lower_band(self) -> np.ndarray:
+        """Lower bounds that hold at every point of the front at once, at level `confidence`."""
+        return np.clip(self._solve(-1.0, self.z if self.z_band is None else self.z_band), 0.0, 1.0)
+
+    def cheapest_certified(self, target: float) -> int | None:
+        """The plan for an accuracy target, by fixed-sequence testing (Learn-then-Test): test
+        "accuracy ≥ target" at each point with its pointwise bound, from the most accurate
+        predicted plan toward cheaper ones, and stop at the first failure; the cheapest point
+        passed is wrong with probability ≤ 1 − confidence, with no multiplicity penalty,
+        because the order (the predicted front) is fixed before the tests. None if the most
+        accurate plan already fails."""
+        ok = self.lower >= target
+        if not ok.size or not ok[-1]:
+            return None
+        fail = np.flatnonzero(~ok)
+        return int(fail[-1] + 1) if fail.size else 0
 
     def labels_needed(self, target: float) -> int | None:
         """Roughly how many labelled queries would let some plan reach `target` at this level.
@@ -257,8 +283,9 @@ def bounds_along(front: FrontLike, p: np.ndarray, cost: np.ndarray, held: HeldOu
     rect = Rectifier(held)
     t = rect.point(rule_slopes(front, p, cost))
     s2 = rect.spread()[t] / held.n
-    z = rect.band(t, confidence, seed=seed)
-    return AccuracyBounds(mean, rect.mean[t], np.sqrt(s2 + var_bern), np.sqrt(s2), confidence, held.n, z)
+    z = float(student_t.ppf(confidence, max(held.n - 1, 1)))
+    z_band = rect.band(t, confidence, seed=seed)
+    return AccuracyBounds(mean, rect.mean[t], np.sqrt(s2 + var_bern), np.sqrt(s2), confidence, held.n, z, z_band)
 
 
 def bounds_of(assignment: np.ndarray, p: np.ndarray, cost: np.ndarray, held: HeldOut | None,
