@@ -75,3 +75,13 @@ def test_cli_run_demo(tmp_path) -> None:
 def test_cli_run_bad_options() -> None:
     r = runner.invoke(app, ["run", "demo", "--budget", "1", "--target-accuracy", "0.9"])
     assert r.exit_code != 0
+
+
+def test_cli_demo_runs_budget_and_target(tmp_path) -> None:
+    """`make demo`: both plans are written and the saving line is printed for each."""
+    r = runner.invoke(app, ["demo", "--out", str(tmp_path / "d")])
+    assert r.exit_code == 0, r.output
+    for sub in ("d", "d/target"):
+        s = json.loads((tmp_path / sub / "summary.json").read_text())
+        assert s["selection"]["realised_accuracy"] > 0 and (tmp_path / sub / "plan.csv").exists()
+    assert r.output.count("less than") == 2
