@@ -94,14 +94,16 @@ def _print(res: dict) -> None:
         console.print(f"Best single model on the test part: {first.get('best_model')}; saving = cost cut at its true "
                       "accuracy (cheapest front point that reaches it, chosen with hindsight; averaged over the "
                       "splits where it was reached).")
-    pairs = [(n, r["vs_bootstrap_forest"]) for n, r in res["summary"].items() if "vs_bootstrap_forest" in r]
-    if pairs:
-        p = Table(title="Against the paper's bootstrap_forest on the same splits")
-        for c in ("predictor", "both reached best acc", "saving (it / bootstrap_forest)", "higher saving on", "fit time ratio"):
+    for ref, label in (("bootstrap_forest", "the paper's bootstrap_forest"), ("base", "the base rate")):
+        pairs = [(n, r[f"vs_{ref}"]) for n, r in res["summary"].items() if f"vs_{ref}" in r]
+        if not pairs:
+            continue
+        p = Table(title=f"Against {label} on the same splits")
+        for c in ("predictor", "both reached best acc", f"saving (it / {ref})", "higher saving on", "fit time ratio"):
             p.add_column(c, justify="left" if c == "predictor" else "right")
         for n, v in pairs:
-            sv = "—" if v["saving"] is None else f"{v['saving']:.1%} / {v['saving_bootstrap_forest']:.1%}"
-            fr = f"{v['fit_ratio']:.1f}× faster" if v.get("fit_ratio") else ""
+            sv = "—" if v["saving"] is None else f"{v['saving']:.1%} / {v[f'saving_{ref}']:.1%}"
+            fr = f"{v['fit_ratio']:.1f}×" if v.get("fit_ratio") and ref == "bootstrap_forest" else ""
             p.add_row(n, f"{v['both_reached']}/{v['of']}", sv, f"{v['wins']}/{v['both_reached']}", fr)
         console.print(p)
     if res.get("note"):

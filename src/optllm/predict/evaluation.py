@@ -147,15 +147,15 @@ def summarise(records: list[dict[str, Any]], names: Sequence[str]) -> dict[str, 
         if rs and "reached" in rs[0]:
             row["reached"] = int(sum(bool(r["reached"]) for r in rs))
         out[name] = row
-    _paired_with_paper(records, out)
+    for ref in ("bootstrap_forest", "base"):
+        _paired_with(records, out, ref)
     return out
 
 
-def _paired_with_paper(records: list[dict[str, Any]], out: dict[str, dict[str, Any]],
-                       ref: str = "bootstrap_forest") -> None:
-    """Savings compared on equal terms with the paper's predictor: on the splits where BOTH
-    reached the best model's accuracy (averages over different splits are not comparable),
-    and the fit-time ratio ref / predictor on the same splits."""
+def _paired_with(records: list[dict[str, Any]], out: dict[str, dict[str, Any]], ref: str) -> None:
+    """Savings compared on equal terms with predictor `ref` (the paper's, the base rate): on
+    the splits where BOTH reached the best model's accuracy (averages over different splits
+    are not comparable), and the fit-time ratio ref / predictor on the same splits."""
     by = {(r["predictor"], r["split"]): r for r in records}
     splits = sorted({r["split"] for r in records if r["predictor"] == ref})
     if not splits:
