@@ -41,7 +41,7 @@ def main(path: str) -> None:
             elif key.endswith("_at_best_cost"):
                 print(f"| {name} | {key} (budget = best LLM cost) | {h['of']}/{h['of']} | "
                       f"{h['at_least_best_accuracy']}/{h['of']} | | {num(h['realised_accuracy'])} | {num(h['cost'])} | |")
-            elif "_mean_" not in key:  # the by-mean rows are in report.md
+            elif "_mean_" not in key and "_corrected_" not in key:  # those rows are in report.md
                 kept = "" if h.get("promise_kept") is None else f"{h['promise_kept']:.0%}"
                 print(f"| {name} | {key} | {h['picked']}/{h['of']} | {h['met']}/{h['picked']} | {kept} | "
                       f"{num(h['realised_accuracy'])} | {num(h['cost'])} | {pct(h['saving'])} |")
