@@ -85,3 +85,18 @@ def test_cli_demo_runs_budget_and_target(tmp_path) -> None:
         s = json.loads((tmp_path / sub / "summary.json").read_text())
         assert s["selection"]["realised_accuracy"] > 0 and (tmp_path / sub / "plan.csv").exists()
     assert r.output.count("less than") == 2
+
+
+def test_reference_model_prefers_the_pricier_of_models_the_sample_cannot_separate() -> None:
+    from optllm.evaluate.pipeline import _reference_model
+    from optllm.evaluate.uncertainty import HeldOut
+
+    n = 44
+    y = np.ones((n, 3))
+    y[:2, 1] = 0.0  # model 1 (pricier) wrong on 2 queries the lead gets right: McNemar p = 0.25
+    y[:12, 2] = 0.0  # model 2 (priciest) wrong on 12: clearly behind
+    held = HeldOut(np.full((n, 3), 0.9), y, np.ones((n, 3)))
+    p = np.full((500, 3), 0.9)
+    totals = np.array([5.0, 10.0, 20.0])
+    assert _reference_model(np.arange(3), totals, p, held, 0.9) == 1
+    assert _reference_model(np.array([0, 2]), totals, p, held, 0.9) == 0

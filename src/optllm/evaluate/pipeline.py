@@ -274,12 +274,14 @@ def _safe_budget_plan(front: FrontLike, bounds: AccuracyBounds, plan: Assignment
     k_plan = int(ok_cost[-1])
     # one pre-specified comparison: the pointwise quantile; scanning the front below: the band's z
     z1 = float(student_t.ppf(conf, max(held.n - 1, 1)))
-    if paired_lower(front, np.array([k_plan]), ref, p, cost, held, z1)[0] >= 0:
+    if (paired_lower(front, np.array([k_plan]), ref, p, cost, held, z1)[0] >= 0
+            and _sign_test_wins(front, np.array([k_plan]), ref, p, cost, held, conf)[0]):
         info["safe"] = f"beats {models[ref]} alone at {conf:.0%} confidence"
         return plan
     cand = ok_cost[np.unique(np.linspace(0, ok_cost.size - 1, min(ok_cost.size, 512)).round().astype(int))]
     z_band = bounds.z if bounds.z_band is None else bounds.z_band
-    good = cand[paired_lower(front, cand, ref, p, cost, held, z_band) >= 0]
+    cand = cand[paired_lower(front, cand, ref, p, cost, held, z_band) >= 0]
+    good = cand[_sign_test_wins(front, cand, ref, p, cost, held, conf)] if cand.size else cand
     if good.size:
         k = int(good[np.argmax(bounds.estimate[good])])
         info["safe"] = f"front point {k}: the most accurate one that beats {models[ref]} alone at {conf:.0%} confidence"
@@ -291,28 +293,57 @@ def _safe_budget_plan(front: FrontLike, bounds: AccuracyBounds, plan: Assignment
     return Assignment(models=np.full(n, ref), cost=float(totals[ref]), accuracy=float(p[:, ref].mean()), model_names=models)
 
 
+def _sign_test_wins(front: FrontLike, points: np.ndarray, ref: int, p: np.ndarray, cost: np.ndarray,
+                    held: HeldOut, confidence: float) -> np.ndarray:
+    """Small-sample check of "plan beats model `ref`": route the labelled queries by each
+    plan's rule and count where the plan's answer is right and ref's wrong, and the reverse;
+    the exact sign (McNemar) test must find the plan ahead at `confidence`. The normal
+    approximation behind the paired bound is unreliable when only a handful of labelled
+    queries disagree."""
+    from scipy.stats import binomtest
+
+    from optllm.evaluate.uncertainty import Rectifier, rule_slopes
+
+    rect = Rectifier(held)
+    ts = rect.point(rule_slopes(front, p, cost)[points])
+    y = held.y
+    out = np.zeros(points.size, dtype=bool)
+    for i, t in enumerate(ts):
+        a = rect.assignment(int(t))
+        d = y[np.arange(held.n), a] - y[:, ref]
+        d = d[~np.isnan(d)]
+        wins, losses = int((d > 0).sum()), int((d < 0).sum())
+        out[i] = wins > losses and binomtest(wins, wins + losses, 0.5, alternative="greater").pvalue <= 1.0 - confidence
+    return out
+
+
 def _reference_model(affordable: np.ndarray, totals: np.ndarray, p: np.ndarray, held: HeldOut,
                      confidence: float) -> int:
     """The single LLM a budget plan must beat: the affordable model with the best
     held-out-corrected accuracy, unless the labelled sample cannot tell it apart from a
-    pricier affordable one (its lead is not significant at `confidence`, paired on the same
-    labelled queries); then the priciest of those. With a few dozen labels, near-equal models
-    are a coin flip on the sample, and under a budget the price is the better prior."""
-    from scipy.stats import norm
+    pricier affordable one; then the priciest of those. "Cannot tell apart": an exact sign
+    test on the same labelled queries (McNemar's test for 0/1 labels: only the queries where
+    the two disagree count) does not find the lead at `confidence`. With a few dozen labels,
+    near-equal models are a coin flip on the sample, and under a budget the price is the
+    better prior."""
+    from scipy.stats import binomtest
 
     est = np.array([single_bounds(int(k), p, held, confidence).estimate[0] for k in affordable])
     lead = int(affordable[int(np.argmax(est))])
-    z = float(norm.ppf(confidence))
-    tied = []
-    for k in affordable:
-        ok = ~np.isnan(held.y[:, lead]) & ~np.isnan(held.y[:, k])
-        if k == lead or ok.sum() < 2:
-            tied.append(k == lead)
+    tied = np.zeros(affordable.size, dtype=bool)
+    for j, k in enumerate(affordable):
+        if k == lead:
+            tied[j] = True
             continue
+        ok = ~np.isnan(held.y[:, lead]) & ~np.isnan(held.y[:, k])
         d = held.y[ok, lead] - held.y[ok, k]  # paired: same labelled queries
-        gap = float(est[list(affordable).index(lead)] - est[list(affordable).index(k)])
-        tied.append(gap - z * float(d.std(ddof=1)) / np.sqrt(ok.sum()) <= 0 if d.std() > 0 else gap <= 0)
-    cand = affordable[np.asarray(tied, dtype=bool)]
+        wins, losses = int((d > 0).sum()), int((d < 0).sum())
+        if wins + losses == 0:
+            tied[j] = True
+            continue
+        pval = binomtest(wins, wins + losses, 0.5, alternative="greater").pvalue
+        tied[j] = pval > 1.0 - confidence
+    cand = affordable[tied]
     return int(cand[np.argmax(totals[cand])])
 
 
