@@ -35,6 +35,11 @@ def test_every_method_has_figures(results) -> None:
     honest = d["honest"]
     assert honest["ours_at_best_cost"]["of"] == 2
     assert {"ours_target_confidence_100", "ours_target_mean_99"} <= set(honest)
+    # the budget that matters where the saving at the best accuracy is ~0: half its cost
+    half = honest["ours_at_half_best_cost"]
+    assert half["of"] == 2 and half["cost"]["mean"] <= 0.5 * d["singles"][d["best_model"]]["cost"]["mean"] + 1e-6
+    ours = d["methods"]["ours"]["acc_at_half_best_cost_hindsight"]["mean"]
+    assert ours <= d["methods"]["oracle"]["acc_at_half_best_cost_hindsight"]["mean"] + 1e-12
 
 
 def test_report_files(results, tmp_path) -> None:
