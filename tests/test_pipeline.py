@@ -100,3 +100,11 @@ def test_reference_model_prefers_the_pricier_of_models_the_sample_cannot_separat
     totals = np.array([5.0, 10.0, 20.0])
     assert _reference_model(np.arange(3), totals, p, held, 0.9) == 1
     assert _reference_model(np.array([0, 2]), totals, p, held, 0.9) == 0
+
+
+def test_cli_run_no_safe_takes_the_most_accurate_predicted_plan(tmp_path) -> None:
+    r = runner.invoke(app, ["run", "demo", "--budget", "4.73", "--no-safe", "--json"])
+    assert r.exit_code == 0, r.output
+    sel = json.loads(r.output)["selection"]
+    assert sel["rule"] == "most accurate plan within the budget" and "reference_model" not in sel
+    assert 4.0 < sel["cost"] <= 4.73 + 1e-9

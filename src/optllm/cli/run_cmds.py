@@ -80,6 +80,9 @@ def run(
                               "a predictor fitted without it, and those held-out errors correct and bound every "
                               "plan's accuracy (0: Bernoulli variance only)."),
     count_labelling_cost: bool = typer.Option(False, help="Add the cost of labelling the sample to the totals."),
+    safe: bool = typer.Option(True, "--safe/--no-safe", help="With --budget: leave the best affordable single LLM only for "
+                              "a mix that beats it at --confidence (--no-safe: the most accurate predicted plan "
+                              "within budget, as the paper does)."),
     out: str = typer.Option(None, help="Write front.csv, plan.csv, summary.json, front.png here."),
     json_out: bool = typer.Option(False, "--json", help="Print summary.json to stdout."),
 ) -> None:
@@ -87,7 +90,7 @@ def run(
     the budget or target (or the knee), and evaluate every point on the true labels."""
     cfg = RunConfig(train_frac=train_frac, val_frac=val_frac, seed=seed, predictor=predictor,
                     optimizer=optimizer, alpha=alpha, budget=budget, target_accuracy=target_accuracy,
-                    confidence=confidence, folds=folds, count_labelling_cost=count_labelling_cost)
+                    confidence=confidence, folds=folds, count_labelling_cost=count_labelling_cost, safe=safe)
     cfg.validate()
     outcomes = load(data)
     with stages(not json_out) as say:
