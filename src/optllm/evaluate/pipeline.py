@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy.stats import t as student_t
 
 from optllm.data import Outcomes, Split, split
 from optllm.errors import OptLLMError
@@ -124,6 +123,7 @@ def cross_fit(name: str, train: Outcomes, val: Outcomes, folds: int, seed: int) 
         return None
     from optllm.predict import make_featurizer, make_predictor
     from optllm.predict.evaluation import inputs_of
+    from optllm.predict.features import fit_transform
 
     proto = make_predictor(name, seed=seed)
     X = inputs_of(train)
@@ -131,9 +131,7 @@ def cross_fit(name: str, train: Outcomes, val: Outcomes, folds: int, seed: int) 
     if Xv is not None:
         X = X + Xv if isinstance(X, list) else np.vstack([X, Xv])
     if getattr(proto, "uses_features", True) and isinstance(X, list):
-        fz = make_featurizer(getattr(proto, "featurizer", None))
-        fz.fit(X)
-        X = fz.transform(X)
+        X = fit_transform(make_featurizer(getattr(proto, "featurizer", None)), X)
     Y = np.vstack([train.correct, val.correct]) if n_va else train.correct
     C = np.vstack([train.cost, val.cost]) if n_va else train.cost
     rng = np.random.default_rng(seed + 7919)
@@ -190,8 +188,9 @@ def select(front: FrontLike, bounds: AccuracyBounds, budget: float | None, targe
            cost: np.ndarray | None = None, safe: bool = True) -> tuple[Assignment | None, dict[str, Any]]:
     """Pick the plan for a budget or an accuracy target (or the knee), with its bounds.
 
-    Target: the cheapest point whose lower bound at the confidence level reaches it; when
-    none does, no plan (and roughly how many labels would be needed). Budget: the exact
+    Target: the cheapest point certified to reach it (fixed-sequence tests from the most
+    accurate predicted point down, `AccuracyBounds.cheapest_certified`); when none is, no
+    plan (and roughly how many labels would be needed). Budget: the exact
     optimum within the budget, its accuracy reported as an interval; with `safe`, only a plan
     that beats the strongest affordable single LLM at the confidence level (paired on the
     held-out labels) replaces that LLM.
@@ -273,8 +272,7 @@ def _safe_budget_plan(front: FrontLike, bounds: AccuracyBounds, plan: Assignment
         return plan
     k_plan = int(ok_cost[-1])
     # one pre-specified comparison: the pointwise quantile; scanning the front below: the band's z
-    z1 = float(student_t.ppf(conf, max(held.n - 1, 1)))
-    if (paired_lower(front, np.array([k_plan]), ref, p, cost, held, z1)[0] >= 0
+    if (paired_lower(front, np.array([k_plan]), ref, p, cost, held, bounds.z)[0] >= 0
             and _sign_test_wins(front, np.array([k_plan]), ref, p, cost, held, conf)[0]):
         info["safe"] = f"beats {models[ref]} alone at {conf:.0%} confidence"
         return plan
@@ -293,28 +291,30 @@ def _safe_budget_plan(front: FrontLike, bounds: AccuracyBounds, plan: Assignment
     return Assignment(models=np.full(n, ref), cost=float(totals[ref]), accuracy=float(p[:, ref].mean()), model_names=models)
 
 
+def _sign_test_ahead(d: np.ndarray, confidence: float) -> bool:
+    """Exact sign test (McNemar's for 0/1 labels) on paired differences `d` (NaN ignored):
+    are the positive differences significantly more than the negative ones at `confidence`?
+    Only the pairs that disagree count, so a handful of them cannot look decisive."""
+    from scipy.stats import binomtest
+
+    d = d[~np.isnan(d)]
+    wins, losses = int((d > 0).sum()), int((d < 0).sum())
+    return wins > losses and binomtest(wins, wins + losses, 0.5, alternative="greater").pvalue <= 1.0 - confidence
+
+
 def _sign_test_wins(front: FrontLike, points: np.ndarray, ref: int, p: np.ndarray, cost: np.ndarray,
                     held: HeldOut, confidence: float) -> np.ndarray:
     """Small-sample check of "plan beats model `ref`": route the labelled queries by each
-    plan's rule and count where the plan's answer is right and ref's wrong, and the reverse;
-    the exact sign (McNemar) test must find the plan ahead at `confidence`. The normal
+    plan's rule and sign-test the plan's answers against ref's on them. The normal
     approximation behind the paired bound is unreliable when only a handful of labelled
     queries disagree."""
-    from scipy.stats import binomtest
+    from optllm.evaluate.uncertainty import rule_slopes
 
-    from optllm.evaluate.uncertainty import Rectifier, rule_slopes
-
-    rect = Rectifier(held)
+    rect = held.rectifier
     ts = rect.point(rule_slopes(front, p, cost)[points])
-    y = held.y
-    out = np.zeros(points.size, dtype=bool)
-    for i, t in enumerate(ts):
-        a = rect.assignment(int(t))
-        d = y[np.arange(held.n), a] - y[:, ref]
-        d = d[~np.isnan(d)]
-        wins, losses = int((d > 0).sum()), int((d < 0).sum())
-        out[i] = wins > losses and binomtest(wins, wins + losses, 0.5, alternative="greater").pvalue <= 1.0 - confidence
-    return out
+    rows = np.arange(held.n)
+    return np.array([_sign_test_ahead(held.y[rows, rect.assignment(int(t))] - held.y[:, ref], confidence)
+                     for t in ts], dtype=bool)
 
 
 def _reference_model(affordable: np.ndarray, totals: np.ndarray, p: np.ndarray, held: HeldOut,
@@ -326,23 +326,10 @@ def _reference_model(affordable: np.ndarray, totals: np.ndarray, p: np.ndarray, 
     the two disagree count) does not find the lead at `confidence`. With a few dozen labels,
     near-equal models are a coin flip on the sample, and under a budget the price is the
     better prior."""
-    from scipy.stats import binomtest
-
     est = np.array([single_bounds(int(k), p, held, confidence).estimate[0] for k in affordable])
     lead = int(affordable[int(np.argmax(est))])
-    tied = np.zeros(affordable.size, dtype=bool)
-    for j, k in enumerate(affordable):
-        if k == lead:
-            tied[j] = True
-            continue
-        ok = ~np.isnan(held.y[:, lead]) & ~np.isnan(held.y[:, k])
-        d = held.y[ok, lead] - held.y[ok, k]  # paired: same labelled queries
-        wins, losses = int((d > 0).sum()), int((d < 0).sum())
-        if wins + losses == 0:
-            tied[j] = True
-            continue
-        pval = binomtest(wins, wins + losses, 0.5, alternative="greater").pvalue
-        tied[j] = pval > 1.0 - confidence
+    # paired on the same labelled queries; the lead itself is never "ahead" of itself
+    tied = np.array([not _sign_test_ahead(held.y[:, lead] - held.y[:, k], confidence) for k in affordable])
     cand = affordable[tied]
     return int(cand[np.argmax(totals[cand])])
 

@@ -35,6 +35,7 @@ that holds at every point at once.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 from scipy.stats import t as student_t
@@ -79,6 +80,12 @@ class HeldOut:
     def n(self) -> int:
         """Number of labelled queries."""
         return int(self.p.shape[0])
+
+    @cached_property
+    def rectifier(self) -> "Rectifier":
+        """The held-out errors along the rule's front, built once per sample (every bound and
+        test on these labels reads it)."""
+        return Rectifier(self)
 
 
 def _slopes(front: FrontLike) -> np.ndarray:
@@ -280,7 +287,7 @@ def bounds_along(front: FrontLike, p: np.ndarray, cost: np.ndarray, held: HeldOu
         z = float(student_t.ppf(confidence, 1e6))
         zero = np.zeros_like(mean)
         return AccuracyBounds(mean, zero, np.sqrt(var_bern), zero, confidence, 0 if held is None else held.n, z)
-    rect = Rectifier(held)
+    rect = held.rectifier
     t = rect.point(rule_slopes(front, p, cost))
     s2 = rect.spread()[t] / held.n
     z = float(student_t.ppf(confidence, max(held.n - 1, 1)))
@@ -294,11 +301,11 @@ def bounds_of(assignment: np.ndarray, p: np.ndarray, cost: np.ndarray, held: Hel
     the exact front's at the same spend, or "every query to model k" for a single model."""
     from optllm.optimize.solutions import SolutionSet
 
-    one = SolutionSet(assignment[None, :], np.array([cost[np.arange(cost.shape[0]), assignment].sum()]),
-                      np.atleast_1d(values_of(assignment, p)))
     single = np.unique(assignment)
     if held is not None and held.n >= 2 and single.size == 1:
         return single_bounds(int(single[0]), p, held, confidence)
+    one = SolutionSet(assignment[None, :], np.array([cost[np.arange(cost.shape[0]), assignment].sum()]),
+                      np.atleast_1d(values_of(assignment, p)))
     return bounds_along(one, p, cost, held, confidence, seed)
 
 
@@ -321,7 +328,7 @@ def paired_lower(front: FrontLike, points: np.ndarray, ref: int, p: np.ndarray, 
                  held: HeldOut, z: float) -> np.ndarray:
     """Lower bound on (accuracy of front point − accuracy of model `ref` alone) for each of
     `points`, paired on the same labelled and assigned queries."""
-    rect = Rectifier(held)
+    rect = held.rectifier
     t = rect.point(rule_slopes(front, p, cost)[points])
     n, N = held.n, p.shape[0]
     # held-out part: per labelled query, residual under the plan minus residual of ref
