@@ -12,6 +12,7 @@ from optllm.cli import app
 from optllm.data import load, synthetic
 from optllm.errors import OptLLMError
 from optllm.evaluate.pipeline import RunConfig, run_pipeline, write_run
+from optllm.evaluate.uncertainty import HeldOut
 
 runner = CliRunner()
 
@@ -98,8 +99,9 @@ def test_reference_model_prefers_the_pricier_of_models_the_sample_cannot_separat
     held = HeldOut(np.full((n, 3), 0.9), y, np.ones((n, 3)))
     p = np.full((500, 3), 0.9)
     totals = np.array([5.0, 10.0, 20.0])
-    assert _reference_model(np.arange(3), totals, p, held, 0.9) == 1
-    assert _reference_model(np.array([0, 2]), totals, p, held, 0.9) == 0
+    est = np.full(3, 0.9)
+    assert _reference_model(np.arange(3), totals, est, held, 0.9) == 1
+    assert _reference_model(np.array([0, 2]), totals, est[[0, 2]], held, 0.9) == 0
 
 
 def test_cli_run_no_safe_takes_the_most_accurate_predicted_plan(tmp_path) -> None:
@@ -108,3 +110,57 @@ def test_cli_run_no_safe_takes_the_most_accurate_predicted_plan(tmp_path) -> Non
     sel = json.loads(r.output)["selection"]
     assert sel["rule"] == "most accurate plan within the budget" and "reference_model" not in sel
     assert 4.0 < sel["cost"] <= 4.73 + 1e-9
+
+
+def _no_signal_world(seed: int, n: int, n_lab: int):
+    """Three models (cheap/weak, mid, dear/strong), answers independent of the query, and a
+    predictor that knows only each model's base rate: no plan can beat random mixes."""
+    rng = np.random.default_rng(seed)
+    rate = np.array([0.55, 0.65, 0.85])
+    price = np.array([1.0, 2.0, 10.0])
+    p = np.tile(rate, (n, 1))
+    y_lab = (rng.random((n_lab, 3)) < rate).astype(float)
+    held = HeldOut(np.tile(rate, (n_lab, 1)), y_lab, np.tile(price, (n_lab, 1)))
+    return rate, price, p, np.tile(price, (n, 1)), held
+
+
+def test_reference_between_single_llms_is_a_random_mix_that_spends_the_budget() -> None:
+    from optllm.evaluate.pipeline import Reference, _reference
+
+    rate, price, p, cost, held = _no_signal_world(0, 4000, 400)
+    totals = cost.sum(axis=0)
+    budget = 0.5 * totals[2]
+    ref = _reference(np.flatnonzero(totals <= budget), totals, budget, p, held, 0.9)
+    assert ref.hi == 2 and ref.lo in (0, 1) and 0 < ref.w < 1
+    # the estimate is the straight line between the two models' corrected estimates
+    assert ref.estimate > max(rate[0], rate[1]) + 0.05
+    a = ref.assignment(cost, budget, seed=1)
+    spent = cost[np.arange(4000), a].sum()
+    assert spent <= budget + 1e-9 and spent >= budget - price[2]
+    assert np.mean(a == ref.hi) == pytest.approx(ref.w, abs=2 / 4000)
+    # at a budget that buys the dear model outright, the reference is that model alone
+    top = _reference(np.arange(3), totals, float(totals[2]), p, held, 0.9)
+    assert (top.lo, top.w) == (2, 0.0)
+    single = Reference(1, 1, 0.0, 0.65)
+    np.testing.assert_array_equal(single.assignment(cost, budget, 0), np.full(4000, 1))
+    assert "random mix" in ref.describe(("a", "b", "c")) and single.describe(("a", "b", "c")) == "b"
+
+
+def test_safe_budget_rule_takes_the_mix_when_no_plan_beats_it() -> None:
+    """Without signal, the safe rule must not fall back to the best affordable LLM (0.65 here)
+    when the budget buys a mix that reaches about 0.75 in truth."""
+    from optllm.evaluate.pipeline import select
+    from optllm.evaluate.uncertainty import bounds_along, paired_lower, values_of
+    from optllm.optimize import pareto_front
+
+    rate, price, p, cost, held = _no_signal_world(2, 3000, 60)
+    budget = 0.5 * float(cost[:, 2].sum())
+    front = pareto_front(p, cost)
+    b = bounds_along(front, p, cost, held, 0.9)
+    plan, info = select(front, b, budget, None, p, held, ("a", "b", "c"), cost=cost, safe=True, seed=4)
+    assert plan.cost <= budget + 1e-9 and "random mix" in info["reference_model"]
+    assert values_of(plan.models, p) > 0.72  # expected true accuracy: rates are the truth here
+    # a mix given as weights: one-hot weights agree with the single-model comparison
+    pts = np.arange(len(front))
+    np.testing.assert_allclose(paired_lower(front, pts, 1, p, cost, held, b.z),
+                               paired_lower(front, pts, np.eye(3)[1], p, cost, held, b.z))

@@ -51,6 +51,8 @@ def print_run(res: RunResult) -> None:
     console.print(t)
     if sel.get("reachable") is False:
         console.print(f"[yellow]{sel['message']}[/]")
+    if "safe" in sel:
+        console.print(f"safe budget rule: {sel['safe']} (--no-safe: the most accurate predicted plan)")
     if "budget" in sel:
         console.print(f"certified optimality gap at this budget (expected accuracy): {sel['certified_gap']:.2e}")
     if "hindsight" in s:

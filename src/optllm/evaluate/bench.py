@@ -133,10 +133,12 @@ def run_split(data: Outcomes, rep: int, cfg: BenchConfig, say: Callable[[str], N
                 picks["ours_band"] = {"whole_front": bool(np.all(realised >= b.lower_band - 1e-12)),
                                       "points": float(np.mean(realised >= b.lower - 1e-12)),
                                       "raw_points": float(np.mean(realised >= np.clip(b.mean - b.z * b.sd, 0, 1) - 1e-12))}
-                plan, info = select(front, b, float(tot[best]), None, mean, held, models, cost=cost, safe=True)
+                plan, info = select(front, b, float(tot[best]), None, mean, held, models, cost=cost, safe=True,
+                                    seed=cfg.seed + rep)
                 picks[method] = {"cost": float(plan.cost), "realised_accuracy": float(values_of(plan.models, corr)),
                                  "predicted_accuracy": float(plan.accuracy), "rule": info.get("rule")}
-                plan_h, _ = select(front, b, 0.5 * float(tot[best]), None, mean, held, models, cost=cost, safe=True)
+                plan_h, _ = select(front, b, 0.5 * float(tot[best]), None, mean, held, models, cost=cost,
+                                   safe=True, seed=cfg.seed + rep)
                 picks["ours:half"] = {"cost": float(plan_h.cost), "realised_accuracy": float(values_of(plan_h.models, corr)),
                                       "predicted_accuracy": float(plan_h.accuracy)}
                 unsafe = front.at_budget(float(tot[best]))

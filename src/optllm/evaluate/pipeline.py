@@ -185,7 +185,7 @@ def hindsight_saving(costs: np.ndarray, true_acc: np.ndarray, best_acc: float, b
 
 def select(front: FrontLike, bounds: AccuracyBounds, budget: float | None, target: float | None,
            p: np.ndarray, held: HeldOut | None, models: tuple[str, ...], extra_cost: float = 0.0,
-           cost: np.ndarray | None = None, safe: bool = True) -> tuple[Assignment | None, dict[str, Any]]:
+           cost: np.ndarray | None = None, safe: bool = True, seed: int = 0) -> tuple[Assignment | None, dict[str, Any]]:
     """Pick the plan for a budget or an accuracy target (or the knee), with its bounds.
 
     Target: the cheapest point certified to reach it (fixed-sequence tests from the most
@@ -229,7 +229,7 @@ def select(front: FrontLike, bounds: AccuracyBounds, budget: float | None, targe
         info.update(rule="most accurate plan within the budget", certified_gap=plan.gap)
         if safe and held is not None and cost is not None:
             best_predicted = plan
-            plan = _safe_budget_plan(front, bounds, plan, budget - extra_cost, p, held, cost, models, info)
+            plan = _safe_budget_plan(front, bounds, plan, budget - extra_cost, p, held, cost, models, info, seed)
             if plan is not best_predicted:
                 # what the optimiser alone would have chosen, shown beside the safe choice
                 b = bounds_of(best_predicted.models, p, cost, held, bounds.confidence)
@@ -253,42 +253,89 @@ def select(front: FrontLike, bounds: AccuracyBounds, budget: float | None, targe
     return _as_assignment(front, k, models), info
 
 
+@dataclass(frozen=True)
+class Reference:
+    """What a budget plan must beat: model `lo` alone (w = 0), or a random mix sending a
+    share w of the queries to the pricier model `hi` and the rest to `lo` (RouterBench's
+    zero router: any budget between two single LLMs buys their straight line)."""
+
+    lo: int
+    hi: int
+    w: float
+    estimate: float
+
+    def weights(self, m: int) -> np.ndarray:
+        out = np.zeros(m)
+        out[self.lo] += 1.0 - self.w
+        out[self.hi] += self.w
+        return out
+
+    def describe(self, models: tuple[str, ...]) -> str:
+        if self.w <= 0.0:
+            return models[self.lo]
+        return f"a random mix: {self.w:.0%} of the queries to {models[self.hi]}, the rest to {models[self.lo]}"
+
+    def choices(self, n: int, seed: int) -> np.ndarray:
+        """One realisation of the reference on n queries: each goes to hi with probability w."""
+        if self.w <= 0.0:
+            return np.full(n, self.lo)
+        return np.where(np.random.default_rng(seed).random(n) < self.w, self.hi, self.lo)
+
+    def assignment(self, cost: np.ndarray, budget: float, seed: int) -> np.ndarray:
+        """The reference as a plan within `budget`: a random share of queries, as many as
+        the budget pays for, to hi; the rest to lo."""
+        n = cost.shape[0]
+        out = np.full(n, self.lo)
+        if self.w <= 0.0:
+            return out
+        order = np.random.default_rng(seed).permutation(n)
+        extra = np.cumsum(cost[order, self.hi] - cost[order, self.lo])
+        room = budget - float(cost[:, self.lo].sum())
+        out[order[: int(np.searchsorted(extra, room * (1 + 1e-12), side="right"))]] = self.hi
+        return out
+
+
 def _safe_budget_plan(front: FrontLike, bounds: AccuracyBounds, plan: Assignment, budget: float, p: np.ndarray,
-                      held: HeldOut, cost: np.ndarray, models: tuple[str, ...], info: dict[str, Any]) -> Assignment:
-    """Do no harm: keep the most accurate plan within budget only if it beats the strongest
-    single LLM that fits the budget at the confidence level (the difference bounded on the
-    same held-out labels and assigned queries); otherwise take the most accurate plan that
-    does, or that LLM alone. The strongest LLM is the one with the best held-out-corrected
-    accuracy estimate."""
+                      held: HeldOut, cost: np.ndarray, models: tuple[str, ...], info: dict[str, Any],
+                      seed: int = 0) -> Assignment:
+    """Do no harm: keep the most accurate plan within budget only if it beats the reference
+    (`_reference`: the strongest single LLM that fits the budget, or a random mix of two
+    single LLMs that spends it) at the confidence level, the difference bounded on the same
+    held-out labels and assigned queries; otherwise take the most accurate plan that does,
+    or the reference itself."""
     totals = cost.sum(axis=0)
     affordable = np.flatnonzero(totals <= budget * (1 + 1e-12))
     if not affordable.size:
         return plan
     conf = bounds.confidence
-    ref = _reference_model(affordable, totals, p, held, conf)
-    info["reference_model"] = models[ref]
+    ref = _reference(affordable, totals, budget, p, held, conf)
+    name = ref.describe(models)
+    info["reference_model"] = name
     ok_cost = np.flatnonzero(np.asarray(front.costs) <= budget * (1 + 1e-12))
     if not ok_cost.size:
         return plan
     k_plan = int(ok_cost[-1])
+    w = ref.weights(p.shape[1])
+    labelled_ref = ref.choices(held.n, seed)
     # one pre-specified comparison: the pointwise quantile; scanning the front below: the band's z
-    if (paired_lower(front, np.array([k_plan]), ref, p, cost, held, bounds.z)[0] >= 0
-            and _sign_test_wins(front, np.array([k_plan]), ref, p, cost, held, conf)[0]):
-        info["safe"] = f"beats {models[ref]} alone at {conf:.0%} confidence"
+    if (paired_lower(front, np.array([k_plan]), w, p, cost, held, bounds.z)[0] >= 0
+            and _sign_test_wins(front, np.array([k_plan]), labelled_ref, p, cost, held, conf)[0]):
+        info["safe"] = f"beats {name} at {conf:.0%} confidence"
         return plan
     cand = ok_cost[np.unique(np.linspace(0, ok_cost.size - 1, min(ok_cost.size, 512)).round().astype(int))]
     z_band = bounds.z if bounds.z_band is None else bounds.z_band
-    cand = cand[paired_lower(front, cand, ref, p, cost, held, z_band) >= 0]
-    good = cand[_sign_test_wins(front, cand, ref, p, cost, held, conf)] if cand.size else cand
+    cand = cand[paired_lower(front, cand, w, p, cost, held, z_band) >= 0]
+    good = cand[_sign_test_wins(front, cand, labelled_ref, p, cost, held, conf)] if cand.size else cand
     if good.size:
         k = int(good[np.argmax(bounds.estimate[good])])
-        info["safe"] = f"front point {k}: the most accurate one that beats {models[ref]} alone at {conf:.0%} confidence"
-        info["rule"] = "most accurate plan within the budget that is not worse than the best affordable single LLM"
+        info["safe"] = f"front point {k}: the most accurate one that beats {name} at {conf:.0%} confidence"
+        info["rule"] = "most accurate plan within the budget that is reliably better than the best plan without a predictor"
         return _as_assignment(front, k, models)
-    info["safe"] = f"no mixed plan beats {models[ref]} alone at {conf:.0%} confidence: sending every query to it"
-    info["rule"] = "best affordable single LLM (no mix is reliably better)"
-    n = p.shape[0]
-    return Assignment(models=np.full(n, ref), cost=float(totals[ref]), accuracy=float(p[:, ref].mean()), model_names=models)
+    info["safe"] = f"no predicted plan beats {name} at {conf:.0%} confidence: taking it"
+    info["rule"] = "best plan without a predictor (single LLM or random mix of two)"
+    a = ref.assignment(cost, budget, seed)
+    rows = np.arange(p.shape[0])
+    return Assignment(models=a, cost=float(cost[rows, a].sum()), accuracy=float(p[rows, a].mean()), model_names=models)
 
 
 def _sign_test_ahead(d: np.ndarray, confidence: float) -> bool:
@@ -302,22 +349,41 @@ def _sign_test_ahead(d: np.ndarray, confidence: float) -> bool:
     return wins > losses and binomtest(wins, wins + losses, 0.5, alternative="greater").pvalue <= 1.0 - confidence
 
 
-def _sign_test_wins(front: FrontLike, points: np.ndarray, ref: int, p: np.ndarray, cost: np.ndarray,
+def _sign_test_wins(front: FrontLike, points: np.ndarray, ref: np.ndarray, p: np.ndarray, cost: np.ndarray,
                     held: HeldOut, confidence: float) -> np.ndarray:
-    """Small-sample check of "plan beats model `ref`": route the labelled queries by each
-    plan's rule and sign-test the plan's answers against ref's on them. The normal
-    approximation behind the paired bound is unreliable when only a handful of labelled
-    queries disagree."""
+    """Small-sample check of "plan beats the reference": route the labelled queries by each
+    plan's rule and sign-test the plan's answers against the reference's (`ref`: its model
+    per labelled query) on them. The normal approximation behind the paired bound is
+    unreliable when only a handful of labelled queries disagree."""
     from optllm.evaluate.uncertainty import rule_slopes
 
     rect = held.rectifier
     ts = rect.point(rule_slopes(front, p, cost)[points])
     rows = np.arange(held.n)
-    return np.array([_sign_test_ahead(held.y[rows, rect.assignment(int(t))] - held.y[:, ref], confidence)
+    y_ref = held.y[rows, ref]
+    return np.array([_sign_test_ahead(held.y[rows, rect.assignment(int(t))] - y_ref, confidence)
                      for t in ts], dtype=bool)
 
 
-def _reference_model(affordable: np.ndarray, totals: np.ndarray, p: np.ndarray, held: HeldOut,
+def _reference(affordable: np.ndarray, totals: np.ndarray, budget: float, p: np.ndarray, held: HeldOut,
+               confidence: float) -> Reference:
+    """The best plan a user could make at this budget without a predictor: the strongest
+    affordable single LLM (`_reference_model`), or a random mix of an affordable LLM with a
+    pricier one that spends the whole budget, whichever has the higher held-out-corrected
+    accuracy estimate (the mix's estimate is the straight line between the two)."""
+    est = np.array([single_bounds(k, p, held, confidence).estimate[0] for k in range(p.shape[1])])
+    single = _reference_model(affordable, totals, est[affordable], held, confidence)
+    best = Reference(single, single, 0.0, float(est[single]))
+    for hi in np.flatnonzero(totals > budget * (1 + 1e-12)):
+        for lo in affordable:
+            w = (budget - totals[lo]) / (totals[hi] - totals[lo])
+            e = float(est[lo] + w * (est[hi] - est[lo]))
+            if e > best.estimate + 1e-12:
+                best = Reference(int(lo), int(hi), float(w), e)
+    return best
+
+
+def _reference_model(affordable: np.ndarray, totals: np.ndarray, est: np.ndarray, held: HeldOut,
                      confidence: float) -> int:
     """The single LLM a budget plan must beat: the affordable model with the best
     held-out-corrected accuracy, unless the labelled sample cannot tell it apart from a
@@ -325,8 +391,7 @@ def _reference_model(affordable: np.ndarray, totals: np.ndarray, p: np.ndarray, 
     test on the same labelled queries (McNemar's test for 0/1 labels: only the queries where
     the two disagree count) does not find the lead at `confidence`. With a few dozen labels,
     near-equal models are a coin flip on the sample, and under a budget the price is the
-    better prior."""
-    est = np.array([single_bounds(int(k), p, held, confidence).estimate[0] for k in affordable])
+    better prior. `est`: the corrected estimate of each affordable model."""
     lead = int(affordable[int(np.argmax(est))])
     # paired on the same labelled queries; the lead itself is never "ahead" of itself
     tied = np.array([not _sign_test_ahead(held.y[:, lead] - held.y[:, k], confidence) for k in affordable])
@@ -370,7 +435,7 @@ def run_pipeline(data: Outcomes, cfg: RunConfig, progress: Progress | None = Non
     t["bounds"] = time.perf_counter() - t1
     extra = labelling if cfg.count_labelling_cost else 0.0
     plan, info = select(front, bounds, cfg.budget, cfg.target_accuracy, mean, held, test.models, extra,
-                        cost=test.cost, safe=cfg.safe)
+                        cost=test.cost, safe=cfg.safe, seed=cfg.seed)
     if plan is None:
         # nothing certified: still return the most accurate plan for inspection, flagged
         plan = _as_assignment(front, len(front) - 1, test.models)

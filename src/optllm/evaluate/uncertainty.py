@@ -324,25 +324,39 @@ def single_bounds(k: int, p: np.ndarray, held: HeldOut, confidence: float) -> Ac
     return AccuracyBounds(mean, corr, np.sqrt(sl**2 + var_bern), sl, confidence, held.n, z)
 
 
-def paired_lower(front: FrontLike, points: np.ndarray, ref: int, p: np.ndarray, cost: np.ndarray,
+def reference_weights(ref: int | np.ndarray, m: int) -> np.ndarray:
+    """A reference plan as the share of queries it sends to each model: model `ref` alone
+    (an int) or a random mix (weights summing to 1)."""
+    if isinstance(ref, (int, np.integer)):
+        w = np.zeros(m)
+        w[int(ref)] = 1.0
+        return w
+    return np.asarray(ref, dtype=float)
+
+
+def paired_lower(front: FrontLike, points: np.ndarray, ref: int | np.ndarray, p: np.ndarray, cost: np.ndarray,
                  held: HeldOut, z: float) -> np.ndarray:
-    """Lower bound on (accuracy of front point − accuracy of model `ref` alone) for each of
-    `points`, paired on the same labelled and assigned queries."""
+    """Lower bound on (accuracy of front point − accuracy of the reference) for each of
+    `points`, paired on the same labelled and assigned queries. The reference is model `ref`
+    alone or a random mix (`reference_weights`), compared by its expected answer per query."""
     rect = held.rectifier
     t = rect.point(rule_slopes(front, p, cost)[points])
     n, N = held.n, p.shape[0]
-    # held-out part: per labelled query, residual under the plan minus residual of ref
-    r_ref = rect.resid[:, ref]
-    v_ref = rect.var_cal[:, ref]
+    w = reference_weights(ref, p.shape[1])
+
+    def diff_var(v: np.ndarray) -> np.ndarray:
+        # variance of (answer of model k − the reference's answer) per query and k, answers
+        # independent: v_k + Σ_j w_j v_j − 2 w_k v_k (0 where the plan agrees with a single ref)
+        return v * (1.0 - 2.0 * w[None, :]) + (v @ w)[:, None]
+
+    # held-out part: per labelled query, residual under the plan minus the reference's
     f = rect.front
-    d_mean = f.values(rect.resid - r_ref[:, None]) / rect.seen
-    d_second = f.values((rect.resid - r_ref[:, None]) ** 2) / rect.seen
-    other = np.ones(held.p.shape[1], dtype=bool)
-    other[ref] = False
-    d_floor = f.values((rect.var_cal + v_ref[:, None]) * other[None, :]) / rect.seen
+    delta = rect.resid - (rect.resid @ w)[:, None]
+    d_mean = f.values(delta) / rect.seen
+    d_second = f.values(delta**2) / rect.seen
+    d_floor = f.values(diff_var(rect.var_cal)) / rect.seen
     s2 = np.maximum(d_second - d_mean**2, d_floor)[t] / n
-    # assigned part: predicted difference and its Bernoulli variance on queries that differ
-    pv = p * (1 - p)
-    mu = values_along(front, p)[points] - p[:, ref].mean()
-    bern = values_along(front, (pv + pv[:, [ref]]) * other[None, :])[points] / N
+    # assigned part: predicted difference and its Bernoulli variance
+    mu = values_along(front, p)[points] - float((p @ w).mean())
+    bern = values_along(front, diff_var(p * (1 - p)))[points] / N
     return mu + d_mean[t] - z * np.sqrt(np.maximum(s2 + bern, 0.0))  # cumsums can round below 0
