@@ -79,3 +79,8 @@ def test_paired_comparison_with_the_paper_predictor():
     assert v["both_reached"] == 2 and v["of"] == 3 and v["wins"] == 1
     assert v["saving"] == pytest.approx(0.25) and v["saving_bootstrap_forest"] == pytest.approx(0.25)
     assert v["fit_ratio"] == pytest.approx(20.0)
+    # over all splits, 0 where a front never reached the best model: (0.4+0.9+0.1)/3 vs 0.5/3
+    assert v["saving_all"] == pytest.approx(1.4 / 3) and v["saving_all_bootstrap_forest"] == pytest.approx(0.5 / 3)
+    assert (v["wins_all"], v["losses_all"]) == (2, 1)
+    row = summarise(records, ["bootstrap_forest", "selector"])["bootstrap_forest"]
+    assert row["saving_all"]["mean"] == pytest.approx(0.5 / 3) and row["saving"]["mean"] == pytest.approx(0.25)

@@ -78,7 +78,7 @@ def _print(res: dict) -> None:
     e2e = any("saving" in r for r in res["splits"])
     cols = ["predictor", "Brier", "log loss", "AUC", "ECE", "fit+predict s"]
     if e2e:
-        cols += ["saving @best acc", "reached", "Δacc @best cost"]
+        cols += ["saving @best acc", "reached", "saving, all splits", "Δacc @best cost"]
     for c in cols:
         t.add_column(c, justify="left" if c == "predictor" else "right")
     for name, row in res["summary"].items():
@@ -87,24 +87,29 @@ def _print(res: dict) -> None:
                  f"{tm:.2f}"]
         if e2e:
             cells += [_fmt(row["saving"], pct=True), f"{row.get('reached', 0)}/{row['splits']}",
+                      _fmt(row["saving_all"], pct=True) if "saving_all" in row else "—",
                       f"{row['acc_gain_at_best_cost']['mean']:+.4f}"]
         t.add_row(*cells)
     console.print(t)
     if e2e and first:
         console.print(f"Best single model on the test part: {first.get('best_model')}; saving = cost cut at its true "
                       "accuracy (cheapest front point that reaches it, chosen with hindsight; averaged over the "
-                      "splits where it was reached).")
+                      "splits where it was reached; 'all splits': every split, 0 where not reached, as a user "
+                      "who then keeps the best model).")
     for ref, label in (("bootstrap_forest", "the paper's bootstrap_forest"), ("base", "the base rate")):
         pairs = [(n, r[f"vs_{ref}"]) for n, r in res["summary"].items() if f"vs_{ref}" in r]
         if not pairs:
             continue
         p = Table(title=f"Against {label} on the same splits")
-        for c in ("predictor", "both reached best acc", f"saving (it / {ref})", "higher saving on", "fit time ratio"):
+        for c in ("predictor", "both reached best acc", f"saving (it / {ref})", "higher saving on",
+                  f"all splits, 0 if not reached (it / {ref})", "higher / lower", "fit time ratio"):
             p.add_column(c, justify="left" if c == "predictor" else "right")
         for n, v in pairs:
             sv = "—" if v["saving"] is None else f"{v['saving']:.1%} / {v[f'saving_{ref}']:.1%}"
             fr = f"{v['fit_ratio']:.1f}×" if v.get("fit_ratio") and ref == "bootstrap_forest" else ""
-            p.add_row(n, f"{v['both_reached']}/{v['of']}", sv, f"{v['wins']}/{v['both_reached']}", fr)
+            sa = (f"{v['saving_all']:.1%} / {v[f'saving_all_{ref}']:.1%}", f"{v['wins_all']} / {v['losses_all']}") \
+                if "saving_all" in v else ("—", "")
+            p.add_row(n, f"{v['both_reached']}/{v['of']}", sv, f"{v['wins']}/{v['both_reached']}", *sa, fr)
         console.print(p)
     if res.get("note"):
         console.print(f"[yellow]{res['note']}[/]")
