@@ -121,8 +121,9 @@ def run_split(data: Outcomes, rep: int, cfg: BenchConfig, say: Callable[[str], N
             c.info.update(predict_s=t_pred, optimise_s=t_opt)
             curves[method] = c
             picks[method] = _budget_pick(c, float(tot[best]))
-            if method != "ours":  # ours: the safe budget rule below, as `optllm run` picks
-                picks[f"{method}:half"] = _budget_pick(c, 0.5 * float(tot[best]))
+            # ours' own half-budget pick is the safe rule below, as `optllm run` picks; this is its --no-safe
+            half_key = "ours_unsafe:half" if method == "ours" else f"{method}:half"
+            picks[half_key] = _budget_pick(c, 0.5 * float(tot[best]))
             if method == "ours":
                 t1 = time.perf_counter()
                 held = cross_fit(pred_name, train, val, cfg.folds, cfg.seed + rep)
