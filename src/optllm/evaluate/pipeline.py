@@ -320,7 +320,7 @@ def _safe_budget_plan(front: FrontLike, bounds: AccuracyBounds, plan: Assignment
     # one pre-specified comparison: the pointwise quantile; scanning the front below: the band's z
     if (paired_lower(front, np.array([k_plan]), w, p, cost, held, bounds.z)[0] >= 0
             and _sign_test_wins(front, np.array([k_plan]), labelled_ref, p, cost, held, conf)[0]):
-        info["safe"] = f"beats {name} at {conf:.0%} confidence"
+        info["safe"] = f"at {conf:.0%} confidence the plan beats {name}"
         return plan
     cand = ok_cost[np.unique(np.linspace(0, ok_cost.size - 1, min(ok_cost.size, 512)).round().astype(int))]
     z_band = bounds.z if bounds.z_band is None else bounds.z_band
@@ -328,10 +328,11 @@ def _safe_budget_plan(front: FrontLike, bounds: AccuracyBounds, plan: Assignment
     good = cand[_sign_test_wins(front, cand, labelled_ref, p, cost, held, conf)] if cand.size else cand
     if good.size:
         k = int(good[np.argmax(bounds.estimate[good])])
-        info["safe"] = f"front point {k}: the most accurate one that beats {name} at {conf:.0%} confidence"
+        info["safe"] = (f"at {conf:.0%} confidence only cheaper plans beat {name}; "
+                        f"front point {k} is the most accurate of them")
         info["rule"] = "most accurate plan within the budget that is reliably better than the best plan without a predictor"
         return _as_assignment(front, k, models)
-    info["safe"] = f"no predicted plan beats {name} at {conf:.0%} confidence: taking it"
+    info["safe"] = f"at {conf:.0%} confidence no predicted plan beats {name}; taking that"
     info["rule"] = "best plan without a predictor (single LLM or random mix of two)"
     a = ref.assignment(cost, budget, seed)
     rows = np.arange(p.shape[0])
