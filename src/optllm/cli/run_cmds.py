@@ -82,8 +82,9 @@ def run(
                               "a predictor fitted without it, and those held-out errors correct and bound every "
                               "plan's accuracy (0: Bernoulli variance only)."),
     count_labelling_cost: bool = typer.Option(False, help="Add the cost of labelling the sample to the totals."),
-    safe: bool = typer.Option(True, "--safe/--no-safe", help="With --budget: leave the best affordable single LLM only for "
-                              "a mix that beats it at --confidence (--no-safe: the most accurate predicted plan "
+    safe: bool = typer.Option(True, "--safe/--no-safe", help="With --budget: leave the best plan without a predictor (the "
+                              "best affordable single LLM, or a random mix of two that spends the budget) only for a "
+                              "plan that beats it at --confidence (--no-safe: the most accurate predicted plan "
                               "within budget, as the paper does)."),
     out: str = typer.Option(None, help="Write front.csv, plan.csv, summary.json, front.png here."),
     json_out: bool = typer.Option(False, "--json", help="Print summary.json to stdout."),
