@@ -38,7 +38,7 @@ class RunConfig:
     confidence: float = 0.9
     folds: int = 5  # cross-fitting folds of the labelled sample for the bounds (0: Bernoulli only)
     count_labelling_cost: bool = False
-    safe: bool = True  # budget plans must beat the best affordable single LLM at `confidence`
+    safe: bool = True  # budget plans must beat the best plan without a predictor at `confidence`
     gn: int = 50
     generations: int = 100
 
@@ -192,8 +192,9 @@ def select(front: FrontLike, bounds: AccuracyBounds, budget: float | None, targe
     accurate predicted point down, `AccuracyBounds.cheapest_certified`); when none is, no
     plan (and roughly how many labels would be needed). Budget: the exact
     optimum within the budget, its accuracy reported as an interval; with `safe`, only a plan
-    that beats the strongest affordable single LLM at the confidence level (paired on the
-    held-out labels) replaces that LLM.
+    that beats the best plan without a predictor (the strongest affordable single LLM, or a
+    random mix of two that spends the budget) at the confidence level, paired on the
+    held-out labels, replaces that plan (`seed`: the mix's random draw).
     """
     info: dict[str, Any] = {"confidence": bounds.confidence, "n_labelled": bounds.n_labelled}
     costs = np.asarray(front.costs) + extra_cost
