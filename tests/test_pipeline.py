@@ -160,6 +160,13 @@ def test_safe_budget_rule_takes_the_mix_when_no_plan_beats_it() -> None:
     plan, info = select(front, b, budget, None, p, held, ("a", "b", "c"), cost=cost, safe=True, seed=4)
     assert plan.cost <= budget + 1e-9 and "random mix" in info["reference_model"]
     assert values_of(plan.models, p) > 0.72  # expected true accuracy: rates are the truth here
+    # the mix's interval is the mix's own (the straight line between its two models' estimates)
+    from optllm.evaluate.pipeline import _reference
+
+    totals = cost.sum(axis=0)
+    ref = _reference(np.flatnonzero(totals <= budget), totals, budget, p, held, 0.9)
+    assert info["estimated_accuracy"] == pytest.approx(ref.estimate)
+    assert info["lower"] < info["estimated_accuracy"] < info["upper"]
     # a mix given as weights: one-hot weights agree with the single-model comparison
     pts = np.arange(len(front))
     np.testing.assert_allclose(paired_lower(front, pts, 1, p, cost, held, b.z),

@@ -227,10 +227,12 @@ def select(front: FrontLike, bounds: AccuracyBounds, budget: float | None, targe
                 f"${costs[0]:.4f} to ${costs[-1]:.4f}"
             )
         plan = front.at_budget(min(budget - extra_cost, float(front.costs[-1])))
+        plan_bounds: AccuracyBounds | None = None  # known already when the plan is the safe rule's reference
         info.update(rule="most accurate plan within the budget", certified_gap=plan.gap)
         if safe and held is not None and cost is not None:
             best_predicted = plan
-            plan = _safe_budget_plan(front, bounds, plan, budget - extra_cost, p, held, cost, models, info, seed)
+            plan, plan_bounds = _safe_budget_plan(front, bounds, plan, budget - extra_cost, p, held, cost, models,
+                                                  info, seed)
             if plan is not best_predicted:
                 # what the optimiser alone would have chosen, shown beside the safe choice
                 b = bounds_of(best_predicted.models, p, cost, held, bounds.confidence)
@@ -239,7 +241,7 @@ def select(front: FrontLike, bounds: AccuracyBounds, budget: float | None, targe
                     "estimated_accuracy": float(b.estimate[0]), "lower": float(b.lower[0]), "upper": float(b.upper[0]),
                     "assignment": best_predicted.models}
         if cost is not None:
-            b = bounds_of(plan.models, p, cost, held, bounds.confidence)
+            b = plan_bounds if plan_bounds is not None else bounds_of(plan.models, p, cost, held, bounds.confidence)
             info.update(estimated_accuracy=float(b.estimate[0]), lower=float(b.lower[0]), upper=float(b.upper[0]))
         else:
             info.update(estimated_accuracy=plan.accuracy, lower=float("nan"), upper=float("nan"))
@@ -298,23 +300,23 @@ class Reference:
 
 def _safe_budget_plan(front: FrontLike, bounds: AccuracyBounds, plan: Assignment, budget: float, p: np.ndarray,
                       held: HeldOut, cost: np.ndarray, models: tuple[str, ...], info: dict[str, Any],
-                      seed: int = 0) -> Assignment:
+                      seed: int = 0) -> tuple[Assignment, AccuracyBounds | None]:
     """Do no harm: keep the most accurate plan within budget only if it beats the reference
     (`_reference`: the strongest single LLM that fits the budget, or a random mix of two
     single LLMs that spends it) at the confidence level, the difference bounded on the same
     held-out labels and assigned queries; otherwise take the most accurate plan that does,
-    or the reference itself."""
+    or the reference itself (returned with its own bounds: its rule is not the front's)."""
     totals = cost.sum(axis=0)
     affordable = np.flatnonzero(totals <= budget * (1 + 1e-12))
     if not affordable.size:
-        return plan
+        return plan, None
     conf = bounds.confidence
     ref = _reference(affordable, totals, budget, p, held, conf)
     name = ref.describe(models)
     info["reference_model"] = name
     ok_cost = np.flatnonzero(np.asarray(front.costs) <= budget * (1 + 1e-12))
     if not ok_cost.size:
-        return plan
+        return plan, None
     k_plan = int(ok_cost[-1])
     w = ref.weights(p.shape[1])
     labelled_ref = ref.choices(held.n, seed)
@@ -322,7 +324,7 @@ def _safe_budget_plan(front: FrontLike, bounds: AccuracyBounds, plan: Assignment
     if (paired_lower(front, np.array([k_plan]), w, p, cost, held, bounds.z)[0] >= 0
             and _sign_test_wins(front, np.array([k_plan]), labelled_ref, p, cost, held, conf)[0]):
         info["safe"] = f"at {conf:.0%} confidence the plan beats {name}"
-        return plan
+        return plan, None
     cand = ok_cost[np.unique(np.linspace(0, ok_cost.size - 1, min(ok_cost.size, 512)).round().astype(int))]
     z_band = bounds.z if bounds.z_band is None else bounds.z_band
     cand = cand[paired_lower(front, cand, w, p, cost, held, z_band) >= 0]
@@ -332,12 +334,13 @@ def _safe_budget_plan(front: FrontLike, bounds: AccuracyBounds, plan: Assignment
         info["safe"] = (f"at {conf:.0%} confidence only cheaper plans beat {name}; "
                         f"front point {k} is the most accurate of them")
         info["rule"] = "most accurate plan within the budget that is reliably better than the best plan without a predictor"
-        return _as_assignment(front, k, models)
+        return _as_assignment(front, k, models), None
     info["safe"] = f"at {conf:.0%} confidence no predicted plan beats {name}; taking that"
     info["rule"] = "best plan without a predictor (single LLM or random mix of two)"
     a = ref.assignment(cost, budget, seed)
     rows = np.arange(p.shape[0])
-    return Assignment(models=a, cost=float(cost[rows, a].sum()), accuracy=float(p[rows, a].mean()), model_names=models)
+    return (Assignment(models=a, cost=float(cost[rows, a].sum()), accuracy=float(p[rows, a].mean()), model_names=models),
+            single_bounds(w, p, held, conf))
 
 
 def _sign_test_ahead(d: np.ndarray, confidence: float) -> bool:

@@ -309,13 +309,18 @@ def bounds_of(assignment: np.ndarray, p: np.ndarray, cost: np.ndarray, held: Hel
     return bounds_along(one, p, cost, held, confidence, seed)
 
 
-def single_bounds(k: int, p: np.ndarray, held: HeldOut, confidence: float) -> AccuracyBounds:
-    """Bounds for sending every query to model k (pointwise: one plan, Student's t)."""
-    mean = np.atleast_1d(p[:, k].mean())
-    var_bern = np.atleast_1d((p[:, k] * (1 - p[:, k])).mean() / p.shape[0])
-    obs = ~np.isnan(held.y[:, k])
-    q = np.clip(held.p[obs, k], 0, 1)
-    r = held.y[obs, k] - q
+def single_bounds(k: int | np.ndarray, p: np.ndarray, held: HeldOut, confidence: float) -> AccuracyBounds:
+    """Bounds for sending every query to model k, or, with `k` as weights over the models
+    (`reference_weights`), each query at random to model j with probability w_j (pointwise:
+    one plan, Student's t). Labelled queries count where every model used is observed."""
+    w = reference_weights(k, p.shape[1])
+    used = w > 0
+    pm = p @ w
+    mean = np.atleast_1d(pm.mean())
+    var_bern = np.atleast_1d((pm * (1 - pm)).mean() / p.shape[0])
+    obs = ~np.isnan(held.y[:, used]).any(axis=1)
+    q = np.clip(held.p[obs][:, used], 0, 1) @ w[used]
+    r = held.y[obs][:, used] @ w[used] - q
     n = max(int(obs.sum()), 1)
     s2 = max(float(r.var()) if r.size else 0.0, float((q * (1 - q)).mean()) if q.size else 0.25)
     corr = np.atleast_1d(r.mean() if r.size else 0.0)
