@@ -20,6 +20,7 @@ from optllm.data import Outcomes, split
 from optllm.evaluate.baselines import Curve, acc_at_cost, pick_pair, single_models, threshold_router, zero_router
 from optllm.evaluate.pipeline import RunConfig, build_front, cross_fit, fit_predict, hindsight_saving, select
 from optllm.evaluate.uncertainty import bounds_along, values_along, values_of
+from optllm.optimize.types import Assignment
 
 MOEAS = ("nsga2", "rnsga2", "smsemoa", "moead", "moeadgen", "mopso")
 DEFAULT_METHODS = ("zero", "optllm", "threshold", "knn", "ours") + tuple(f"moea:{m}" for m in MOEAS)
@@ -136,15 +137,11 @@ def run_split(data: Outcomes, rep: int, cfg: BenchConfig, say: Callable[[str], N
                                       "raw_points": float(np.mean(realised >= np.clip(b.mean - b.z * b.sd, 0, 1) - 1e-12))}
                 plan, info = select(front, b, float(tot[best]), None, mean, held, models, cost=cost, safe=True,
                                     seed=cfg.seed + rep)
-                picks[method] = {"cost": float(plan.cost), "realised_accuracy": float(values_of(plan.models, corr)),
-                                 "predicted_accuracy": float(plan.accuracy), "rule": info.get("rule")}
+                picks[method] = {**_realised(plan, corr), "rule": info.get("rule")}
                 plan_h, _ = select(front, b, 0.5 * float(tot[best]), None, mean, held, models, cost=cost,
                                    safe=True, seed=cfg.seed + rep)
-                picks["ours:half"] = {"cost": float(plan_h.cost), "realised_accuracy": float(values_of(plan_h.models, corr)),
-                                      "predicted_accuracy": float(plan_h.accuracy)}
-                unsafe = front.at_budget(float(tot[best]))
-                picks["ours_unsafe"] = {"cost": float(unsafe.cost), "realised_accuracy": float(values_of(unsafe.models, corr)),
-                                        "predicted_accuracy": float(unsafe.accuracy)}
+                picks["ours:half"] = _realised(plan_h, corr)
+                picks["ours_unsafe"] = _realised(front.at_budget(float(tot[best])), corr)
         else:
             raise ValueError(f"unknown method {method!r}")
     picks = {k: v for k, v in picks.items() if not k.startswith("_")}
@@ -153,6 +150,12 @@ def run_split(data: Outcomes, rep: int, cfg: BenchConfig, say: Callable[[str], N
             "oracle": oracle_curve, "curves": curves, "picks": picks,
             "labelling_cost": float(train.cost.sum() + val.cost.sum()), "n_assigned": test.n,
             "n_labelled": train.n + val.n}
+
+
+def _realised(plan: Assignment, correct: np.ndarray) -> dict[str, float]:
+    """A picked plan's cost, its realised accuracy on the true labels and its predicted one."""
+    return {"cost": float(plan.cost), "realised_accuracy": float(values_of(plan.models, correct)),
+            "predicted_accuracy": float(plan.accuracy)}
 
 
 def _budget_pick(c: Curve, budget: float) -> dict[str, Any]:
