@@ -175,20 +175,19 @@ def _paired_with(records: list[dict[str, Any]], out: dict[str, dict[str, Any]], 
     for name, row in out.items():
         if name == ref:
             continue
-        both = [(by[(name, s)], by[(ref, s)]) for s in splits
-                if (name, s) in by and by[(name, s)].get("reached") and by[(ref, s)].get("reached")]
+        common = [(by[(name, s)], by[(ref, s)]) for s in splits if (name, s) in by]
+        both = [(a, b) for a, b in common if a.get("reached") and b.get("reached")]
         row[f"vs_{ref}"] = {
             "both_reached": len(both), "of": len(splits),
             "saving": float(np.mean([a["saving"] for a, _ in both])) if both else None,
             f"saving_{ref}": float(np.mean([b["saving"] for _, b in both])) if both else None,
             "wins": int(sum(a["saving"] > b["saving"] + 1e-12 for a, b in both)),
         }
-        common = [(by[(name, s)], by[(ref, s)]) for s in splits if (name, s) in by]
         if common and "reached" in common[0][0]:
             row[f"vs_{ref}"]["saving_all"] = float(np.mean([_saving_all(a) for a, _ in common]))
             row[f"vs_{ref}"][f"saving_all_{ref}"] = float(np.mean([_saving_all(b) for _, b in common]))
             row[f"vs_{ref}"]["wins_all"] = int(sum(_saving_all(a) > _saving_all(b) + 1e-12 for a, b in common))
             row[f"vs_{ref}"]["losses_all"] = int(sum(_saving_all(b) > _saving_all(a) + 1e-12 for a, b in common))
-        fits = [(by[(name, s)]["fit_s"], by[(ref, s)]["fit_s"]) for s in splits if (name, s) in by]
+        fits = [(a["fit_s"], b["fit_s"]) for a, b in common]
         if fits and all(a > 0 for a, _ in fits):
             row[f"vs_{ref}"]["fit_ratio"] = float(np.mean([b for _, b in fits]) / np.mean([a for a, _ in fits]))
