@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from optllm.evaluate.baselines import acc_at_cost, pick_pair, threshold_router, upper_hull, zero_router
+from optllm.evaluate.baselines import pick_pair, threshold_router, zero_router
+from optllm.evaluate.indicators import accuracy_at_cost, upper_hull
 from optllm.evaluate.uncertainty import (HeldOut, Rectifier, bounds_along, bounds_of, paired_lower, single_bounds,
                                          values_along, values_of)
 
@@ -40,8 +41,8 @@ def test_pick_pair_and_acc_at_cost() -> None:
     est = np.array([0.5, 0.85, 0.95, 0.9])
     tot = np.array([1.0, 2.0, 20.0, 12.0])
     assert pick_pair(est, tot) == (1, 2)
-    assert acc_at_cost(np.array([1.0, 2.0, 3.0]), np.array([0.1, 0.5, 0.7]), 2.5) == 0.5
-    assert acc_at_cost(np.array([1.0]), np.array([0.1]), 0.5) is None
+    assert accuracy_at_cost(np.column_stack([[1.0, 2.0, 3.0], [0.1, 0.5, 0.7]]), 2.5) == 0.5
+    assert accuracy_at_cost(np.array([[1.0, 0.1]]), 0.5) is None
 
 
 class _ExplicitFront:

@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from optllm.cli import app
-from optllm.cli.compare_cmds import expand_methods, noisy_predictions
+from optllm.evaluate.compare import expand_methods, noisy_predictions
 from optllm.optimize.moea import pygmo_available
 
 runner = CliRunner()

@@ -111,12 +111,17 @@ def test_plan_outputs(planned: Path) -> None:
     assert plan["p"].between(0, 1).all()
     s = json.loads((planned / "summary.json").read_text())
     assert s["n_planned"] == len(plan) and s["n_labelled"] == N // EVERY
-    assert s["selection"]["cost_mean"] == pytest.approx(plan["est_cost"].sum())
+    assert s["cost"]["cost_mean"] == pytest.approx(plan["est_cost"].sum())
+    sel = s["selection"]  # the same Selection as `optllm run`, with its bounds
+    assert sel["reachable"] and sel["goal"]["kind"] == "budget" and sel["confidence"] == 0.9
+    assert sel["chosen"]["lower"] <= sel["chosen"]["estimated_accuracy"] <= sel["chosen"]["upper"]
+    assert sel["reference"] is not None and s["n_train"] + s["n_validation"] == N // EVERY
     assert sum(s["assigned"].values()) == len(plan)
     assert {r["source"] for r in s["output_tokens"]} == {"derived from cost"}
     assert any("approximate" in n for n in s["notes"])
     front = pd.read_csv(planned / "front.csv")
-    assert (np.diff(front["cost"]) >= -1e-12).all() and (np.diff(front["accuracy"]) >= -1e-12).all()
+    assert (np.diff(front["cost"]) >= -1e-12).all() and (np.diff(front["predicted_accuracy"]) >= -1e-12).all()
+    assert (front["lower_bound"] <= front["estimated_accuracy"] + 1e-12).all()
     # every fallback is a catalogue model other than the chosen one
     fb = plan["fallbacks"].fillna("")
     assert all(m not in f.split(";") for m, f in zip(plan["model"], fb))
@@ -127,30 +132,57 @@ def test_plan_with_risk_and_target(ws: Path, tmp_path: Path) -> None:
               "--predictor", "knn", "--json"]
     r = run("plan", *common, "--budget", "0.3", "--risk", "0.99", "--out", str(tmp_path / "p1"))
     assert r.exit_code == 0, r.output
-    sel = json.loads(r.stdout)["selection"]
-    assert sel["risk"] == 0.99 and sel["cost_at_risk"] <= 0.3
+    s = json.loads(r.stdout)
+    assert s["selection"]["goal"]["risk"] == 0.99 and s["cost"]["cost_at_risk"] <= 0.3
+    assert s["selection"]["chosen"]["cost_at_risk"] <= 0.3 + 1e-12
     r = run("plan", *common, "--budget", "0.3", "--risk", "0.95", "--risk-method", "quantile", "--out",
             str(tmp_path / "p2"))
     assert r.exit_code == 0, r.output
-    assert json.loads(r.stdout)["selection"]["cost_upper_sum_q95"] <= 0.3
-    r = run("plan", *common, "--target-accuracy", "0.8", "--out", str(tmp_path / "p3"))
+    assert json.loads(r.stdout)["cost"]["cost_upper_sum_q95"] <= 0.3
+    r = run("plan", *common, "--target-accuracy", "0.6", "--out", str(tmp_path / "p3"))
     assert r.exit_code == 0, r.output
     s = json.loads(r.stdout)
-    assert s["selection"]["predicted_accuracy"] >= 0.8 - 1e-9
+    # certified, not predicted: the lower confidence bound reaches the target
+    assert s["selection"]["reachable"] and s["selection"]["chosen"]["lower"] >= 0.6 - 1e-9
+
+
+def test_plan_unreachable_target_declines_with_the_labels_it_needs(ws: Path, tmp_path: Path) -> None:
+    out = tmp_path / "p"
+    r = run("plan", str(ws / "prompts.jsonl"), "--models", str(EXAMPLE), "--labels", str(ws / "labels.csv"),
+            "--predictor", "base", "--target-accuracy", "0.93", "--out", str(out))
+    assert r.exit_code == 1, r.output
+    assert "no plan reaches accuracy 0.9300" in r.output
+    s = json.loads((out / "summary.json").read_text())
+    assert s["selection"]["reachable"] is False and s["cost"] is None
+    assert not (out / "plan.csv").exists() and (out / "front.csv").exists()
+    if s["selection"]["labels_needed"]:
+        assert "optllm sample" in s["next_step"] and "--exclude" in s["next_step"]
+    # nothing to dispatch from such a folder, and it says why
+    r = run("dispatch", str(out), "--models", str(EXAMPLE), "--out", str(tmp_path / "a.jsonl"))
+    assert r.exit_code == 2 and "not certified" in r.output
+
+
+def test_plan_without_goal_takes_the_knee_like_run(ws: Path, tmp_path: Path) -> None:
+    r = run("plan", str(ws / "prompts.jsonl"), "--models", str(EXAMPLE), "--labels", str(ws / "labels.csv"),
+            "--predictor", "base", "--out", str(tmp_path / "p"), "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["selection"]["goal"]["kind"] == "knee"
 
 
 def test_plan_default_predictor(ws: Path, tmp_path: Path) -> None:
     r = run("plan", str(ws / "prompts.jsonl"), "--models", str(EXAMPLE), "--labels", str(ws / "labels.csv"),
             "--budget", "0.5", "--out", str(tmp_path / "p"))
     assert r.exit_code == 0, r.output
-    assert "estimated cost" in r.stdout and (tmp_path / "p" / "plan.csv").exists()
+    assert "estimated cost" in r.stdout and "held-out" in r.stdout and (tmp_path / "p" / "plan.csv").exists()
 
 
 @pytest.mark.parametrize("extra, words", [
     (["--budget", "0.001"], "is below the cheapest plan"),
-    (["--budget", "0.2", "--risk", "0.95", "--target-accuracy", "0.5"], "exactly one of"),
-    ([], "exactly one of"),
-    (["--target-accuracy", "0.999"], "is not reachable"),
+    (["--budget", "0.2", "--risk", "0.95", "--target-accuracy", "0.5"], "not both"),
+    (["--budget", "0.2", "--confidence", "1.2"], "--confidence must lie in [0.5, 1)"),
+    (["--budget", "0.2", "--folds", "1"], "--folds must be 0"),
+    (["--budget", "0.2", "--predictor", "magic"], "unknown predictor"),
+    (["--budget", "0.2", "--val-share", "1.5"], "--val-share"),
     (["--target-accuracy", "0.5", "--risk", "0.9"], "--risk applies to --budget"),
     (["--budget", "0.3", "--risk", "0.95", "--risk-method", "magic"], "--risk-method"),
 ])
@@ -261,7 +293,7 @@ def test_dispatch_process_killed_then_resumed(planned: Path, tmp_path: Path) -> 
 
 
 def test_read_prompts_formats_and_errors(tmp_path: Path) -> None:
-    from optllm.dispatch.plan import read_prompts
+    from optllm.planning import read_prompts
     from optllm.errors import OptLLMError
 
     df = pd.DataFrame({"id": ["007", "8"], "prompt": ["a", "b"]})

@@ -18,7 +18,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fake_openai import FakeOpenAI, read_log, spawn  # noqa: E402
 
 from optllm.cost import Catalogue, count_tokens, parse_catalogue  # noqa: E402
-from optllm.dispatch import DispatchItem, ResumeState, dispatch, dispatch_async, ledger_path  # noqa: E402
+from optllm.dispatch import ResumeState, dispatch, dispatch_async, ledger_path  # noqa: E402
+from optllm.planning import PlanItem  # noqa: E402
 from optllm.dispatch.ledger import read_jsonl  # noqa: E402
 from optllm.dispatch.limits import RateLimiter, SpendGuard, backoff_delay  # noqa: E402
 from optllm.errors import OptLLMError  # noqa: E402
@@ -47,8 +48,8 @@ def catalogue(base_url: str, **extra) -> Catalogue:
                             "models": models}, "test-models.yaml")
 
 
-def items(n: int, model: str = "a", fallbacks: tuple[str, ...] = ()) -> list[DispatchItem]:
-    return [DispatchItem(f"q{i}", f"question {i}: " + "word " * (i % 5), model, fallbacks) for i in range(n)]
+def items(n: int, model: str = "a", fallbacks: tuple[str, ...] = ()) -> list[PlanItem]:
+    return [PlanItem(f"q{i}", f"question {i}: " + "word " * (i % 5), model, fallbacks) for i in range(n)]
 
 
 def answers(path: Path) -> list[dict]:

@@ -74,7 +74,7 @@ def test_savings_against_best_single():
     correct = np.array([[1.0, 1.0], [0.0, 1.0]])
     cost = np.array([[1.0, 4.0], [1.0, 4.0]])
     s = I.single_models(correct, cost)
-    assert s["best"] == 1 and s["best_accuracy"] == 1.0 and s["best_cost"] == 8.0 and s["cost_scale"] == 8.0
+    assert s.best == 1 and s.best_accuracy == 1.0 and s.best_cost == 8.0 and s.cost_scale == 8.0
     pts = [[2.0, 0.5], [5.0, 1.0], [8.0, 1.0]]
     v = I.vs_best_single(pts, correct, cost, reference=pts)
     assert v["saving"] == pytest.approx(1 - 5 / 8)

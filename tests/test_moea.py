@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from optllm.errors import OptLLMError
-from optllm.optimize.moea import MOEAS, pygmo_available, run_moea
+from optllm.optimize.moea import pygmo_available, run_moea
+from optllm.optimize.registry import MOEAS
 from optllm.optimize.solutions import SolutionSet, objectives
 from optllm.optimize.types import FrontLike
 

@@ -8,9 +8,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from optllm.errors import OptLLMError
-from optllm.optimize.paper import extremes, optllm_m, optllm_m_reference, optllm_s
+from optllm.optimize.paper import extremes, optllm_m, optllm_s
 from optllm.optimize.solutions import SolutionSet, nondominated, objectives
 from optllm.optimize.types import FrontLike
+from paper_reference import optllm_m_reference  # tests/paper_reference.py, the slow oracle
 
 
 def _instance(seed: int, n: int, m: int, kind: str):

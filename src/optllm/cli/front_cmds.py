@@ -1,47 +1,21 @@
-"""`optllm front` (the exact true front of a dataset) and `optllm bench-speed` (how fast
-`pareto_front` is against a plain argsort of the same number of floats)."""
+"""`optllm front` (the exact true front of a dataset, `optllm.evaluate.truth`) and
+`optllm bench-speed` (how fast `pareto_front` is against a plain argsort of the same number
+of floats, `optllm.optimize.speed`)."""
 from __future__ import annotations
 
-import gc
-import time
-import tracemalloc
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
-import numpy as np
 import typer
 from rich.table import Table
 
 from optllm.cli.app import app, console, emit_json
 from optllm.errors import OptLLMError
-
-DEFAULT_SIZES = ("1e4x12", "1e5x12", "1e6x12", "1e6x40")
+from optllm.evaluate.truth import truth_summary
+from optllm.optimize.speed import DEFAULT_SIZES, bench_speed, parse_size
 
 
 # ---------------------------------------------------------------------- optllm front
-def truth_summary(data: Any, front: Any) -> dict[str, Any]:
-    """The figures `optllm front` prints: both ends, the best single model, the cost of
-    reaching its accuracy (and the saving), and the accuracy reachable at its cost."""
-    acc, tot = data.model_accuracy(), data.model_total_cost()
-    b = data.best_model()
-    best_acc, best_cost = float(acc[b]), float(tot[b])
-    at_acc = front.at_accuracy(best_acc)
-    at_cost = front.at_budget(best_cost)
-    return {
-        "dataset": data.name, "n_queries": data.n, "n_models": data.m, "points": len(front),
-        "seconds": front.info.get("seconds"),
-        "cheapest": {"cost": float(front.costs[0]), "accuracy": float(front.accuracies[0])},
-        "most_accurate": {"cost": float(front.costs[-1]), "accuracy": float(front.accuracies[-1])},
-        "best_model": {"name": data.models[b], "accuracy": best_acc, "cost": best_cost},
-        "at_best_accuracy": {"cost": at_acc.cost, "cost_lower_bound": at_acc.cost_lower_bound,
-                             "accuracy": at_acc.accuracy,
-                             "saving": 1.0 - at_acc.cost / best_cost if best_cost > 0 else None},
-        "at_best_cost": {"accuracy": at_cost.accuracy, "upper_bound": at_cost.upper_bound, "cost": at_cost.cost,
-                         "gain": at_cost.accuracy - best_acc},
-        "single_models": {name: {"cost": float(tot[k]), "accuracy": float(acc[k])} for k, name in enumerate(data.models)},
-    }
-
-
 @app.command("front")
 def front_cmd(
     data: str = typer.Argument(..., help="Named dataset or path to a long/wide file with labels."),
@@ -107,99 +81,6 @@ def _print_summary(s: dict[str, Any]) -> None:
 
 
 # ---------------------------------------------------------------------- bench-speed
-def parse_size(text: str) -> tuple[int, int]:
-    """'1e6x12' (or 1000000×12, 1e6*12) → (1000000, 12)."""
-    t = text.strip().lower().replace("×", "x").replace("*", "x")
-    try:
-        n_s, m_s = t.split("x")
-        n, m = int(float(n_s)), int(m_s)
-    except ValueError:
-        raise OptLLMError(f"--sizes: cannot read {text!r}; write n×m like 1e6x12") from None
-    if n < 1 or m < 1:
-        raise OptLLMError(f"--sizes: {text!r} needs n ≥ 1 and m ≥ 1")
-    return n, m
-
-
-def _best_time(fn: Callable[[], Any], repeat: int) -> float:
-    best = float("inf")
-    for _ in range(max(repeat, 1)):
-        gc.collect()
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
-
-
-def _peak(fn: Callable[[], Any]) -> float:
-    """Peak bytes allocated (tracked by tracemalloc, numpy buffers included) while `fn` runs,
-    its result included."""
-    gc.collect()
-    tracemalloc.start()
-    try:
-        base = tracemalloc.get_traced_memory()[0]
-        tracemalloc.reset_peak()
-        res = fn()
-        peak = tracemalloc.get_traced_memory()[1] - base
-    finally:
-        tracemalloc.stop()
-    del res
-    return float(peak)
-
-
-def bench_speed(sizes: Sequence[str] = DEFAULT_SIZES, *, repeat: int = 3, seed: int = 0, backend: str = "auto",
-                paper: bool = False, paper_max_n: int = 100_000,
-                progress: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
-    """Time `pareto_front` on synthetic n × m probabilities against `np.argsort` of the same
-    n·m floats (best of `repeat`, same run), and its peak extra memory (tracemalloc).
-    `paper`: also time the paper's OptLLM-M heuristic where n ≤ `paper_max_n`."""
-    from optllm.data import synthetic
-    from optllm.optimize.front import _resolve_backend, pareto_front
-
-    be = _resolve_backend(backend)
-    say = progress or (lambda s: None)
-    t0 = time.perf_counter()
-    warm = synthetic(64, 4, seed=seed, labels=False)
-    pareto_front(warm.correct, warm.cost, backend=be).at_budget(float(warm.cost.min(axis=1).sum()) * 1.5)
-    jit_s = time.perf_counter() - t0
-    rows = []
-    for text in sizes:
-        n, m = parse_size(text)
-        say(f"{n:,} × {m}: generating")
-        d = synthetic(n, m, seed=seed, labels=False)
-        p, cost = d.correct, d.cost
-        del d
-        flat = p.reshape(-1)
-        say(f"{n:,} × {m}: timing")
-        t_sort = _best_time(lambda: np.argsort(flat), repeat)
-        holder: dict[str, Any] = {}
-
-        def run() -> Any:
-            holder["front"] = pareto_front(p, cost, backend=be)
-            return holder["front"]
-
-        t_front = _best_time(run, repeat)
-        front = holder.pop("front")
-        points, moves = len(front), front.n_moves
-        del front
-        peak = _peak(lambda: pareto_front(p, cost, backend=be))
-        row: dict[str, Any] = {
-            "n": n, "m": m, "backend": be, "argsort_s": t_sort, "front_s": t_front, "ratio": t_front / t_sort,
-            "points": points, "moves": moves, "peak_extra_mb": peak / 1e6,
-            "input_mb": (p.nbytes + cost.nbytes) / 1e6, "peak_vs_input": peak / (p.nbytes + cost.nbytes),
-            "paper_s": None,
-        }
-        if paper and n <= paper_max_n:
-            from optllm.optimize.paper import optllm_m
-
-            say(f"{n:,} × {m}: paper heuristic")
-            row["paper_s"] = _best_time(lambda: optllm_m(p, None, cost), 1)
-        rows.append(row)
-        del p, cost, flat
-    if rows:
-        rows[0]["jit_warmup_s"] = jit_s
-    return rows
-
-
 def print_speed_table(rows: Sequence[dict[str, Any]]) -> None:
     """The rich table `optllm bench-speed` prints."""
     backends = ", ".join(dict.fromkeys(r["backend"] for r in rows))

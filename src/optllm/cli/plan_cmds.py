@@ -4,10 +4,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
 import typer
 from rich.table import Table
 
+from optllm.cli import options as opt
 from optllm.cli.app import app, console, emit_json, err_console
+from optllm.cli.run_cmds import stages
+from optllm.errors import OptLLMError
 
 
 @app.command()
@@ -16,6 +20,7 @@ def sample(
     size: str = typer.Option(..., "--size", help="How many to label: a percentage (1%), a fraction (0.01) or a count (20)."),
     strategy: str = typer.Option("random", "--strategy", help="random, or diverse (covers the TF-IDF space of the prompts)."),
     method: str = typer.Option("stratified", "--method", help="For diverse: stratified (random within k-means clusters, in proportion to their sizes), kmeans (the prompt nearest each centre) or farthest (farthest-point)."),
+    exclude: Optional[Path] = typer.Option(None, "--exclude", help="Labels (long format) or prompts already labelled: never chosen again (to add labels to a sample)."),
     seed: int = typer.Option(0, "--seed", help="Random seed."),
     out: Path = typer.Option(..., "--out", help="JSONL to write (id, prompt) of the queries to label."),
     json_out: bool = typer.Option(False, "--json", help="Print a JSON summary."),
@@ -24,78 +29,133 @@ def sample(
 
     Send each chosen prompt to every model, grade the answers, and give the result to
     `optllm plan --labels` in the long format (query_id, model, correct[, cost,
-    prompt_tokens, completion_tokens])."""
-    from optllm.dispatch.plan import read_prompts, write_prompts
+    prompt_tokens, completion_tokens]). With --exclude, only prompts not labelled yet are
+    drawn (a percentage --size is then of those)."""
+    from optllm.planning.prompts import exclude_ids, read_prompts, write_prompts
     from optllm.sample import choose_sample
 
     ids, texts = read_prompts(prompts)
-    idx = choose_sample(texts, size, strategy=strategy, seed=seed, method=method)
+    pool = np.arange(len(texts))
+    if exclude is not None:
+        pool = exclude_ids(ids, exclude)
+        if not pool.size:
+            raise OptLLMError(f"--exclude {exclude}: every prompt of {prompts} is labelled already")
+    idx = pool[choose_sample([texts[i] for i in pool], size, strategy=strategy, seed=seed, method=method)]
     write_prompts(out, ids[idx], [texts[i] for i in idx])
-    info = {"prompts": len(texts), "sampled": int(idx.size), "strategy": strategy, "seed": seed, "out": str(out)}
+    info = {"prompts": len(texts), "excluded": len(texts) - int(pool.size), "sampled": int(idx.size),
+            "strategy": strategy, "seed": seed, "out": str(out)}
     if strategy == "diverse":
         info["method"] = method
     if json_out:
         emit_json(info)
     else:
-        console.print(f"{idx.size} of {len(texts):,} prompts chosen ({strategy}) -> {out}")
+        console.print(f"{idx.size} of {pool.size:,} prompts chosen ({strategy}) -> {out}")
 
 
 @app.command()
 def plan(
     prompts: Path = typer.Argument(..., help="JSONL/CSV/Parquet with columns id and prompt: the whole batch."),
     models: Path = typer.Option(..., "--models", help="Model catalogue (YAML or TOML), see examples/models.yaml."),
-    labels: Path = typer.Option(..., "--labels", help="Labelled sample in the long format: query_id, model, correct[, cost, prompt, prompt_tokens, completion_tokens]."),
-    budget: Optional[float] = typer.Option(None, "--budget", help="Total USD to spend on the planned prompts."),
-    target: Optional[float] = typer.Option(None, "--target-accuracy", help="Predicted accuracy to reach at the least cost."),
-    risk: Optional[float] = typer.Option(None, "--risk", help="With --budget: keep the REALISED cost under the budget with this probability (e.g. 0.95)."),
+    labels: Path = typer.Option(..., "--labels", help="Labelled sample in the long format: query_id, model, correct[, cost, prompt, prompt_tokens, completion_tokens, split (train|val)]."),
+    budget: Optional[float] = typer.Option(None, "--budget", help=opt.BUDGET),
+    target: Optional[float] = typer.Option(None, "--target-accuracy", help=opt.TARGET),
+    confidence: float = typer.Option(0.9, "--confidence", help=opt.CONFIDENCE),
+    safe: bool = typer.Option(True, "--safe/--no-safe", help=opt.SAFE),
+    folds: int = typer.Option(5, "--folds", help=opt.FOLDS),
+    risk: Optional[float] = typer.Option(None, "--risk", help="With --budget: also keep the REALISED cost under the budget with this probability (e.g. 0.95)."),
     risk_method: str = typer.Option("normal", "--risk-method", help="normal: mean + z·sd of the total (per-query variance from the output-length spread, queries independent); quantile: sum of per-query upper-quantile costs."),
     quantile: float = typer.Option(0.95, "--quantile", help="Upper quantile of the output length used for est_cost_upper."),
     length_regression: bool = typer.Option(False, "--length-regression", help="Predict output length linearly from prompt length (per model)."),
-    predictor: Optional[str] = typer.Option(None, "--predictor", help="Correctness predictor (default: optllm's default; see optllm.predict.PREDICTORS)."),
-    seed: int = typer.Option(0, "--seed", help="Random seed of the predictor."),
-    out: Path = typer.Option(..., "--out", help="Folder for plan.csv, prompts.jsonl, front.csv, front.png, summary.json."),
+    predictor: str = typer.Option("default", "--predictor", help=opt.PREDICTOR),
+    val_share: float = typer.Option(0.5, "--val-share", help="Share of the labelled sample the predictor validates on (the rest trains it), drawn by --seed; a 'split' column in the labels fixes the roles instead."),
+    seed: int = typer.Option(0, "--seed", help=opt.SEED),
+    out: Path = typer.Option(..., "--out", help="Folder for plan.csv, prompts.jsonl, front.csv, front.png, summary.json (written all or nothing)."),
     json_out: bool = typer.Option(False, "--json", help="Print summary.json to stdout."),
 ) -> None:
-    """Assign every unlabelled prompt to a model: the most accurate plan within --budget, or the
-    cheapest reaching --target-accuracy, from the exact cost/accuracy front.
+    """Assign every unlabelled prompt to a model, with the same rules as `optllm run`: the
+    most accurate plan within --budget that reliably beats the best plan without a predictor,
+    or the cheapest plan CERTIFIED to reach --target-accuracy at --confidence (neither: the
+    knee of the front).
 
-    The predictor is fitted on the labelled prompts; costs are prompt tokens (counted with
-    tiktoken, offline) and output tokens (per model from the labels: mean and upper quantile)
-    at the catalogue's prices. With --risk, the default rule is a normal approximation of the
-    total: mean + z(risk)·sd ≤ budget, sd from the per-query output-length variance."""
+    The predictor is fitted on the labelled prompts and cross-fitted (--folds) to correct and
+    bound every plan's accuracy; costs are prompt tokens (counted with tiktoken, offline) and
+    output tokens (per model from the labels: mean and upper quantile) at the catalogue's
+    prices. With --risk the budget also holds for the realised cost at that probability.
+    Exit code 0 with a plan, 1 when the target cannot be certified (no plan.csv; the output
+    says how many labels might do and the command that adds them), 2 on bad input."""
     from optllm.cost import load_catalogue
     from optllm.data import load_long
-    from optllm.dispatch.plan import build_plan, read_prompts, write_plan
+    from optllm.io import check_out_dir
+    from optllm.planning import PlanSettings, build_plan, read_prompts, write_plan
+    from optllm.selection import Goal
 
+    goal = Goal(budget=budget, target_accuracy=target, confidence=confidence, safe=safe, risk=risk,
+                risk_method=risk_method)
+    settings = PlanSettings(predictor=predictor, folds=folds, seed=seed)
+    check_out_dir(out, "--out")
     cat = load_catalogue(models)
     ids, texts = read_prompts(prompts)
     labelled = load_long(labels, require_cost=False)
-    res = build_plan(ids, texts, cat, labelled, budget=budget, target=target, risk=risk, risk_method=risk_method,
-                     quantile=quantile, length_regression=length_regression, predictor=predictor, seed=seed,
-                     labels_source=str(labels))
-    write_plan(res, out, inputs={"prompts": str(prompts), "models": str(models), "labels": str(labels)})
-    s = res.summary
+    with stages(not json_out) as say:
+        res = build_plan(ids, texts, cat, labelled, goal, settings, quantile=quantile,
+                         length_regression=length_regression, val_share=val_share, labels_source=str(labels),
+                         progress=say)
+        s = res.summary
+        sel = s["selection"]
+        if not sel["reachable"]:
+            s["next_step"] = _more_labels_hint(prompts, labels, sel["labels_needed"], s["n_labelled"])
+        say("write outputs")
+        write_plan(res, out, inputs={"prompts": str(prompts), "models": str(models), "labels": str(labels)})
     if json_out:
         emit_json(s)
-        return
+    else:
+        _print_plan(s, out)
+    if not sel["reachable"]:
+        raise typer.Exit(1)
+
+
+def _more_labels_hint(prompts: Path, labels: Path, need: int | None, have: int) -> str | None:
+    """The command that adds labels when a target could not be certified (None when more
+    labels alone will not do)."""
+    if not need:
+        return None
+    more = max(need - have, 1)
+    return (f"optllm sample {prompts} --size {more} --strategy diverse --exclude {labels} --out more.jsonl; then run "
+            f"every model on more.jsonl and append the results to {labels}")
+
+
+def _print_plan(s: dict, out: Path) -> None:
+    from optllm.cli.selection_view import print_selection
+    from optllm.planning import PLAN_FILES
+
     sel = s["selection"]
-    t = Table(title=f"Plan: {s['n_planned']:,} prompts ({s['n_labelled']} labelled, not planned)")
-    t.add_column("model")
-    t.add_column("queries", justify="right")
-    for name, c in sorted(s["assigned"].items(), key=lambda kv: -kv[1]):
-        t.add_row(name, f"{c:,}")
-    console.print(t)
-    console.print(f"estimated cost ${sel['cost_mean']:.4f} (sd ${sel['cost_sd']:.4f}; "
-                  f"{sel['cost_at_risk_probability']:.0%} sure under ${sel['cost_at_risk']:.4f}), "
-                  f"predicted accuracy {sel['predicted_accuracy']:.4f}")
-    console.print(f"suggested --max-spend for dispatch (sum of per-call upper bounds): ${sel['spend_cap_hint']:.4f}")
+    console.print(f"[bold]{s['n_to_plan']:,} prompts to plan[/], {s['n_labelled']} labelled "
+                  f"({s['n_train']} train, {s['n_validation']} validation; not planned)")
+    singles = [r for r in s["single_models"] if r.get("estimated_accuracy") is not None] or s["single_models"]
+    best = max(singles, key=lambda r: (r.get("estimated_accuracy", r["predicted_accuracy"]), -r["est_cost"]),
+               default=None)
+    single = None if best is None else {**best, "cost": best["est_cost"], "name": best["name"]}
+    print_selection(sel, single=single, cost_label="est. cost $")
+    if s["cost"] is not None:
+        c = s["cost"]
+        t = Table(title="Queries per model")
+        t.add_column("model")
+        t.add_column("queries", justify="right")
+        for name, n in sorted(s["assigned"].items(), key=lambda kv: -kv[1]):
+            t.add_row(name, f"{n:,}")
+        console.print(t)
+        console.print(f"estimated cost ${c['cost_mean']:.4f} (sd ${c['cost_sd']:.4f}; "
+                      f"{c['cost_at_risk_probability']:.0%} sure under ${c['cost_at_risk']:.4f})")
+        console.print(f"suggested --max-spend for dispatch (sum of per-call upper bounds): ${c['spend_cap_hint']:.4f}")
+    elif s.get("next_step"):
+        console.print(f"to add labels: {s['next_step']}", highlight=False)
     if s["n_no_feasible_model"]:
         err_console.print(f"[yellow]{s['n_no_feasible_model']} prompt(s) fit no model's context and were left out "
                           f"(see summary.json)[/]")
     if s["infeasible_pairs"]:
         console.print("prompts over a model's context (that pair excluded): " +
                       ", ".join(f"{k} {v}" for k, v in s["infeasible_pairs"].items()))
-    console.print(f"-> {out}/plan.csv, front.csv, front.png, summary.json")
+    console.print(f"-> {out}/" + ", ".join(f for f in PLAN_FILES if (out / f).exists()))
 
 
 @app.command()
@@ -121,7 +181,7 @@ def dispatch(
     has an answer, 1 when some failed or were not sent."""
     from optllm.cost import load_catalogue
     from optllm.dispatch.client import dispatch as run_dispatch
-    from optllm.dispatch.plan import read_plan
+    from optllm.planning import read_plan
 
     cat = load_catalogue(models)
     items = read_plan(plan_dir)

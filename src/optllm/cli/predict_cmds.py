@@ -38,7 +38,7 @@ def predict_eval(
     saving at the best single model's accuracy when the exact optimiser uses its predictions."""
     from optllm.data import load
     from optllm.io import write_json
-    from optllm.predict.evaluation import ALL, evaluate_predictors
+    from optllm.evaluate.predictors import ALL, evaluate_predictors
 
     names = list(ALL) if predictors.strip().lower() == "all" else [p.strip() for p in predictors.split(",") if p.strip()]
     if not names:

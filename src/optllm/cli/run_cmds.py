@@ -6,11 +6,13 @@ from typing import Iterator
 
 import typer
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
+from optllm.cli import options as opt
 from optllm.cli.app import app, console, emit_json
+from optllm.cli.selection_view import print_selection
 from optllm.data import load
-from optllm.evaluate.pipeline import OPTIMIZERS, RunConfig, RunResult, run_pipeline, write_run
+from optllm.evaluate.pipeline import RunConfig, RunResult, run_pipeline, write_run
+from optllm.optimize.registry import OPTIMIZERS
 
 
 @contextmanager
@@ -26,42 +28,20 @@ def stages(enabled: bool = True) -> Iterator:
 
 
 def print_run(res: RunResult) -> None:
-    """A short human summary of a run."""
+    """A short human summary of a run: the selection table (with realised figures) and the
+    paper's hindsight figure beside it."""
     s = res.summary()
-    sel = s["selection"]
     best = s["best_model"]
     console.print(f"[bold]{s['dataset']}[/]: {s['n_assigned']:,} queries assigned, {s['n_labelled']} labelled "
                   f"(labelling cost ${s['labelling_cost']:.4f}, {'included' if s['labelling_cost_included'] else 'not included'} below)")
-    t = Table(title=f"Chosen plan — {sel.get('rule', '')}")
-    t.add_column("")
-    t.add_column("cost $", justify="right")
-    t.add_column("predicted acc", justify="right")
-    t.add_column("held-out corrected", justify="right")
-    t.add_column(f"{sel['confidence']:.0%} lower, upper bounds", justify="right")
-    t.add_column("realised acc", justify="right")
-    if "cost" in sel and sel.get("reachable", True):
-        t.add_row("plan", f"{sel['realised_cost']:.4f}", f"{sel['predicted_accuracy']:.4f}",
-                  f"{sel.get('estimated_accuracy', float('nan')):.4f}", f"[{sel['lower']:.4f}, {sel['upper']:.4f}]", f"{sel['realised_accuracy']:.4f}")
-    alt = sel.get("most_accurate_predicted")
-    if alt:
-        t.add_row("[dim]most accurate predicted plan (not chosen)[/]", f"{alt['cost']:.4f}", f"{alt['predicted_accuracy']:.4f}",
-                  f"{alt['estimated_accuracy']:.4f}", f"[{alt['lower']:.4f}, {alt['upper']:.4f}]",
-                  f"{alt['realised_accuracy']:.4f}")
-    t.add_row(f"best single ({best['name']})", f"{best['total_cost']:.4f}", "", "", "", f"{best['accuracy']:.4f}")
-    console.print(t)
-    if sel.get("reachable") is False:
-        console.print(f"[yellow]{sel['message']}[/]")
-    if "safe" in sel:
-        console.print(f"safe budget rule: {sel['safe']} (--no-safe: the most accurate predicted plan)")
-    if "budget" in sel:
-        console.print(f"certified optimality gap at this budget (expected accuracy): {sel['certified_gap']:.2e}")
-    if "hindsight" in s:
-        h = s["hindsight"]
-        if h["reached"]:
-            console.print(f"hindsight (the paper's figure, not available to a user): the cheapest front point whose "
-                          f"TRUE accuracy reaches {best['name']}'s costs ${h['cost']:.4f} (saving {h['saving']:.1%})")
-        else:
-            console.print(f"hindsight: no front point reaches {best['name']}'s true accuracy (best {h['true_accuracy']:.4f})")
+    print_selection(s["selection"], realised=s["realised"] or {},
+                    single={"name": best["name"], "cost": best["total_cost"], "realised": best["accuracy"]})
+    h = s["hindsight"]
+    if h["reached"]:
+        console.print(f"hindsight (the paper's figure, not available to a user): the cheapest front point whose "
+                      f"TRUE accuracy reaches {best['name']}'s costs ${h['cost']:.4f} (saving {h['saving']:.1%})")
+    else:
+        console.print(f"hindsight: no front point reaches {best['name']}'s true accuracy (best {h['true_accuracy']:.4f})")
     console.print(f"front: {s['front_points']:,} points; time: " +
                   ", ".join(f"{k} {v:.2f}s" for k, v in s["timings_s"].items()))
 
@@ -71,30 +51,33 @@ def run(
     data: str = typer.Argument(..., help="Named dataset or a long/wide file with ground truth."),
     train_frac: float = typer.Option(0.01, help="Labelled training sample: fraction (<1) or count."),
     val_frac: float = typer.Option(0.01, help="Labelled validation sample: fraction (<1) or count."),
-    seed: int = typer.Option(0, help="Seed of the split and of every random choice."),
-    predictor: str = typer.Option("default", help="Predictor name (see `optllm predict-eval --help`)."),
+    seed: int = typer.Option(0, help=opt.SEED),
+    predictor: str = typer.Option("default", help=opt.PREDICTOR),
     optimizer: str = typer.Option("exact", help=f"One of: {', '.join(OPTIMIZERS)}."),
     alpha: float = typer.Option(0.0, help="Robust prediction p̄ + α·σ given to the optimiser (the paper: 1)."),
-    budget: float = typer.Option(None, help="Spend at most this many USD on the assigned queries."),
-    target_accuracy: float = typer.Option(None, help="Reach this true accuracy (0-1) with --confidence."),
-    confidence: float = typer.Option(0.9, help="Confidence that the realised accuracy reaches the target."),
-    folds: int = typer.Option(5, help="Cross-fitting folds of the labelled sample: each labelled query is predicted by "
-                              "a predictor fitted without it, and those held-out errors correct and bound every "
-                              "plan's accuracy (0: Bernoulli variance only)."),
+    budget: float = typer.Option(None, help=opt.BUDGET),
+    target_accuracy: float = typer.Option(None, help=opt.TARGET),
+    confidence: float = typer.Option(0.9, help=opt.CONFIDENCE),
+    folds: int = typer.Option(5, help=opt.FOLDS),
     count_labelling_cost: bool = typer.Option(False, help="Add the cost of labelling the sample to the totals."),
-    safe: bool = typer.Option(True, "--safe/--no-safe", help="With --budget: leave the best plan without a predictor (the "
-                              "best affordable single LLM, or a random mix of two that spends the budget) only for a "
-                              "plan that beats it at --confidence (--no-safe: the most accurate predicted plan "
-                              "within budget, as the paper does)."),
-    out: str = typer.Option(None, help="Write front.csv, plan.csv, summary.json, front.png here."),
+    safe: bool = typer.Option(True, "--safe/--no-safe", help=opt.SAFE),
+    out: str = typer.Option(None, help="Write front.csv, plan.csv, summary.json, front.png here (all or nothing)."),
     json_out: bool = typer.Option(False, "--json", help="Print summary.json to stdout."),
 ) -> None:
     """Split DATA, fit the predictor on the labelled sample, build the front, pick the plan for
-    the budget or target (or the knee), and evaluate every point on the true labels."""
+    the budget or target (or the knee), and evaluate every point on the true labels.
+
+    The plan is chosen exactly as `optllm plan` chooses it on a user's prompts (same rules,
+    same options). Exit code 0 with a plan, 1 when the target cannot be certified, 2 on bad
+    input."""
     cfg = RunConfig(train_frac=train_frac, val_frac=val_frac, seed=seed, predictor=predictor,
                     optimizer=optimizer, alpha=alpha, budget=budget, target_accuracy=target_accuracy,
                     confidence=confidence, folds=folds, count_labelling_cost=count_labelling_cost, safe=safe)
     cfg.validate()
+    if out:
+        from optllm.io import check_out_dir
+
+        check_out_dir(out, "--out")
     outcomes = load(data)
     with stages(not json_out) as say:
         res = run_pipeline(outcomes, cfg, progress=say)
@@ -103,10 +86,12 @@ def run(
             paths = write_run(res, out)
     if json_out:
         emit_json(res.summary())
-        return
-    print_run(res)
-    if out:
-        console.print("wrote " + ", ".join(paths.values()))
+    else:
+        print_run(res)
+        if out:
+            console.print("wrote " + ", ".join(paths.values()))
+    if not res.selection.reachable:
+        raise typer.Exit(1)  # the goal was not certified: no plan
 
 
 @app.command()
@@ -128,8 +113,8 @@ def demo(out: str = typer.Option("demo-out", help="Where to write the demo's pla
             res = run_pipeline(outcomes, cfg, progress=say)
             paths = write_run(res, where)
         print_run(res)
-        sel, b = res.selection, res.summary()["best_model"]
-        if sel.get("reachable", True) and b["total_cost"] > 0:
-            console.print(f"[bold]the chosen plan costs {1 - sel['realised_cost'] / b['total_cost']:.0%} less than "
-                          f"{b['name']} alone[/] (realised accuracy {sel['realised_accuracy']:.4f} vs {b['accuracy']:.4f})")
+        r, b = res.realised, res.summary()["best_model"]
+        if r is not None and b["total_cost"] > 0:
+            console.print(f"[bold]the chosen plan costs {1 - r.cost / b['total_cost']:.0%} less than "
+                          f"{b['name']} alone[/] (realised accuracy {r.accuracy:.4f} vs {b['accuracy']:.4f})")
         console.print("wrote " + ", ".join(paths.values()))

@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from optllm.cost import OFFLINE_DEFAULT, count_tokens
 from optllm.data.outcomes import Outcomes
 from optllm.data.paths import data_dir
-from optllm.data.tokens import OFFLINE_ENCODING, count_tokens
 from optllm.data.wide import read_table
 from optllm.errors import OptLLMError
 
@@ -81,7 +81,7 @@ def _int_col(df: pd.DataFrame, col: str, path: Path) -> np.ndarray:
 
 
 def load_logparsing(part: str | None = None, prices: str | Path | None = None,
-                    encoding: str = OFFLINE_ENCODING) -> Outcomes:
+                    encoding: str = OFFLINE_DEFAULT) -> Outcomes:
     """LogPai Loghub-2k parsed by 8 LLMs: `logparsing` (all systems found) or `logparsing:Apache,HDFS`.
 
     Correct = the model's template equals `EventTemplate` after whitespace normalisation (an
@@ -239,7 +239,7 @@ def _bool_matrix(df: pd.DataFrame, models: list[str], path: Path) -> np.ndarray:
 
 
 def load_routellm(part: str | None = None, prices: str | Path | None = None,
-                  encoding: str = OFFLINE_ENCODING, mmlu_output_tokens: float = 1.0,
+                  encoding: str = OFFLINE_DEFAULT, mmlu_output_tokens: float = 1.0,
                   drop_contaminated: bool = False) -> Outcomes:
     """RouteLLM's MMLU or GSM8K with its two models: `routellm:mmlu`, `routellm:gsm8k`.
 

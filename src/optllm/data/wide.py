@@ -4,6 +4,7 @@ long format (`query_id, model, correct, cost`)."""
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -169,6 +170,32 @@ def load_long(
     p = Path(path)
     if df is None:
         df = read_table(p)
+    df = _checked_long(df, p, require_cost)
+    cells = _Cells.of(df)
+    meta: dict[str, Any] = {"source": str(p), "format": "long"}
+    keep = _complete_queries(cells, p, on_missing, meta)
+    texts = None
+    if "prompt" in df.columns:
+        texts = cells.per_query(df["prompt"].fillna("").astype(str).to_numpy())[keep]
+    if "split" in df.columns:
+        meta["split"] = _roles(df, cells.qpos, cells.n, p)[keep].tolist()
+    tokens = {col: cells.grid(df[col])[keep] for col in ("prompt_tokens", "completion_tokens") if col in df.columns}
+    return Outcomes(
+        query_ids=np.asarray(cells.qids)[keep],
+        models=cells.models,
+        correct=cells.grid(df["correct"])[keep],
+        cost=cells.grid(df["cost"])[keep],
+        texts=texts,
+        name=name or p.stem,
+        metadata=meta,
+        **tokens,
+    )
+
+
+def _checked_long(df: pd.DataFrame, p: Path, require_cost: bool) -> pd.DataFrame:
+    """The long table with its columns checked: the required ones present, no missing query
+    id or model, `correct` (and `cost`, 0 when optional and absent) numeric and in range,
+    model names as text, no (query, model) pair twice. Errors name the first bad row."""
     required = LONG_REQUIRED if require_cost else LONG_REQUIRED[:3]
     missing = [c for c in required if c not in df.columns]
     if missing:
@@ -196,47 +223,88 @@ def load_long(
         raise OptLLMError(
             f"{p}: row {r + 2}: query {df['query_id'].iloc[r]!r} has model {df['model'].iloc[r]!r} twice"
         )
-    models = list(dict.fromkeys(df["model"].tolist()))
-    qids = pd.unique(df["query_id"])
-    qpos = pd.Index(qids).get_indexer(df["query_id"])
-    mpos = pd.Index(models).get_indexer(df["model"])
-    n, m = len(qids), len(models)
-    have = np.zeros((n, m), dtype=bool)
-    have[qpos, mpos] = True
-    meta: dict[str, Any] = {"source": str(p), "format": "long"}
+    return df
+
+
+@dataclass(frozen=True, eq=False)
+class _Cells:
+    """Where each row of a long table lands in the (query × model) grid: queries and models
+    in order of first appearance, and each row's query and model position."""
+
+    qids: Any  # (n,) the distinct query ids
+    models: tuple[str, ...]
+    qpos: np.ndarray  # per row
+    mpos: np.ndarray  # per row
+
+    @classmethod
+    def of(cls, df: pd.DataFrame) -> "_Cells":
+        models = list(dict.fromkeys(df["model"].tolist()))
+        qids = pd.unique(df["query_id"])
+        return cls(qids, tuple(models), pd.Index(qids).get_indexer(df["query_id"]),
+                   pd.Index(models).get_indexer(df["model"]))
+
+    @property
+    def n(self) -> int:
+        return len(self.qids)
+
+    @property
+    def m(self) -> int:
+        return len(self.models)
+
+    def present(self) -> np.ndarray:
+        """(n, m) bool: which pairs have a row."""
+        have = np.zeros((self.n, self.m), dtype=bool)
+        have[self.qpos, self.mpos] = True
+        return have
+
+    def grid(self, values: pd.Series) -> np.ndarray:
+        """(n, m) float: a per-row column in its cells, NaN where a pair has no row."""
+        g = np.full((self.n, self.m), np.nan)
+        g[self.qpos, self.mpos] = values.to_numpy(dtype=np.float64)
+        return g
+
+    def per_query(self, values: np.ndarray) -> np.ndarray:
+        """(n,) object: a per-row value that belongs to the query (the last row's wins)."""
+        t = np.empty(self.n, dtype=object)
+        t[self.qpos] = values
+        return t
+
+
+def _complete_queries(cells: _Cells, p: Path, on_missing: str, meta: dict[str, Any]) -> np.ndarray:
+    """(n,) bool: the queries that have a row for every model. Incomplete ones are an error,
+    or with `on_missing="drop"` dropped and recorded in `meta["dropped"]`."""
+    have = cells.present()
     keep = have.all(axis=1)
     if not keep.all():
         bad = np.flatnonzero(~keep)
-        ex_q = qids[bad[0]]
-        ex_m = [models[k] for k in np.flatnonzero(~have[bad[0]])]
-        msg = f"{len(bad)} of {n} queries lack some models (e.g. query {ex_q!r} has no row for {ex_m})"
+        ex_q = cells.qids[bad[0]]
+        ex_m = [cells.models[k] for k in np.flatnonzero(~have[bad[0]])]
+        msg = f"{len(bad)} of {cells.n} queries lack some models (e.g. query {ex_q!r} has no row for {ex_m})"
         if on_missing != "drop":
             raise OptLLMError(f"{p}: {msg}; complete them or load with on_missing='drop'")
         meta["dropped"] = {"incomplete_queries": int(len(bad)), "reason": msg,
-                           "example_ids": [str(x) for x in qids[bad[:10]]]}
-    def grid(col: str) -> np.ndarray:
-        g = np.full((n, m), np.nan)
-        g[qpos, mpos] = df[col].to_numpy(dtype=np.float64)
-        return g[keep]
-    texts = None
-    if "prompt" in df.columns:
-        t = np.empty(n, dtype=object)
-        t[qpos] = df["prompt"].fillna("").astype(str).to_numpy()
-        texts = t[keep]
-    tokens = {}
-    for col in ("prompt_tokens", "completion_tokens"):
-        if col in df.columns:
-            tokens[col] = grid(col)
-    return Outcomes(
-        query_ids=np.asarray(qids)[keep],
-        models=tuple(models),
-        correct=grid("correct"),
-        cost=grid("cost"),
-        texts=texts,
-        name=name or p.stem,
-        metadata=meta,
-        **tokens,
-    )
+                           "example_ids": [str(x) for x in cells.qids[bad[:10]]]}
+    return keep
+
+ROLE_NAMES = {"train": "train", "val": "val", "validation": "val"}
+
+
+def _roles(df: pd.DataFrame, qpos: np.ndarray, n: int, p: Path) -> np.ndarray:
+    """The optional `split` column: each query's role in the labelled sample (train | val),
+    the same on every row of the query."""
+    raw = df["split"].astype(str).str.strip().str.lower()
+    bad = ~raw.isin(list(ROLE_NAMES))
+    if bad.any():
+        r = int(np.flatnonzero(bad.to_numpy())[0])
+        raise OptLLMError(f"{p}: row {r + 2}, column 'split': {df['split'].iloc[r]!r} is not train or val")
+    role = raw.map(ROLE_NAMES).to_numpy(dtype=object)
+    out = np.empty(n, dtype=object)
+    out[qpos] = role
+    clash = out[qpos] != role
+    if clash.any():
+        r = int(np.flatnonzero(clash)[0])
+        raise OptLLMError(f"{p}: row {r + 2}, column 'split': query {df['query_id'].iloc[r]!r} is both train and val")
+    return out
 
 
 def looks_long(df: pd.DataFrame) -> bool:

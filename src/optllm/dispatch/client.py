@@ -36,16 +36,7 @@ from optllm.cost import Catalogue, ModelSpec, prompt_tokens
 from optllm.dispatch.ledger import DurableLog, ResumeState, ledger_path
 from optllm.dispatch.limits import RateLimiter, SpendGuard, backoff_delay
 from optllm.errors import OptLLMError
-
-
-@dataclass(frozen=True)
-class DispatchItem:
-    """One query to send: its id, prompt, planned model and the models to fall back to."""
-
-    id: str
-    prompt: str
-    model: str
-    fallbacks: tuple[str, ...] = ()
+from optllm.planning.items import PlanItem
 
 
 @dataclass
@@ -155,7 +146,7 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
-def check_ready(items: Sequence[DispatchItem], catalogue: Catalogue, fallback: bool,
+def check_ready(items: Sequence[PlanItem], catalogue: Catalogue, fallback: bool,
                 environ: Mapping[str, str] | None = None) -> tuple[Catalogue, dict[str, str]]:
     """Everything that must hold before the first call: models known, keys set."""
     used: list[str] = []
@@ -204,7 +195,7 @@ class Dispatcher:
 
     def __init__(
         self,
-        items: Sequence[DispatchItem],
+        items: Sequence[PlanItem],
         catalogue: Catalogue,
         out: str | os.PathLike[str],
         *,
@@ -300,7 +291,7 @@ class Dispatcher:
                                "to_send": len(todo), "max_spend": self.max_spend, "spent_before": state.spent,
                                "fallback": self.fallback, "concurrency": self.concurrency})
         self.bar = _Progress(rep.planned, rep.already_answered, self.max_spend, self.show_progress, self.console)
-        queue: asyncio.Queue[DispatchItem] = asyncio.Queue()
+        queue: asyncio.Queue[PlanItem] = asyncio.Queue()
         for it in todo:
             queue.put_nowait(it)
         workers = [asyncio.create_task(self._worker(queue)) for _ in range(min(self.concurrency, max(1, len(todo))))]
@@ -333,7 +324,7 @@ class Dispatcher:
                 self.ledger.close()
         return rep
 
-    async def _worker(self, queue: asyncio.Queue[DispatchItem]) -> None:
+    async def _worker(self, queue: asyncio.Queue[PlanItem]) -> None:
         while True:
             try:
                 it = queue.get_nowait()
@@ -344,7 +335,7 @@ class Dispatcher:
                 self.report.not_sent += 1
                 return
 
-    async def _process(self, it: DispatchItem) -> str:
+    async def _process(self, it: PlanItem) -> str:
         rep = self.report
         chain = [it.model, *(m for m in it.fallbacks if m != it.model)] if self.fallback else [it.model]
         reasons: list[str] = []
@@ -367,7 +358,7 @@ class Dispatcher:
         self.bar.update(rep.answered, len(rep.failed), self.guard.spent)
         return "failed"
 
-    async def _try_model(self, it: DispatchItem, spec: ModelSpec, fallback_from: str | None) -> str | None:
+    async def _try_model(self, it: PlanItem, spec: ModelSpec, fallback_from: str | None) -> str | None:
         """None when answered; "stopped" when the spend cap stops sending; else why it failed."""
         rep = self.report
         pt = self.ptok[(it.id, spec.name)]
@@ -476,7 +467,7 @@ class Dispatcher:
 
 
 def dispatch(
-    items: Sequence[DispatchItem],
+    items: Sequence[PlanItem],
     catalogue: Catalogue,
     out: str | os.PathLike[str],
     *,
@@ -499,7 +490,7 @@ def dispatch(
     return asyncio.run(d.run())
 
 
-async def dispatch_async(items: Sequence[DispatchItem], catalogue: Catalogue, out: str | os.PathLike[str], *,
+async def dispatch_async(items: Sequence[PlanItem], catalogue: Catalogue, out: str | os.PathLike[str], *,
                          fallback: bool = False, environ: Mapping[str, str] | None = None,
                          **kw: Any) -> DispatchReport:
     """`dispatch` inside a running event loop."""

@@ -2,6 +2,8 @@
 
 Every curve carries, per point, the total cost, the accuracy the method expected (where it
 has one) and the TRUE accuracy on the assigned queries, so all methods are judged alike.
+Single LLMs (`single_models`), the hull (`upper_hull`) and accuracy at a cost
+(`accuracy_at_cost`) are `optllm.evaluate.indicators`' rules.
 """
 from __future__ import annotations
 
@@ -9,6 +11,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from optllm.evaluate.indicators import upper_hull
+from optllm.optimize.types import thin_indices
 
 
 @dataclass
@@ -24,34 +29,6 @@ class Curve:
 
     def __len__(self) -> int:
         return int(self.costs.shape[0])
-
-
-def single_models(correct: np.ndarray, cost: np.ndarray, models: tuple[str, ...]) -> list[Curve]:
-    """Every LLM alone: one point each."""
-    acc, tot = correct.mean(axis=0), cost.sum(axis=0)
-    return [Curve(m, np.array([tot[k]]), np.array([acc[k]])) for k, m in enumerate(models)]
-
-
-def upper_hull(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Indices of the upper-left convex hull of points (x cost, y accuracy), by rising cost.
-
-    Only points that are not dominated (cheaper or as cheap and more accurate) and lie on the
-    concave envelope are kept: exactly the mixtures a random router can reach.
-    """
-    order = np.lexsort((-y, x))
-    hull: list[int] = []
-    for i in order:
-        if hull and y[i] <= y[hull[-1]]:
-            continue
-        while len(hull) >= 2:
-            a, b = hull[-2], hull[-1]
-            # drop b if it lies on or below the segment a→i
-            if (y[b] - y[a]) * (x[i] - x[a]) <= (y[i] - y[a]) * (x[b] - x[a]):
-                hull.pop()
-            else:
-                break
-        hull.append(int(i))
-    return np.array(hull, dtype=int)
 
 
 def zero_router(correct: np.ndarray, cost: np.ndarray, est_acc: np.ndarray, steps: int = 20) -> Curve:
@@ -99,14 +76,8 @@ def threshold_router(correct: np.ndarray, cost: np.ndarray, p: np.ndarray, weak:
     c = cost[:, weak].sum() + np.concatenate([[0.0], np.cumsum(dc)])
     t = (correct[:, weak].sum() + np.concatenate([[0.0], np.cumsum(dt)])) / n
     e = (p[:, weak].sum() + np.concatenate([[0.0], np.cumsum(dp)])) / n
-    idx = np.unique(np.linspace(0, n, min(n + 1, max_points)).round().astype(int))
+    idx = thin_indices(n + 1, max_points)
     # costs can dip when the strong model is cheaper on some queries: keep the curve sorted
     o = np.argsort(c[idx], kind="stable")
     idx = idx[o]
     return Curve("threshold router", c[idx], t[idx], e[idx], info={"weak": weak, "strong": strong})
-
-
-def acc_at_cost(costs: np.ndarray, acc: np.ndarray, budget: float) -> float | None:
-    """Best accuracy among points costing at most `budget` (None when none is that cheap)."""
-    ok = costs <= budget * (1 + 1e-9)
-    return float(acc[ok].max()) if ok.any() else None

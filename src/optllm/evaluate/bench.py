@@ -11,18 +11,21 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from optllm.data import Outcomes, split
-from optllm.evaluate.baselines import Curve, acc_at_cost, pick_pair, single_models, threshold_router, zero_router
-from optllm.evaluate.pipeline import RunConfig, build_front, cross_fit, fit_predict, hindsight_saving, select
-from optllm.evaluate.uncertainty import bounds_along, values_along, values_of
-from optllm.optimize.types import Assignment
+from optllm.evaluate.baselines import Curve, pick_pair, threshold_router, zero_router
+from optllm.evaluate.indicators import accuracy_at_cost, hindsight_saving
+from optllm.evaluate.uncertainty import AccuracyBounds, bounds_along, values_along, values_of
+from optllm.optimize.registry import MOEAS, build_front
+from optllm.optimize.types import Assignment, FrontLike, thin_indices
+from optllm.planning.core import cross_fit
+from optllm.predict import fit_predict
+from optllm.selection import Goal, Selection, select
 
-MOEAS = ("nsga2", "rnsga2", "smsemoa", "moead", "moeadgen", "mopso")
 DEFAULT_METHODS = ("zero", "optllm", "threshold", "knn", "ours") + tuple(f"moea:{m}" for m in MOEAS)
 
 
@@ -45,111 +48,209 @@ class BenchConfig:
     seed: int = 0
 
 
-def _front_curve(name: str, front: Any, p: np.ndarray, correct: np.ndarray, seconds: float,
+def _front_curve(name: str, front: FrontLike, p: np.ndarray, correct: np.ndarray, seconds: float,
                  max_points: int = 4000) -> Curve:
     """Reduce a front to a thinned curve of (cost, predicted acc, true acc)."""
-    k = len(front)
-    idx = np.arange(k) if k <= max_points else np.unique(np.linspace(0, k - 1, max_points).round().astype(int))
+    idx = thin_indices(len(front), max_points)
     pred = values_along(front, p)[idx]
     true = values_along(front, correct)[idx]
     return Curve(name, np.asarray(front.costs)[idx], true, pred, seconds)
 
 
-def run_split(data: Outcomes, rep: int, cfg: BenchConfig, say: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
-    """Every method on one split; returns curves and per-method figures."""
+@dataclass
+class SplitInputs:
+    """One split's parts and the figures every method is judged by, with a cache of the
+    predictions methods share (the paper's forest for OptLLM and the MOEAs, the default
+    predictor for the threshold router and ours)."""
+
+    cfg: BenchConfig
+    rep: int
+    train: Outcomes
+    val: Outcomes
+    test: Outcomes
+    predictions: dict[str, tuple[np.ndarray, np.ndarray, float]] = field(default_factory=dict)
+
+    @property
+    def seed(self) -> int:
+        return self.cfg.seed + self.rep
+
+    @property
+    def best(self) -> int:
+        acc, tot = self.test.correct.mean(axis=0), self.test.cost.sum(axis=0)
+        return int(np.lexsort((tot, -acc))[0])
+
+    @property
+    def target(self) -> float:
+        return float(self.test.correct.mean(axis=0)[self.best])
+
+    @property
+    def best_cost(self) -> float:
+        return float(self.test.cost.sum(axis=0)[self.best])
+
+    @property
+    def est_acc(self) -> np.ndarray:
+        """Per-LLM accuracy on the labelled sample (what a user knows without a predictor)."""
+        return np.vstack([self.train.correct, self.val.correct]).mean(axis=0)
+
+    def predict(self, name: str, **params: Any) -> tuple[np.ndarray, np.ndarray, float]:
+        """(mean, std, fit + predict seconds) of predictor `name`, fitted once per split."""
+        if name not in self.predictions:
+            t1 = time.perf_counter()
+            mean, std = fit_predict(name, self.train, self.val, self.test, self.seed, **params)
+            self.predictions[name] = (mean, std, time.perf_counter() - t1)
+        return self.predictions[name]
+
+    def paper_predictions(self) -> tuple[np.ndarray, np.ndarray, float]:
+        """The paper's inputs: BootstrapForest's mean and its robust p̄ + α·σ, and the seconds."""
+        mean, std, t = self.predict("bootstrap_forest", u=self.cfg.paper_bootstraps)
+        return mean, np.clip(mean + self.cfg.paper_alpha * std, 0, 1), t
+
+
+@dataclass
+class MethodResult:
+    """One method on one split: its curve and the plans it picked from predictions alone
+    (name -> cost, realised and predicted accuracy); `ours` also reports its target picks and
+    how its bounds held."""
+
+    curve: Curve
+    picks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    target_picks: dict[str, Any] | None = None
+    band: dict[str, Any] | None = None
+
+
+@dataclass
+class SplitResult:
+    """Every method on one split, judged on the true labels of its assigned part."""
+
+    rep: int
+    seed: int
+    best: int
+    target: float
+    best_cost: float
+    singles: dict[str, tuple[float, float]]
+    oracle: Curve
+    methods: dict[str, MethodResult]
+    labelling_cost: float
+    n_assigned: int
+    n_labelled: int
+
+    @property
+    def curves(self) -> dict[str, Curve]:
+        return {k: v.curve for k, v in self.methods.items()}
+
+    @property
+    def picks(self) -> dict[str, dict[str, Any]]:
+        return {k: v for r in self.methods.values() for k, v in r.picks.items()}
+
+
+def _zero(s: SplitInputs) -> MethodResult:
+    return MethodResult(zero_router(s.test.correct, s.test.cost, s.est_acc))
+
+
+def _optllm(s: SplitInputs) -> MethodResult:
+    """OptLLM as published: BootstrapForest (robust p̄ + σ) + OptLLM-M."""
+    mean, p_rob, t_pred = s.paper_predictions()
+    t1 = time.perf_counter()
+    front = build_front("optllm-m", mean, p_rob, s.test.cost, s.test.models, gn=s.cfg.gn)
+    t_opt = time.perf_counter() - t1
+    c = _front_curve("optllm", front, p_rob, s.test.correct, t_pred + t_opt)
+    c.info.update(predict_s=t_pred, optimise_s=t_opt)
+    return MethodResult(c, {"optllm": _budget_pick(c, s.best_cost), "optllm:half": _budget_pick(c, 0.5 * s.best_cost)})
+
+
+def _moea(name: str) -> Callable[[SplitInputs], MethodResult]:
+    def run(s: SplitInputs) -> MethodResult:
+        mean, p_rob, _ = s.paper_predictions()  # the same input as OptLLM's, as in the paper
+        t1 = time.perf_counter()
+        front = build_front(name, mean, p_rob, s.test.cost, s.test.models, generations=s.cfg.generations, seed=s.seed)
+        return MethodResult(_front_curve(f"moea:{name}", front, p_rob, s.test.correct, time.perf_counter() - t1))
+    return run
+
+
+def _threshold(s: SplitInputs) -> MethodResult:
+    mean, _, t_pred = s.predict(s.cfg.predictor)
+    w, strong = pick_pair(s.est_acc, s.train.cost.sum(axis=0) + s.val.cost.sum(axis=0))
+    c = threshold_router(s.test.correct, s.test.cost, mean, w, strong)
+    c.seconds = t_pred
+    return MethodResult(c)
+
+
+def _exact_on(s: SplitInputs, pred_name: str, method: str) -> tuple[FrontLike, np.ndarray, MethodResult]:
+    """The exact front on predictor `pred_name`'s predictions, with the paper's budget picks."""
+    from optllm.optimize import pareto_front
+
+    mean, _, t_pred = s.predict(pred_name)
+    t1 = time.perf_counter()
+    front = pareto_front(mean, s.test.cost, models=s.test.models)
+    t_opt = time.perf_counter() - t1
+    c = _front_curve(method, front, mean, s.test.correct, t_pred + t_opt)
+    c.info.update(predict_s=t_pred, optimise_s=t_opt)
+    return front, mean, MethodResult(c)
+
+
+def _knn(s: SplitInputs) -> MethodResult:
+    _, _, r = _exact_on(s, "knn", "knn")
+    r.picks = {"knn": _budget_pick(r.curve, s.best_cost), "knn:half": _budget_pick(r.curve, 0.5 * s.best_cost)}
+    return r
+
+
+def _ours(s: SplitInputs) -> MethodResult:
+    """Ours as `optllm run` picks: the exact front on the default predictor, cross-fitted
+    bounds, the target rule and the safe budget rule (`selection.select`)."""
+    cfg, test = s.cfg, s.test
+    front, mean, r = _exact_on(s, cfg.predictor, "ours")
+    t1 = time.perf_counter()
+    held = cross_fit(cfg.predictor, s.train, s.val, cfg.folds, s.seed)
+    b = bounds_along(front, mean, test.cost, held, cfg.confidence, seed=s.seed)
+    r.curve.info["bounds_s"] = time.perf_counter() - t1
+    r.target_picks = _target_picks(front, b, test.correct, s.target)
+    realised = values_along(front, test.correct)
+    r.band = {"whole_front": bool(np.all(realised >= b.lower_band - 1e-12)),
+              "points": float(np.mean(realised >= b.lower - 1e-12)),
+              "raw_points": float(np.mean(realised >= np.clip(b.mean - b.z * b.sd, 0, 1) - 1e-12))}
+
+    def safe_at(budget: float) -> Selection:
+        return select(front, b, Goal(budget=budget, confidence=cfg.confidence, safe=True), p=mean, cost=test.cost,
+                      held=held, models=test.models, seed=s.seed)
+
+    sel = safe_at(s.best_cost)
+    assert sel.plan is not None  # a budget goal always has a plan
+    r.picks = {"ours": {**_realised(sel.plan, test.correct), "rule": sel.rule},
+               "ours:half": _realised(safe_at(0.5 * s.best_cost).plan, test.correct),  # type: ignore[arg-type]
+               "ours_unsafe": _realised(front.at_budget(s.best_cost), test.correct),
+               # ours' own half-budget pick is the safe rule above; this is its --no-safe
+               "ours_unsafe:half": _budget_pick(r.curve, 0.5 * s.best_cost)}
+    return r
+
+
+METHODS: dict[str, Callable[[SplitInputs], MethodResult]] = {
+    "zero": _zero, "optllm": _optllm, "threshold": _threshold, "knn": _knn, "ours": _ours,
+    **{f"moea:{m}": _moea(m) for m in MOEAS},
+}
+
+
+def run_split(data: Outcomes, rep: int, cfg: BenchConfig, say: Callable[[str], None] = lambda s: None) -> SplitResult:
+    """Every method of `cfg.methods` on split `rep` (MOEAs on the first `moea_reps` splits only)."""
     from optllm.optimize import pareto_front
 
     sp = split(data, train=cfg.train_frac, val=cfg.val_frac, seed=cfg.seed + rep)
     train, val, test = sp.parts(data)
-    corr, cost, models = test.correct, test.cost, test.models
-    acc, tot = corr.mean(axis=0), cost.sum(axis=0)
-    best = int(np.lexsort((tot, -acc))[0])
-    lab = np.vstack([train.correct, val.correct])
-    est_acc = lab.mean(axis=0)
+    s = SplitInputs(cfg, rep, train, val, test)
     t0 = time.perf_counter()
-    oracle = pareto_front(corr, cost, models=models)
-    oracle_curve = _front_curve("oracle", oracle, corr, corr, time.perf_counter() - t0)
-    curves: dict[str, Curve] = {}
-    picks: dict[str, Any] = {}
-    target = float(acc[best])
+    oracle = pareto_front(test.correct, test.cost, models=test.models)
+    oracle_curve = _front_curve("oracle", oracle, test.correct, test.correct, time.perf_counter() - t0)
+    results: dict[str, MethodResult] = {}
     for method in cfg.methods:
-        say(f"split {rep + 1}: {method}")
+        if method not in METHODS:
+            raise ValueError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
         if method.startswith("moea:") and rep >= cfg.moea_reps:
             continue
-        if method == "zero":
-            curves[method] = zero_router(corr, cost, est_acc)
-        elif method == "optllm":
-            t1 = time.perf_counter()
-            mean, std = fit_predict("bootstrap_forest", train, val, test, cfg.seed + rep, u=cfg.paper_bootstraps)
-            t_pred = time.perf_counter() - t1
-            p_rob = np.clip(mean + cfg.paper_alpha * std, 0, 1)
-            t1 = time.perf_counter()
-            front = build_front("optllm-m", mean, p_rob, cost, models, RunConfig(gn=cfg.gn))
-            t_opt = time.perf_counter() - t1
-            c = _front_curve(method, front, p_rob, corr, t_pred + t_opt)
-            c.info.update(predict_s=t_pred, optimise_s=t_opt)
-            curves[method] = c
-            picks[method] = _budget_pick(c, float(tot[best]))
-            picks[f"{method}:half"] = _budget_pick(c, 0.5 * float(tot[best]))
-            # keep the paper's predictions for the MOEAs (same input, as in the paper)
-            picks["_paper_p"] = (mean, p_rob)
-        elif method.startswith("moea:"):
-            name = method.split(":", 1)[1]
-            if "_paper_p" not in picks:
-                mean, std = fit_predict("bootstrap_forest", train, val, test, cfg.seed + rep, u=cfg.paper_bootstraps)
-                picks["_paper_p"] = (mean, np.clip(mean + cfg.paper_alpha * std, 0, 1))
-            mean, p_rob = picks["_paper_p"]
-            t1 = time.perf_counter()
-            front = build_front(name, mean, p_rob, cost, models, RunConfig(generations=cfg.generations, seed=cfg.seed + rep))
-            curves[method] = _front_curve(method, front, p_rob, corr, time.perf_counter() - t1)
-        elif method in ("threshold", "knn", "ours"):
-            pred_name = "knn" if method == "knn" else cfg.predictor
-            key = f"_p_{pred_name}"
-            if key not in picks:
-                t1 = time.perf_counter()
-                mean, _ = fit_predict(pred_name, train, val, test, cfg.seed + rep)
-                picks[key] = (mean, time.perf_counter() - t1)
-            mean, t_pred = picks[key]
-            if method == "threshold":
-                w, s = pick_pair(est_acc, train.cost.sum(axis=0) + val.cost.sum(axis=0))
-                curves[method] = threshold_router(corr, cost, mean, w, s)
-                curves[method].seconds = t_pred
-                continue
-            t1 = time.perf_counter()
-            front = pareto_front(mean, cost, models=models)
-            t_opt = time.perf_counter() - t1
-            c = _front_curve(method, front, mean, corr, t_pred + t_opt)
-            c.info.update(predict_s=t_pred, optimise_s=t_opt)
-            curves[method] = c
-            picks[method] = _budget_pick(c, float(tot[best]))
-            # ours' own half-budget pick is the safe rule below, as `optllm run` picks; this is its --no-safe
-            half_key = "ours_unsafe:half" if method == "ours" else f"{method}:half"
-            picks[half_key] = _budget_pick(c, 0.5 * float(tot[best]))
-            if method == "ours":
-                t1 = time.perf_counter()
-                held = cross_fit(pred_name, train, val, cfg.folds, cfg.seed + rep)
-                b = bounds_along(front, mean, cost, held, cfg.confidence, seed=cfg.seed + rep)
-                c.info["bounds_s"] = time.perf_counter() - t1
-                picks["ours_target"] = _target_picks(front, b, corr, target)
-                realised = values_along(front, corr)
-                picks["ours_band"] = {"whole_front": bool(np.all(realised >= b.lower_band - 1e-12)),
-                                      "points": float(np.mean(realised >= b.lower - 1e-12)),
-                                      "raw_points": float(np.mean(realised >= np.clip(b.mean - b.z * b.sd, 0, 1) - 1e-12))}
-                plan, info = select(front, b, float(tot[best]), None, mean, held, models, cost=cost, safe=True,
-                                    seed=cfg.seed + rep)
-                picks[method] = {**_realised(plan, corr), "rule": info.get("rule")}
-                plan_h, _ = select(front, b, 0.5 * float(tot[best]), None, mean, held, models, cost=cost,
-                                   safe=True, seed=cfg.seed + rep)
-                picks["ours:half"] = _realised(plan_h, corr)
-                picks["ours_unsafe"] = _realised(front.at_budget(float(tot[best])), corr)
-        else:
-            raise ValueError(f"unknown method {method!r}")
-    picks = {k: v for k, v in picks.items() if not k.startswith("_")}
-    return {"rep": rep, "seed": cfg.seed + rep, "best": best, "target": target, "best_cost": float(tot[best]),
-            "singles": {m: (float(tot[k]), float(acc[k])) for k, m in enumerate(models)},
-            "oracle": oracle_curve, "curves": curves, "picks": picks,
-            "labelling_cost": float(train.cost.sum() + val.cost.sum()), "n_assigned": test.n,
-            "n_labelled": train.n + val.n}
+        say(f"split {rep + 1}: {method}")
+        results[method] = METHODS[method](s)
+    acc, tot = test.correct.mean(axis=0), test.cost.sum(axis=0)
+    return SplitResult(rep, s.seed, s.best, s.target, s.best_cost,
+                       {m: (float(tot[k]), float(acc[k])) for k, m in enumerate(test.models)}, oracle_curve, results,
+                       float(train.cost.sum() + val.cost.sum()), test.n, train.n + val.n)
 
 
 def _realised(plan: Assignment, correct: np.ndarray) -> dict[str, float]:
@@ -168,7 +269,7 @@ def _budget_pick(c: Curve, budget: float) -> dict[str, Any]:
     return {"cost": float(c.costs[k]), "realised_accuracy": float(c.true_acc[k]), "predicted_accuracy": float(c.pred_acc[k])}
 
 
-def _target_picks(front: Any, b: Any, correct: np.ndarray, target: float) -> dict[str, Any]:
+def _target_picks(front: FrontLike, b: AccuracyBounds, correct: np.ndarray, target: float) -> dict[str, Any]:
     """Plans for the target chosen from predictions alone — by predicted mean, by the
     held-out-corrected estimate and by the lower confidence bound — each with realised
     accuracy and cost; at 100%, 99%, 97% and 90% of it."""
@@ -190,30 +291,30 @@ def _target_picks(front: Any, b: Any, correct: np.ndarray, target: float) -> dic
     return out
 
 
-def method_figures(res: dict[str, Any], name: str, curve: Curve) -> dict[str, Any]:
+def method_figures(res: SplitResult, name: str, curve: Curve) -> dict[str, Any]:
     """Per split and method: savings (hindsight), best accuracy, indicators, AIQ, headroom."""
     from optllm.evaluate import indicators as ind
 
-    target, best_cost = res["target"], res["best_cost"]
+    target, best_cost = res.target, res.best_cost
     costs, true = curve.costs, curve.true_acc
     h100 = hindsight_saving(costs, true, target, best_cost)
     h99 = hindsight_saving(costs, true, 0.99 * target, best_cost)
     k = int(np.argmax(true))
-    oracle = res["oracle"]
-    max_single = max(c for c, _ in res["singles"].values())
-    min_single = min(c for c, _ in res["singles"].values())
+    oracle = res.oracle
+    max_single = max(c for c, _ in res.singles.values())
+    min_single = min(c for c, _ in res.singles.values())
     ref = np.column_stack([oracle.costs, oracle.true_acc])
     approx = np.column_stack([costs, true])
     q = ind.quality(approx, ref, cost_scale=max_single)
-    at_best = acc_at_cost(costs, true, best_cost)
-    at_half = acc_at_cost(costs, true, 0.5 * best_cost)
-    oracle_at_best = acc_at_cost(oracle.costs, oracle.true_acc, best_cost)
+    at_best = _acc_at(costs, true, best_cost)
+    at_half = _acc_at(costs, true, 0.5 * best_cost)
+    oracle_at_best = _acc_at(oracle.costs, oracle.true_acc, best_cost)
     head = None
     if at_best is not None and oracle_at_best is not None and oracle_at_best > target:
         head = (at_best - target) / (oracle_at_best - target)
     fig = {
-        "saving_at_best": h100["saving"], "reached_best": h100["reached"],
-        "saving_at_99": h99["saving"], "reached_99": h99["reached"],
+        "saving_at_best": h100.saving, "reached_best": h100.reached,
+        "saving_at_99": h99.saving, "reached_99": h99.reached,
         "best_true_accuracy": float(true[k]), "cost_at_best_true_accuracy": float(costs[k]),
         "acc_at_best_cost_hindsight": at_best,
         "acc_at_half_best_cost_hindsight": at_half,
@@ -222,6 +323,10 @@ def method_figures(res: dict[str, Any], name: str, curve: Curve) -> dict[str, An
     }
     fig.update(q)
     return fig
+
+
+def _acc_at(costs: np.ndarray, acc: np.ndarray, budget: float) -> float | None:
+    return accuracy_at_cost(np.column_stack([costs, acc]), budget, rtol=1e-9, atol=0.0)
 
 
 def aggregate(values: list[Any]) -> dict[str, Any]:
@@ -236,37 +341,37 @@ def bench_dataset(data: Outcomes, cfg: BenchConfig, say: Callable[[str], None] =
     from scipy.stats import wilcoxon
 
     splits = [run_split(data, r, cfg, say) for r in range(cfg.reps)]
-    methods = ["oracle"] + [m for m in cfg.methods if any(m in s["curves"] for s in splits)]
+    methods = ["oracle"] + [m for m in cfg.methods if any(m in s.curves for s in splits)]
     per_method: dict[str, Any] = {}
     raw: dict[str, list[dict[str, Any]]] = {}
     for m in methods:
-        figs = [method_figures(s, m, s["oracle"] if m == "oracle" else s["curves"][m])
-                for s in splits if m == "oracle" or m in s["curves"]]
+        figs = [method_figures(s, m, s.oracle if m == "oracle" else s.curves[m])
+                for s in splits if m == "oracle" or m in s.curves]
         raw[m] = figs
         agg = {k: aggregate([f[k] for f in figs]) for k in figs[0] if not k.startswith("reached")}
         agg["reached_best"] = {"count": int(sum(f["reached_best"] for f in figs)), "of": len(figs)}
         agg["reached_99"] = {"count": int(sum(f["reached_99"] for f in figs)), "of": len(figs)}
         per_method[m] = agg
-    singles = {name: {"cost": aggregate([s["singles"][name][0] for s in splits]),
-                      "accuracy": aggregate([s["singles"][name][1] for s in splits])}
+    singles = {name: {"cost": aggregate([s.singles[name][0] for s in splits]),
+                      "accuracy": aggregate([s.singles[name][1] for s in splits])}
                for name in data.models}
     honest: dict[str, Any] = {}
     for m in ("ours", "ours_unsafe", "optllm", "knn"):
-        half = [s["picks"][f"{m}:half"] for s in splits if f"{m}:half" in s["picks"]]
+        half = [s.picks[f"{m}:half"] for s in splits if f"{m}:half" in s.picks]
         if half:  # the budget that matters where the saving at the best accuracy is ~0 (routerbench)
             honest[f"{m}_at_half_best_cost"] = {
                 "realised_accuracy": aggregate([v["realised_accuracy"] for v in half]),
                 "cost": aggregate([v["cost"] for v in half]), "of": len(half)}
-        vals = [s["picks"][m] for s in splits if m in s["picks"]]
+        vals = [s.picks[m] for s in splits if m in s.picks]
         if vals:
             honest[f"{m}_at_best_cost"] = {
                 "realised_accuracy": aggregate([v["realised_accuracy"] for v in vals]),
                 "cost": aggregate([v["cost"] for v in vals]),
-                "at_least_best_accuracy": int(sum(v["realised_accuracy"] is not None and v["realised_accuracy"] >= s["target"] - 1e-12
+                "at_least_best_accuracy": int(sum(v["realised_accuracy"] is not None and v["realised_accuracy"] >= s.target - 1e-12
                                                   for v, s in zip(vals, splits))),
                 "of": len(vals),
             }
-    tp = [s["picks"]["ours_target"] for s in splits if "ours_target" in s["picks"]]
+    tp = [s.methods["ours"].target_picks for s in splits if "ours" in s.methods]
     if tp:
         for key in tp[0]:
             picked = [t[key] for t in tp if t[key]["picked"]]
@@ -280,10 +385,10 @@ def bench_dataset(data: Outcomes, cfg: BenchConfig, say: Callable[[str], None] =
                 "promise_kept": (len(tp) - missed) / len(tp),
                 "realised_accuracy": aggregate([p["realised_accuracy"] for p in picked]),
                 "cost": aggregate([p["cost"] for p in picked]),
-                "saving": aggregate([1 - p["cost"] / s["best_cost"] for p, s in
+                "saving": aggregate([1 - p["cost"] / s.best_cost for p, s in
                                      zip([t[key] for t in tp], splits) if p["picked"]]),
             }
-    bands = [s["picks"]["ours_band"] for s in splits if "ours_band" in s["picks"]]
+    bands = [s.methods["ours"].band for s in splits if "ours" in s.methods]
     if bands:
         # the bound itself, checked on every plan of the front: the share of splits where the
         # realised accuracy stayed above it all along (what the band promises, at `confidence`),
@@ -308,14 +413,14 @@ def bench_dataset(data: Outcomes, cfg: BenchConfig, say: Callable[[str], None] =
     first = splits[0]
     return {
         "dataset": data.name, "n": data.n, "m": data.m, "models": list(data.models),
-        "best_model": data.models[first["best"]],
-        "labelling_cost": aggregate([s["labelling_cost"] for s in splits]),
-        "n_labelled": first["n_labelled"], "n_assigned": first["n_assigned"],
+        "best_model": data.models[first.best],
+        "labelling_cost": aggregate([s.labelling_cost for s in splits]),
+        "n_labelled": first.n_labelled, "n_assigned": first.n_assigned,
         "methods": per_method, "singles": singles, "honest": honest, "wilcoxon_ours_vs_optllm": tests,
         "per_split": raw,
         "curves_first_split": {name: {"costs": c.costs, "true_acc": c.true_acc}
-                               for name, c in {"oracle": first["oracle"], **first["curves"]}.items()},
-        "singles_first_split": first["singles"],
+                               for name, c in {"oracle": first.oracle, **first.curves}.items()},
+        "singles_first_split": first.singles,
     }
 
 

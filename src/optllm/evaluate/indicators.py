@@ -13,20 +13,25 @@ model's total cost, accuracy as is (suffix ``_norm``).
 - HV: pymoo's hypervolume with reference point (1.1 · cost_scale USD, accuracy 0) unless
   given; normalised units (1.1, 0). Larger is better.
 - Δ: the paper's spread (the authors' ``calculate_delta_metric``).
-- Savings and gains relative to the best single model, IMPROV, cost saving to match
-  another method, RouterBench's AIQ and the share of the oracle's headroom captured.
+- Savings and gains relative to the best single model (`single_models`), the paper's
+  hindsight saving (`hindsight_saving`), IMPROV, cost saving to match another method,
+  RouterBench's AIQ (on the `upper_hull`) and the share of the oracle's headroom captured.
 Undefined figures (no point reaches the target, empty sets) are None, never 0.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from optllm.optimize.types import FrontLike
+
 __all__ = [
     "as_points", "true_points", "igd", "igd_plus", "hypervolume", "delta_spread", "quality",
-    "single_models", "saving_at_accuracy", "accuracy_at_cost", "accuracy_gain_at_cost",
-    "vs_best_single", "improv", "cost_saving_to_match", "aiq", "headroom_captured", "HV_REF_COST_FACTOR",
+    "SingleModels", "single_models", "HindsightSaving", "hindsight_saving", "saving_at_accuracy",
+    "accuracy_at_cost", "accuracy_gain_at_cost", "vs_best_single", "improv", "cost_saving_to_match",
+    "upper_hull", "aiq", "headroom_captured", "HV_REF_COST_FACTOR",
 ]
 
 HV_REF_COST_FACTOR = 1.1
@@ -42,7 +47,7 @@ def as_points(points: Any) -> np.ndarray:
     return P
 
 
-def true_points(front: Any, correct: np.ndarray) -> np.ndarray:
+def true_points(front: FrontLike, correct: np.ndarray) -> np.ndarray:
     """(cost, TRUE accuracy) of every point of a `FrontLike`, from the labels `correct` [n, m]."""
     return np.column_stack([np.asarray(front.costs, dtype=float), front.values(np.asarray(correct, dtype=float))])
 
@@ -143,30 +148,85 @@ def quality(points: Any, reference: Any, *, cost_scale: float,
 
 
 # ---------------------------------------------------------------------- savings and gains
-def single_models(correct: np.ndarray, cost: np.ndarray) -> dict[str, Any]:
+@dataclass(frozen=True, eq=False)
+class SingleModels:
+    """Every LLM alone on the same queries: one (total cost, accuracy) point per model."""
+
+    accuracy: np.ndarray  # (m,) mean correctness per model
+    total_cost: np.ndarray  # (m,) cost of sending every query to the model
+    best: int  # the most accurate model (ties: the cheaper)
+    best_accuracy: float
+    best_cost: float
+    cost_scale: float  # the most expensive model's total cost (the normalisation scale)
+    models: tuple[str, ...] | None = None
+
+    def points(self) -> np.ndarray:
+        """[m, 2] array of (total cost, accuracy), in model order."""
+        return np.column_stack([self.total_cost, self.accuracy])
+
+    @property
+    def best_name(self) -> str | None:
+        """The best model's name (None without names)."""
+        return None if self.models is None else self.models[self.best]
+
+
+def single_models(correct: np.ndarray, cost: np.ndarray, models: tuple[str, ...] | None = None) -> SingleModels:
     """Per model accuracy and total cost; the best model (most accurate, ties: cheaper);
     the most expensive model's total cost (the normalisation scale)."""
     acc = np.asarray(correct, dtype=float).mean(axis=0)
     tot = np.asarray(cost, dtype=float).sum(axis=0)
     best = int(np.lexsort((tot, -acc))[0])
-    return {"accuracy": acc, "total_cost": tot, "best": best, "best_accuracy": float(acc[best]),
-            "best_cost": float(tot[best]), "cost_scale": float(tot.max())}
+    return SingleModels(acc, tot, best, float(acc[best]), float(tot[best]), float(tot.max()),
+                        None if models is None else tuple(models))
+
+
+@dataclass(frozen=True)
+class HindsightSaving:
+    """The paper's figure: the cheapest point whose TRUE accuracy reaches a target (the best
+    single model's), chosen after the fact, which a user cannot do.
+
+    `saving` = 1 − cost / the best model's cost (None when that cost is 0 or nothing reaches
+    the target); `true_accuracy`: the chosen point's, or the best reached when none does.
+    """
+
+    reached: bool
+    cost: float | None
+    saving: float | None
+    true_accuracy: float
+    point: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON shape of `summary.json`'s ``hindsight``."""
+        if not self.reached:
+            return {"reached": False, "cost": None, "saving": None, "true_accuracy": self.true_accuracy}
+        return {"reached": True, "cost": self.cost, "true_accuracy": self.true_accuracy, "saving": self.saving,
+                "point": self.point}
+
+
+def hindsight_saving(costs: Any, true_acc: Any, best_acc: float, best_cost: float) -> HindsightSaving:
+    """The cheapest point (cost `costs[k]`, TRUE accuracy `true_acc[k]`) whose accuracy
+    reaches `best_acc` (within 1e-12), and its saving against `best_cost`."""
+    costs, true_acc = np.asarray(costs, dtype=float), np.asarray(true_acc, dtype=float)
+    ok = true_acc >= best_acc - _TOL
+    if not ok.any():
+        return HindsightSaving(False, None, None, float(true_acc.max()) if true_acc.size else float("nan"))
+    k = int(np.flatnonzero(ok)[np.argmin(costs[ok])])
+    return HindsightSaving(True, float(costs[k]), float(1 - costs[k] / best_cost) if best_cost > 0 else None,
+                           float(true_acc[k]), k)
 
 
 def saving_at_accuracy(points: Any, target: float, ref_cost: float) -> float | None:
     """1 − cost / ref_cost of the cheapest point whose accuracy reaches `target`
     (the paper's hindsight figure when accuracies are true ones); None when none reaches it."""
     P = as_points(points)
-    ok = np.flatnonzero(P[:, 1] >= target - _TOL)
-    if not ok.size or ref_cost <= 0:
-        return None
-    return float(1.0 - P[ok, 0].min() / ref_cost)
+    return hindsight_saving(P[:, 0], P[:, 1], target, ref_cost).saving
 
 
-def accuracy_at_cost(points: Any, budget: float) -> float | None:
-    """The best accuracy among points costing at most `budget`; None when none does."""
+def accuracy_at_cost(points: Any, budget: float, *, rtol: float = _TOL, atol: float = _TOL) -> float | None:
+    """The best accuracy among points costing at most `budget` (· (1 + rtol) + atol);
+    None when none does."""
     P = as_points(points)
-    ok = P[:, 0] <= budget * (1 + _TOL) + _TOL
+    ok = P[:, 0] <= budget * (1 + rtol) + atol
     return float(P[ok, 1].max()) if ok.any() else None
 
 
@@ -184,12 +244,12 @@ def vs_best_single(points: Any, correct: np.ndarray, cost: np.ndarray,
     best model's cost; headroom_captured: against `reference` (the true front) if given.
     """
     s = single_models(correct, cost)
-    out = {"best_model": s["best"], "best_accuracy": s["best_accuracy"], "best_cost": s["best_cost"],
-           "saving": saving_at_accuracy(points, s["best_accuracy"], s["best_cost"]),
-           "saving_99": saving_at_accuracy(points, 0.99 * s["best_accuracy"], s["best_cost"]),
-           "accuracy_gain": accuracy_gain_at_cost(points, s["best_cost"], s["best_accuracy"])}
+    out = {"best_model": s.best, "best_accuracy": s.best_accuracy, "best_cost": s.best_cost,
+           "saving": saving_at_accuracy(points, s.best_accuracy, s.best_cost),
+           "saving_99": saving_at_accuracy(points, 0.99 * s.best_accuracy, s.best_cost),
+           "accuracy_gain": accuracy_gain_at_cost(points, s.best_cost, s.best_accuracy)}
     if reference is not None:
-        out["headroom_captured"] = headroom_captured(points, reference, s["best_cost"], s["best_accuracy"])
+        out["headroom_captured"] = headroom_captured(points, reference, s.best_cost, s.best_accuracy)
     return out
 
 
@@ -218,18 +278,27 @@ def cost_saving_to_match(points: Any, other: Any) -> float | None:
     return float(1.0 - A[ok, 0].min() / cost_b)
 
 
-def _upper_hull(P: np.ndarray) -> np.ndarray:
-    """Upper concave envelope of non-dominated points sorted by cost (monotone chain)."""
-    hull: list[np.ndarray] = []
-    for pt in P:
+def upper_hull(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Indices of the upper-left convex hull of points (x cost, y accuracy), by rising cost
+    (monotone chain).
+
+    Only points that are not dominated (cheaper or as cheap and more accurate) and lie on the
+    concave envelope are kept: exactly the mixtures a random router can reach.
+    """
+    order = np.lexsort((-y, x))
+    hull: list[int] = []
+    for i in order:
+        if hull and y[i] <= y[hull[-1]]:
+            continue
         while len(hull) >= 2:
-            (x1, y1), (x2, y2) = hull[-2], hull[-1]
-            if (x2 - x1) * (pt[1] - y1) - (y2 - y1) * (pt[0] - x1) >= 0:  # hull[-1] not above the chord
+            a, b = hull[-2], hull[-1]
+            # drop b if it lies on or below the segment a→i
+            if (y[b] - y[a]) * (x[i] - x[a]) <= (y[i] - y[a]) * (x[b] - x[a]):
                 hull.pop()
             else:
                 break
-        hull.append(pt)
-    return np.array(hull)
+        hull.append(int(i))
+    return np.array(hull, dtype=int)
 
 
 def aiq(costs: Any, accuracies: Any | None = None, cost_range: tuple[float, float] | None = None, *,
@@ -264,7 +333,7 @@ def aiq(costs: Any, accuracies: Any | None = None, cost_range: tuple[float, floa
     S = np.array(keep)
     total = 0.0
     if hull:
-        H = _upper_hull(S)
+        H = S[upper_hull(S[:, 0], S[:, 1])]
         x = np.concatenate([H[:, 0], [max(hi, H[-1, 0])]])
         y = np.concatenate([H[:, 1], [H[-1, 1]]])
         a0 = max(lo, x[0])

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from optllm.io import write_with
+from optllm.optimize.types import thin_indices
 
 __all__ = ["plot_front", "bar_chart"]
 
@@ -48,7 +49,7 @@ def plot_front(
     for name, (c, a) in (series or {}).items():
         c, a = np.asarray(c, dtype=float), np.asarray(a, dtype=float)
         if c.size > max_points:  # even thinning by index, ends kept
-            idx = np.unique(np.linspace(0, c.size - 1, max_points).round().astype(int))
+            idx = thin_indices(c.size, max_points)
             c, a = c[idx], a[idx]
         style = dict(marker="o", markersize=3) if c.size <= 60 else {}
         ax.plot(c, a, label=name, linewidth=1.6, **style)

@@ -34,19 +34,16 @@ from optllm.errors import OptLLMError
 from optllm.optimize.paper import _inputs, extremes
 from optllm.optimize.solutions import SolutionSet, objectives
 
-__all__ = ["MOEAS", "run_moea", "nsga2", "rnsga2", "smsemoa", "moead", "moead_gen", "mopso", "pygmo_available"]
+__all__ = ["run_moea", "nsga2", "rnsga2", "smsemoa", "moead", "moead_gen", "mopso", "pygmo_available"]
 
-MOEAS = ("nsga2", "rnsga2", "smsemoa", "moead", "moeadgen", "mopso")
 POP_SIZE = 100
 
 
 def pygmo_available() -> bool:
     """Whether pygmo (for MOEA/D, MOEA/D-GEN, MOPSO) can be imported."""
-    try:
-        import pygmo  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    from optllm.optimize.registry import importable
+
+    return importable("pygmo")
 
 
 def _round(x: np.ndarray, m: int) -> np.ndarray:
@@ -213,19 +210,21 @@ def mopso(p: np.ndarray, cost: np.ndarray, *, generations: int = 100, seed: int 
                       p, cost, generations, seed, pop_size, models)
 
 
-_RUNNERS: dict[str, Callable[..., SolutionSet]] = {
-    "nsga2": nsga2, "rnsga2": rnsga2, "smsemoa": smsemoa,
-    "moead": moead, "moeadgen": moead_gen, "mopso": mopso,
-}
+_ALIASES = {"nsgaii": "nsga2", "rnsgaii": "rnsga2", "nspso": "mopso"}
 
 
 def run_moea(name: str, p: np.ndarray, cost: np.ndarray, *, generations: int = 100, seed: int = 0,
              pop_size: int = POP_SIZE, models: Sequence[str] | None = None) -> SolutionSet:
-    """Run one baseline by name: nsga2, rnsga2, smsemoa, moead, moeadgen, mopso."""
+    """Run one baseline by name: nsga2, rnsga2, smsemoa, moead, moeadgen, mopso (the MOEAs
+    of `optllm.optimize.registry.OPTIMIZERS`; NSGA-II, MOEA/D-GEN, nspso and the like also work)."""
+    from optllm.optimize.registry import MOEAS, OPTIMIZERS
+
     key = name.lower().replace("-", "").replace("_", "").replace("/", "")
-    key = {"nsgaii": "nsga2", "rnsgaii": "rnsga2", "moeadgen": "moeadgen", "nspso": "mopso"}.get(key, key)
-    if key not in _RUNNERS:
+    key = _ALIASES.get(key, key)
+    if key not in MOEAS:
         raise OptLLMError(f"unknown evolutionary method {name!r}; known: {', '.join(MOEAS)}")
     if int(generations) < 1:
         raise OptLLMError(f"generations must be >= 1, got {generations}")
-    return _RUNNERS[key](p, cost, generations=generations, seed=seed, pop_size=pop_size, models=models)
+    run = OPTIMIZERS[key].run
+    assert run is not None  # every MOEA entry has its algorithm
+    return run(p, cost, generations=generations, seed=seed, pop_size=pop_size, models=models)

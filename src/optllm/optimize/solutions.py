@@ -12,7 +12,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from optllm.errors import OptLLMError
-from optllm.optimize.types import Assignment
+from optllm.optimize.types import Assignment, thin_indices
 
 
 def objectives(assignments: np.ndarray, p: np.ndarray, cost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -146,9 +146,7 @@ class SolutionSet:
         """[K', 2] array of (cost, accuracy), thinned evenly to at most `max_points` rows
         (first and last always kept)."""
         k = len(self)
-        idx = np.arange(k)
-        if max_points is not None and k > max_points:
-            idx = np.unique(np.linspace(0, k - 1, max(int(max_points), 2)).round().astype(int))
+        idx = np.arange(k) if max_points is None else thin_indices(k, max(int(max_points), 2))
         return np.column_stack([self.costs[idx], self.accuracies[idx]])
 
     # ------------------------------------------------------------------ evaluation

@@ -1,5 +1,6 @@
-"""Result types shared by every optimiser: one chosen `Assignment`, and the `FrontLike`
-protocol that the exact `Front` and explicit solution sets both satisfy."""
+"""Result types shared by every optimiser: one chosen `Assignment`, the `FrontLike`
+protocol that the exact `Front` and explicit solution sets both satisfy, and `thin_indices`
+(the one rule for thinning a front to a few points)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -62,3 +63,11 @@ class FrontLike(Protocol):
     def at_accuracy(self, target: float) -> Assignment: ...
 
     def values(self, values: np.ndarray) -> np.ndarray: ...
+
+
+def thin_indices(k: int, max_points: int) -> np.ndarray:
+    """Indices of at most `max_points` of `k` points spread evenly by index along a front,
+    both ends kept: all of them (``arange(k)``) when `k` <= `max_points`."""
+    if k <= max_points:
+        return np.arange(k)
+    return np.unique(np.linspace(0, k - 1, max_points).round().astype(int))

@@ -5,7 +5,8 @@ features, fitted on the training texts only. Predictors are sklearn-like:
 `fit(texts_or_features, Y, X_val=None, Y_val=None, models=None)` with Y (n, m) in [0, 1]
 (NaN = not observed) and `predict(texts_or_features) -> Prediction(mean, std, models)`.
 `make_predictor(name)` builds one by name (`PREDICTORS`); `save_predictor`/`load_predictor`
-persist a fitted one, featuriser included.
+persist a fitted one, featuriser included. (Comparing predictors end to end, through the
+optimiser, is `optllm.evaluate.predictors.evaluate_predictors`.)
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from optllm.predict.base import Prediction, Predictor
 from optllm.predict.features import (
     FEATURIZERS, EmbeddingFeaturizer, LexicalFeaturizer, TfidfFeaturizer, UnionFeaturizer, make_featurizer,
 )
-from optllm.predict.evaluation import evaluate_predictors, fit_predict
+from optllm.predict.fitting import fit_predict, inputs_of
 from optllm.predict.forest import BootstrapForest, FastForest
 from optllm.predict.irt import SharedIRT
 from optllm.predict.metrics import auc, brier, ece, log_loss, mean_auc, scores
@@ -59,5 +60,5 @@ __all__ = [
     "Prediction", "Predictor", "BaseRate", "KNN", "Logistic", "SharedIRT", "FastForest", "BootstrapForest",
     "Selector", "TfidfFeaturizer", "LexicalFeaturizer", "EmbeddingFeaturizer", "UnionFeaturizer",
     "make_featurizer", "make_predictor", "save_predictor", "load_predictor", "PREDICTORS", "FEATURIZERS",
-    "DEFAULT_PREDICTOR", "evaluate_predictors", "fit_predict", "brier", "log_loss", "auc", "mean_auc", "ece", "scores",
+    "DEFAULT_PREDICTOR", "fit_predict", "inputs_of", "brier", "log_loss", "auc", "mean_auc", "ece", "scores",
 ]

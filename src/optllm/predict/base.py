@@ -1,5 +1,8 @@
 """`Prediction` and the shared machinery of every predictor: input checks, featurisers,
-NaN-aware labels, Beta priors and the Gaussian helpers used for uncertainty."""
+NaN-aware labels, Beta priors and the Gaussian helpers used for uncertainty.
+
+Imports go one way: this module uses `optllm.predict.features` (featurisers and
+`row_normalise`), never the reverse."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -9,6 +12,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from optllm.errors import OptLLMError
+from optllm.predict.features import fit_transform, make_featurizer
 
 
 @dataclass(frozen=True, eq=False)
@@ -172,16 +176,6 @@ def as_matrix(X: Any) -> np.ndarray | sp.csr_matrix:
     return arr
 
 
-def row_normalise(F: np.ndarray | sp.csr_matrix) -> np.ndarray | sp.csr_matrix:
-    """Rows scaled to unit L2 norm (zero rows stay zero), so dot products are cosines."""
-    if sp.issparse(F):
-        norms = np.sqrt(np.asarray(F.multiply(F).sum(axis=1)).ravel())
-        inv = np.where(norms > 0, 1.0 / np.maximum(norms, 1e-300), 0.0)
-        return sp.diags(inv) @ F
-    norms = np.linalg.norm(F, axis=1, keepdims=True)
-    return np.where(norms > 0, F / np.maximum(norms, 1e-300), 0.0)
-
-
 def dense_dot(A: Any, B: Any) -> np.ndarray:
     """A @ B.T as a dense array (sparse or dense inputs)."""
     out = A @ B.T
@@ -227,8 +221,6 @@ class Predictor:
             return None
         if is_texts(X):
             if fit:
-                from optllm.predict.features import fit_transform, make_featurizer
-
                 self.featurizer_ = make_featurizer(self.featurizer)
                 return fit_transform(self.featurizer_, list(X))
             elif getattr(self, "featurizer_", None) is None:

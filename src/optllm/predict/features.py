@@ -276,13 +276,21 @@ class UnionFeaturizer:
         return self._combine([fit_transform(p, texts) for p in self.parts])
 
     def _combine(self, parts: list[Any]) -> sp.csr_matrix:
-        from optllm.predict.base import row_normalise
-
         tot = float(sum(self.weights))
         blocks = []
         for B, w in zip(parts, self.weights):
             blocks.append(sp.csr_matrix(row_normalise(B)) * np.sqrt(w / tot))
         return sp.hstack(blocks, format="csr")
+
+
+def row_normalise(F: np.ndarray | sp.csr_matrix) -> np.ndarray | sp.csr_matrix:
+    """Rows scaled to unit L2 norm (zero rows stay zero), so dot products are cosines."""
+    if sp.issparse(F):
+        norms = np.sqrt(np.asarray(F.multiply(F).sum(axis=1)).ravel())
+        inv = np.where(norms > 0, 1.0 / np.maximum(norms, 1e-300), 0.0)
+        return sp.diags(inv) @ F
+    norms = np.linalg.norm(F, axis=1, keepdims=True)
+    return np.where(norms > 0, F / np.maximum(norms, 1e-300), 0.0)
 
 
 def fit_transform(featurizer: Any, texts: Sequence[str]) -> Any:

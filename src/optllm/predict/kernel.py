@@ -11,7 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from optllm.predict.base import dense_dot, row_normalise
+from optllm.predict.base import dense_dot
+from optllm.predict.features import row_normalise
 
 
 class KernelMap:

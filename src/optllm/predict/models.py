@@ -9,8 +9,9 @@ import numpy as np
 from scipy.optimize import minimize
 
 from optllm.predict.base import (
-    Predictor, bernoulli_nll_grad, beta_posterior, dense_dot, logit, moderated, row_normalise, sigmoid, weighted_grams,
+    Predictor, bernoulli_nll_grad, beta_posterior, dense_dot, logit, moderated, sigmoid, weighted_grams,
 )
+from optllm.predict.features import row_normalise
 from optllm.predict.kernel import kernel_features, residual_var, warm_start_of
 
 

@@ -20,32 +20,14 @@ import numpy as np
 
 from optllm.data import Outcomes, split
 from optllm.errors import OptLLMError
+from optllm.evaluate.indicators import hindsight_saving
 from optllm.predict.base import Prediction
+from optllm.predict.fitting import inputs_of
 from optllm.predict.metrics import scores
 
+__all__ = ["ALL", "METRICS", "end_to_end", "evaluate_predictors", "summarise"]
+
 ALL = ("base", "knn", "logistic", "irt", "forest", "bootstrap_forest", "selector")
-
-
-def inputs_of(data: Outcomes) -> Any:
-    """The predictor input for a part of the data: its texts, or one constant feature when the
-    data has no texts (every predictor then reduces to the base rate)."""
-    if data.texts is not None:
-        return [str(t) for t in data.texts]
-    return np.zeros((data.n, 1))
-
-
-def fit_predict(name: str, train: Outcomes, val: Outcomes | None, test: Outcomes, seed: int = 0,
-                **params: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Fit predictor `name` on `train` (with `val` as its validation sample) and predict
-    `test` → (mean, std), each (n_test, m)."""
-    from optllm.predict import make_predictor
-
-    p = make_predictor(name, seed=seed, **params)
-    has_val = val is not None and val.n > 0
-    p.fit(inputs_of(train), train.correct, inputs_of(val) if has_val else None,
-          val.correct if has_val else None, models=train.models)
-    pred = p.predict(inputs_of(test))
-    return pred.mean, pred.std
 
 
 # --------------------------------------------------------------------- end to end
@@ -58,15 +40,12 @@ def end_to_end(p: np.ndarray, test: Outcomes) -> dict[str, Any]:
     acc_best = float(test.model_accuracy()[best])
     cost_best = float(test.model_total_cost()[best])
     front = pareto_front(p, test.cost, models=test.models)
-    acc = front.values(test.correct)
     costs = np.asarray(front.costs)
-    ok = acc >= acc_best - 1e-12
+    h = hindsight_saving(costs, front.values(test.correct), acc_best, cost_best)
     out: dict[str, Any] = {"best_model": test.models[best], "best_accuracy": acc_best, "best_cost": cost_best,
                            "front_points": len(front)}
-    if ok.any():
-        k = int(np.flatnonzero(ok)[np.argmin(costs[ok])])
-        out.update(reached=True, cost_at_best_acc=float(costs[k]),
-                   saving=float(1 - costs[k] / cost_best) if cost_best > 0 else float("nan"))
+    if h.reached:
+        out.update(reached=True, cost_at_best_acc=h.cost, saving=float("nan") if h.saving is None else h.saving)
     else:
         out.update(reached=False, cost_at_best_acc=float("nan"), saving=float("nan"))
     plan = front.at_budget(min(cost_best, float(costs[-1])))

