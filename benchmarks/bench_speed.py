@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import argparse
 
-from optllm.cli.front_cmds import DEFAULT_SIZES, bench_speed, print_speed_table
+from optllm.cli.front_cmds import print_speed_table
 from optllm.io import write_json
+from optllm.optimize.speed import DEFAULT_SIZES, bench_speed
 
 
 def main() -> None:

@@ -102,6 +102,7 @@ def test_rectifier_rule_matches_argmax() -> None:
         assert rect.mean[t] == pytest.approx(float((y - q)[np.arange(30), a].mean()))
 
 
+@pytest.mark.slow
 def test_held_out_correction_removes_bias_and_covers() -> None:
     """The cheap model is overstated by 0.08; the corrected estimate is not, and the lower
     bound at 90% holds for about 90% of random labelled samples (plans along the front)."""

@@ -21,6 +21,7 @@ def results():
     return run_bench(["synthetic:1500x4"], cfg)
 
 
+@pytest.mark.slow
 def test_every_method_has_figures(results) -> None:
     d = results["datasets"]["synthetic:1500x4"]
     assert set(d["methods"]) == {"oracle", "zero", "optllm", "threshold", "knn", "ours", "moea:nsga2"}
@@ -58,6 +59,7 @@ def test_aggregate_keeps_undefined_apart() -> None:
     assert aggregate([None, None])["mean"] is None
 
 
+@pytest.mark.slow
 def test_cli_bench_quick_json(tmp_path) -> None:
     r = runner.invoke(app, ["bench", "synthetic:800x3", "--quick", "--methods", "zero,ours,threshold",
                             "--out", str(tmp_path), "--json"])
@@ -69,6 +71,7 @@ def test_cli_bench_quick_json(tmp_path) -> None:
     assert bad.exit_code == 2
 
 
+@pytest.mark.slow
 def test_quick_bench_on_overruling(require_data, tmp_path) -> None:
     """The CI variant of `make bench`: OptLLM as published vs ours on the real data."""
     require_data("overruling/overruling.csv")

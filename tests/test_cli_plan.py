@@ -256,6 +256,7 @@ def test_dispatch_refuses_before_sending(planned: Path, tmp_path: Path) -> None:
     assert not (tmp_path / "a.jsonl").exists()
 
 
+@pytest.mark.slow
 def test_dispatch_process_killed_then_resumed(planned: Path, tmp_path: Path) -> None:
     out = tmp_path / "answers.jsonl"
     plan = pd.read_csv(planned / "plan.csv", dtype={"id": str})

@@ -19,6 +19,7 @@ def inst() -> tuple[np.ndarray, np.ndarray]:
     return d.correct, d.cost
 
 
+@pytest.mark.slow
 def test_at_budget_within_gap_of_milp_at_20_budgets(inst) -> None:
     p, cost = inst
     n = p.shape[0]

@@ -89,6 +89,7 @@ def test_cli_run_unreachable_target_exits_1_and_writes_no_plan(tmp_path) -> None
     assert not (tmp_path / "o" / "plan.csv").exists() and (tmp_path / "o" / "summary.json").exists()
 
 
+@pytest.mark.slow
 def test_cli_demo_runs_budget_and_target(tmp_path) -> None:
     """`make demo`: both plans are written and the saving line is printed for each."""
     r = runner.invoke(app, ["demo", "--out", str(tmp_path / "d")])
@@ -228,3 +229,29 @@ def test_safe_budget_rule_does_no_harm_and_still_gains(misled: bool) -> None:
         assert taken == 0
     else:
         assert taken >= 6 and np.mean(gains) > 0.03
+
+
+def test_safe_rule_compares_with_every_llm_the_budget_buys_even_beyond_the_front() -> None:
+    """A model the predictor wrongly ranks below a cheaper one is never on the front, so the
+    front ends below the budget; the reference must still be that model when the budget buys
+    it and the held-out labels say it is best (the budget, not the front's top, decides what
+    is affordable)."""
+    from optllm.evaluate.uncertainty import bounds_along
+    from optllm.optimize import pareto_front
+    from optllm.selection import Goal, select
+
+    rng = np.random.default_rng(5)
+    n, n_lab = 2000, 300
+    pred_rate = np.array([0.55, 0.65, 0.85, 0.80])  # model d predicted below c ...
+    true_rate = np.array([0.55, 0.65, 0.85, 0.97])  # ... but it is the best in truth
+    price = np.array([1.0, 2.0, 10.0, 20.0])
+    p, cost = np.tile(pred_rate, (n, 1)), np.tile(price, (n, 1))
+    held = HeldOut(np.tile(pred_rate, (n_lab, 1)), (rng.random((n_lab, 4)) < true_rate).astype(float),
+                   np.tile(price, (n_lab, 1)))
+    front = pareto_front(p, cost)
+    budget = float(cost[:, 3].sum())
+    assert front.costs[-1] < budget - 1  # the front ends at model c alone
+    b = bounds_along(front, p, cost, held, 0.9)
+    sel = select(front, b, Goal(budget=budget), p=p, cost=cost, held=held, models=("a", "b", "c", "d"), seed=0)
+    assert sel.reference.description.endswith(": d")
+    assert (sel.plan.models == 3).all() and sel.plan.cost <= budget + 1e-9

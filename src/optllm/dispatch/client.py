@@ -381,51 +381,19 @@ class Dispatcher:
                     rep.retries += 1
                 t0 = time.monotonic()
                 try:
-                    resp = await self._send(spec, it.prompt)
-                    parsed = self._parse(resp)
+                    parsed = self._parse(await self._send(spec, it.prompt))
                 except asyncio.CancelledError:
                     raise
-                except Exception as exc:  # noqa: BLE001 - classified below
-                    err = classify(exc)
-                    charged = amount if err.maybe_charged else 0.0
-                    rep.spent_uncertain += charged
-                    rep.errors[err.kind] = rep.errors.get(err.kind, 0) + 1
-                    await self.ledger.append({"event": "error", "call": call, "id": it.id, "model": spec.name,
-                                              "kind": err.kind, "retryable": err.retryable, "charged": charged,
-                                              "message": err.message, "time": _now()})
-                    await self.guard.settle(amount, charged)
+                except Exception as exc:  # noqa: BLE001 - classified in _record_error
+                    err, last = await self._record_error(it, spec, call, amount, attempt, exc)
                     settled = True
-                    last = f"{err.kind} after {attempt} attempt(s): {err.message}"
-                    if err.disables_model:
-                        self._disabled[spec.name] = f"HTTP {err.kind}"
                     if not err.retryable:
                         return last
-                    if err.kind == "429" and err.retry_after:
-                        self.limiters[spec.name].pause(min(err.retry_after, self.backoff_cap))
                     if attempt < self.max_attempts:
                         await asyncio.sleep(backoff_delay(attempt, self.backoff_base, self.backoff_cap, self.rng,
                                                           err.retry_after))
                     continue
-                answer, usage_p, usage_c, finish = parsed
-                if usage_p is None or usage_c is None:
-                    cost, usage_note = amount, "usage missing: charged the reservation"
-                    rep.spent_uncertain += amount
-                else:
-                    cost, usage_note = float(spec.call_cost(usage_p, usage_c)), None
-                    if usage_p > pt * self._scale[spec.name] * (1 + spec.margin) and pt > 0:
-                        # the server counts more prompt tokens than reserved: grow later reservations
-                        self._scale[spec.name] = max(self._scale[spec.name], usage_p / pt * 1.05)
-                rec = {"id": it.id, "model": spec.name, "answer": answer, "prompt_tokens": usage_p,
-                       "completion_tokens": usage_c, "cost": cost, "finish_reason": finish,
-                       "latency_s": round(time.monotonic() - t0, 4), "attempt": attempt,
-                       "planned_model": it.model, "fallback": fallback_from is not None, "call": call,
-                       "time": _now()}
-                if usage_note:
-                    rec["note"] = usage_note
-                await self.answers.append(rec)
-                await self.ledger.append({"event": "answer", "call": call, "id": it.id, "model": spec.name,
-                                          "cost": cost, "time": rec["time"]})
-                await self.guard.settle(amount, cost)
+                rec = await self._record_answer(it, spec, call, amount, attempt, parsed, pt, t0, fallback_from)
                 settled = True
                 rep.answered += 1
                 self.bar.update(rep.answered, len(rep.failed), self.guard.spent)
@@ -440,8 +408,56 @@ class Dispatcher:
                     self.guard.in_flight -= 1
                     if logged:
                         self.guard.spent += amount
-                        rep.spent_uncertain += amount
+                        self.report.spent_uncertain += amount
         return last or "failed"
+
+    async def _record_error(self, it: PlanItem, spec: ModelSpec, call: str, amount: float, attempt: int,
+                            exc: Exception) -> tuple[Any, str]:
+        """Classify a failed call, journal it, settle its reservation (kept as spent when the
+        call may have been charged), disable the model or pause its limiter where the error
+        says so; → (the classified error, the failure message)."""
+        rep = self.report
+        err = classify(exc)
+        charged = amount if err.maybe_charged else 0.0
+        rep.spent_uncertain += charged
+        rep.errors[err.kind] = rep.errors.get(err.kind, 0) + 1
+        await self.ledger.append({"event": "error", "call": call, "id": it.id, "model": spec.name,
+                                  "kind": err.kind, "retryable": err.retryable, "charged": charged,
+                                  "message": err.message, "time": _now()})
+        await self.guard.settle(amount, charged)
+        if err.disables_model:
+            self._disabled[spec.name] = f"HTTP {err.kind}"
+        if err.retryable and err.kind == "429" and err.retry_after:
+            self.limiters[spec.name].pause(min(err.retry_after, self.backoff_cap))
+        return err, f"{err.kind} after {attempt} attempt(s): {err.message}"
+
+    async def _record_answer(self, it: PlanItem, spec: ModelSpec, call: str, amount: float, attempt: int,
+                             parsed: tuple[Any, Any, Any, Any], pt: float, t0: float,
+                             fallback_from: str | None) -> dict[str, Any]:
+        """Price an answered call from its billed usage (the reservation when usage is
+        missing), grow later reservations when the server counts more prompt tokens than
+        reserved, append the answer and journal it, and settle the reservation → the record."""
+        answer, usage_p, usage_c, finish = parsed
+        if usage_p is None or usage_c is None:
+            cost, usage_note = amount, "usage missing: charged the reservation"
+            self.report.spent_uncertain += amount
+        else:
+            cost, usage_note = float(spec.call_cost(usage_p, usage_c)), None
+            if usage_p > pt * self._scale[spec.name] * (1 + spec.margin) and pt > 0:
+                # the server counts more prompt tokens than reserved: grow later reservations
+                self._scale[spec.name] = max(self._scale[spec.name], usage_p / pt * 1.05)
+        rec = {"id": it.id, "model": spec.name, "answer": answer, "prompt_tokens": usage_p,
+               "completion_tokens": usage_c, "cost": cost, "finish_reason": finish,
+               "latency_s": round(time.monotonic() - t0, 4), "attempt": attempt,
+               "planned_model": it.model, "fallback": fallback_from is not None, "call": call,
+               "time": _now()}
+        if usage_note:
+            rec["note"] = usage_note
+        await self.answers.append(rec)
+        await self.ledger.append({"event": "answer", "call": call, "id": it.id, "model": spec.name,
+                                  "cost": cost, "time": rec["time"]})
+        await self.guard.settle(amount, cost)
+        return rec
 
     async def _send(self, spec: ModelSpec, prompt: str) -> Any:
         kwargs: dict[str, Any] = dict(spec.params)

@@ -18,7 +18,7 @@ import numpy as np
 
 from optllm.data import Outcomes, split
 from optllm.evaluate.baselines import Curve, pick_pair, threshold_router, zero_router
-from optllm.evaluate.indicators import accuracy_at_cost, hindsight_saving
+from optllm.evaluate.indicators import accuracy_at_cost, hindsight_saving, single_models
 from optllm.evaluate.uncertainty import AccuracyBounds, bounds_along, values_along, values_of
 from optllm.optimize.registry import MOEAS, build_front
 from optllm.optimize.types import Assignment, FrontLike, thin_indices
@@ -76,8 +76,7 @@ class SplitInputs:
 
     @property
     def best(self) -> int:
-        acc, tot = self.test.correct.mean(axis=0), self.test.cost.sum(axis=0)
-        return int(np.lexsort((tot, -acc))[0])
+        return single_models(self.test.correct, self.test.cost).best
 
     @property
     def target(self) -> float:
@@ -336,25 +335,9 @@ def aggregate(values: list[Any]) -> dict[str, Any]:
             "defined": int(v.size), "of": len(values)}
 
 
-def bench_dataset(data: Outcomes, cfg: BenchConfig, say: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
-    """All splits of one dataset → per-method aggregated figures (and the raw per-split ones)."""
-    from scipy.stats import wilcoxon
-
-    splits = [run_split(data, r, cfg, say) for r in range(cfg.reps)]
-    methods = ["oracle"] + [m for m in cfg.methods if any(m in s.curves for s in splits)]
-    per_method: dict[str, Any] = {}
-    raw: dict[str, list[dict[str, Any]]] = {}
-    for m in methods:
-        figs = [method_figures(s, m, s.oracle if m == "oracle" else s.curves[m])
-                for s in splits if m == "oracle" or m in s.curves]
-        raw[m] = figs
-        agg = {k: aggregate([f[k] for f in figs]) for k in figs[0] if not k.startswith("reached")}
-        agg["reached_best"] = {"count": int(sum(f["reached_best"] for f in figs)), "of": len(figs)}
-        agg["reached_99"] = {"count": int(sum(f["reached_99"] for f in figs)), "of": len(figs)}
-        per_method[m] = agg
-    singles = {name: {"cost": aggregate([s.singles[name][0] for s in splits]),
-                      "accuracy": aggregate([s.singles[name][1] for s in splits])}
-               for name in data.models}
+def _honest(splits: list[SplitResult], cfg: BenchConfig) -> dict[str, Any]:
+    """What a user could have had: the plans picked from predictions alone (budget picks at
+    the best LLM's cost and half of it, target picks, and how the bounds held)."""
     honest: dict[str, Any] = {}
     for m in ("ours", "ours_unsafe", "optllm", "knn"):
         half = [s.picks[f"{m}:half"] for s in splits if f"{m}:half" in s.picks]
@@ -399,6 +382,13 @@ def bench_dataset(data: Outcomes, cfg: BenchConfig, say: Callable[[str], None] =
             "points_without_correction": aggregate([b["raw_points"] for b in bands]),
             "confidence": cfg.confidence,
         }
+    return honest
+
+
+def _wilcoxon_ours_vs_optllm(raw: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """Paired Wilcoxon tests of ours against OptLLM over the splits."""
+    from scipy.stats import wilcoxon
+
     tests: dict[str, Any] = {}
     if "ours" in raw and "optllm" in raw:
         for key in ("acc_at_best_cost_hindsight", "best_true_accuracy", "igd_norm"):
@@ -410,6 +400,28 @@ def bench_dataset(data: Outcomes, cfg: BenchConfig, say: Callable[[str], None] =
                 tests[key] = {"statistic": float(r.statistic), "p_value": float(r.pvalue), "pairs": len(pairs)}
             else:
                 tests[key] = {"statistic": None, "p_value": None, "pairs": len(pairs)}
+    return tests
+
+
+def bench_dataset(data: Outcomes, cfg: BenchConfig, say: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
+    """All splits of one dataset → per-method aggregated figures (and the raw per-split ones)."""
+    splits = [run_split(data, r, cfg, say) for r in range(cfg.reps)]
+    methods = ["oracle"] + [m for m in cfg.methods if any(m in s.curves for s in splits)]
+    per_method: dict[str, Any] = {}
+    raw: dict[str, list[dict[str, Any]]] = {}
+    for m in methods:
+        figs = [method_figures(s, m, s.oracle if m == "oracle" else s.curves[m])
+                for s in splits if m == "oracle" or m in s.curves]
+        raw[m] = figs
+        agg = {k: aggregate([f[k] for f in figs]) for k in figs[0] if not k.startswith("reached")}
+        agg["reached_best"] = {"count": int(sum(f["reached_best"] for f in figs)), "of": len(figs)}
+        agg["reached_99"] = {"count": int(sum(f["reached_99"] for f in figs)), "of": len(figs)}
+        per_method[m] = agg
+    singles = {name: {"cost": aggregate([s.singles[name][0] for s in splits]),
+                      "accuracy": aggregate([s.singles[name][1] for s in splits])}
+               for name in data.models}
+    honest = _honest(splits, cfg)
+    tests = _wilcoxon_ours_vs_optllm(raw)
     first = splits[0]
     return {
         "dataset": data.name, "n": data.n, "m": data.m, "models": list(data.models),

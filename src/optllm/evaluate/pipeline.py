@@ -17,7 +17,8 @@ from optllm.data import Outcomes, Split, split
 from optllm.evaluate.indicators import hindsight_saving
 from optllm.evaluate.uncertainty import values_along, values_of
 from optllm.optimize.types import FrontLike, thin_indices
-from optllm.planning.core import PlanSettings, Planned, Progress, inputs_of, plan_queries
+from optllm.planning.core import PlanSettings, Planned, Progress, plan_queries
+from optllm.predict import inputs_of
 from optllm.selection import Goal, Selection
 
 

@@ -41,7 +41,7 @@ import numpy as np
 from scipy.stats import t as student_t
 
 from optllm.errors import OptLLMError
-from optllm.optimize.types import FrontLike
+from optllm.optimize.types import FrontLike, thin_indices
 
 
 def values_along(front: FrontLike, values: np.ndarray) -> np.ndarray:
@@ -162,7 +162,7 @@ class Rectifier:
         if n < 3 or pts.size == 0:
             return z_t
         if pts.size > max_points:
-            pts = pts[np.unique(np.linspace(0, pts.size - 1, max_points).round().astype(int))]
+            pts = pts[thin_indices(pts.size, max_points)]
         R = np.stack([self.residuals(t) for t in pts], axis=1)  # [n_L, G]
         rng = np.random.default_rng(seed)
         W = rng.multinomial(n, np.full(n, 1.0 / n), size=reps) / n  # [B, n_L]

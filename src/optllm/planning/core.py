@@ -72,14 +72,6 @@ class Planned:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-def inputs_of(data: Outcomes) -> Any:
-    """The predictor input for a part of the data: its texts, or one constant feature when the
-    data has no texts (every predictor then reduces to the base rate)."""
-    if data.texts is not None:
-        return [str(t) for t in data.texts]
-    return np.zeros((data.n, 1))
-
-
 def plan_queries(train: Outcomes, val: Outcomes, inputs: Any, cost: np.ndarray, goal: Goal,
                  settings: PlanSettings, *, extra_cost: float = 0.0, estimated: CostMatrix | None = None,
                  feasible: np.ndarray | None = None, progress: Progress | None = None) -> Planned:
@@ -92,7 +84,7 @@ def plan_queries(train: Outcomes, val: Outcomes, inputs: Any, cost: np.ndarray, 
     the realised-cost risk of `goal.risk`; `extra_cost` is added to every plan's cost;
     `feasible` [n, m] marks the pairs that may be chosen (others get p = 0 and must carry a
     cost that no budget reaches, so they are dominated)."""
-    from optllm.predict import make_predictor
+    from optllm.predict import inputs_of, make_predictor
 
     say = progress or (lambda s: None)
     t: dict[str, float] = {}
@@ -136,7 +128,7 @@ def cross_fit(name: str, train: Outcomes, val: Outcomes, folds: int, seed: int) 
     n = n_tr + n_va
     if folds < 2 or n < 4:
         return None
-    from optllm.predict import make_featurizer, make_predictor
+    from optllm.predict import inputs_of, make_featurizer, make_predictor
     from optllm.predict.features import fit_transform
 
     proto = make_predictor(name, seed=seed)

@@ -155,8 +155,7 @@ def build_plan(prompt_ids: Sequence[Any], prompts: Sequence[str], catalogue: Cat
     lab_texts_in_order = (
         [str(t) for t in labelled.texts] if labelled.texts is not None
         else [prompts[int(np.flatnonzero(ids == id_str(q))[0])] for q in labelled.query_ids])
-    ct, pt_lab, sources = observed_completion_tokens(labelled, cat, texts=lab_texts_in_order)
-    out_model = fit_output_tokens(cat, ct, pt_lab, sources, quantile=quantile, regression=length_regression)
+    out_model = output_tokens_of(labelled, cat, lab_texts_in_order, quantile, length_regression)
     costs = estimate_costs(plan_texts, cat, out_model, query_ids=plan_ids)
     plan_ids, plan_texts, costs, dropped = _drop_unfit(plan_ids, plan_texts, costs)
     lab_costs = estimate_costs(lab_texts_in_order, cat, out_model)
@@ -176,6 +175,14 @@ def build_plan(prompt_ids: Sequence[Any], prompts: Sequence[str], catalogue: Cat
     summary = _summary(ids, sample, plan_ids, choice, costs, planned, cat, goal, settings, quantile, unused,
                        dropped, out_model, keep)
     return Plan(plan_ids, plan_texts, cat.names, choice, costs, planned, fallbacks, summary)
+
+
+def output_tokens_of(labelled: Outcomes, cat: Catalogue, texts: Sequence[str], quantile: float = 0.95,
+                     length_regression: bool = False) -> Any:
+    """The output-length model (per catalogue model) fitted on the labelled sample, whose
+    texts are `texts` in the labels' order: what every estimated cost of a plan rests on."""
+    ct, pt_lab, sources = observed_completion_tokens(labelled, cat, texts=list(texts))
+    return fit_output_tokens(cat, ct, pt_lab, sources, quantile=quantile, regression=length_regression)
 
 
 def _big(costs: CostMatrix) -> float:

@@ -223,14 +223,15 @@ def _budget(ctx: _Context) -> Selection:
 
 
 def _budget_for_risk(ctx: _Context, limit: float) -> tuple[float, Assignment]:
-    """The mean spend the front may use and its plan there: the budget itself, or with
-    `Goal.risk` the largest spend whose plan keeps its realised cost under the budget at that
-    probability (bisection on the front's budget, each plan verified)."""
+    """The mean spend plans may use and the front's plan there: the budget itself, or with
+    `Goal.risk`, when the front's plan at the budget fails the risk test, the largest spend
+    whose plan keeps its realised cost under the budget at that probability (bisection on the
+    front's budget, each plan verified)."""
     front, goal = ctx.front, ctx.goal
     hi_cost = float(front.costs[-1])
     best = front.at_budget(min(limit, hi_cost))
     if goal.risk is None:
-        return min(limit, hi_cost), best
+        return limit, best
 
     def ok(a: Assignment) -> bool:
         return risk_cost(ctx.estimated, np.asarray(a.models), goal.risk, goal.risk_method) <= limit  # type: ignore[arg-type]
@@ -245,7 +246,7 @@ def _budget_for_risk(ctx: _Context, limit: float) -> tuple[float, Assignment]:
             f"({goal.risk_method} rule); reachable budgets start at ${need + ctx.extra_cost:.6g}"
         )
     if ok(best):
-        return min(limit, hi_cost), best
+        return limit, best
     lo, hi, chosen = lo_cost, min(limit, hi_cost), cheapest
     for _ in range(60):
         mid = 0.5 * (lo + hi)
