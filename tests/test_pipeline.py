@@ -255,3 +255,16 @@ def test_safe_rule_compares_with_every_llm_the_budget_buys_even_beyond_the_front
     sel = select(front, b, Goal(budget=budget), p=p, cost=cost, held=held, models=("a", "b", "c", "d"), seed=0)
     assert sel.reference.description.endswith(": d")
     assert (sel.plan.models == 3).all() and sel.plan.cost <= budget + 1e-9
+
+
+def test_output_folder_is_replaced_whole_but_never_one_holding_other_files(tmp_path) -> None:
+    out = tmp_path / "o"
+    for _ in range(2):  # a folder we wrote is replaced whole, sub-folders carried over
+        r = runner.invoke(app, ["run", "demo", "--budget", "5", "--predictor", "base", "--out", str(out), "--json"])
+        assert r.exit_code == 0, r.output
+        (out / "keep").mkdir(exist_ok=True)
+    assert (out / "keep").is_dir() and not list(tmp_path.glob(".*"))
+    (out / "notes.txt").write_text("mine")
+    r = runner.invoke(app, ["run", "demo", "--budget", "5", "--predictor", "base", "--out", str(out)])
+    assert r.exit_code == 2 and "notes.txt" in r.output and "did not write" in r.output
+    assert (out / "notes.txt").read_text() == "mine" and (out / "plan.csv").exists()

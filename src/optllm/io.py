@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, IO
@@ -86,22 +86,42 @@ def write_with(path: str | os.PathLike[str], writer: Callable[[Path], None]) -> 
         writer(tmp)
 
 
+def foreign_files(path: str | os.PathLike[str], names: Iterable[str]) -> list[str]:
+    """Files in folder `path` that are not among `names` (what an output folder of ours may
+    hold); sub-folders and our hidden temporaries are not counted."""
+    target, own = Path(path), set(names)
+    if not target.is_dir():
+        return []
+    return sorted(e.name for e in target.iterdir()
+                  if not e.is_dir() and e.name not in own and not e.name.endswith((".tmp", ".old")))
+
+
 @contextmanager
-def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary folder beside `path`; on success it replaces `path` whole (an older
-    folder there is moved aside first and removed after), so readers see the old outputs or
-    the new ones, never a mix. On failure `path` is left as it was."""
+def atomic_dir(path: str | os.PathLike[str], names: Iterable[str]) -> Iterator[Path]:
+    """Yield a temporary folder beside `path`; on success it replaces `path` whole, so readers
+    see the old outputs or the new ones, never a mix. `names` are the files an output folder
+    of ours holds: a folder at `path` holding any other file is refused (never deleted), and
+    its sub-folders are carried over. On failure `path` is left as it was."""
     import shutil
+
+    from optllm.errors import OptLLMError
 
     target = Path(path)
     if target.exists() and not target.is_dir():
-        raise OSError(f"{target}: exists and is not a folder")
+        raise OptLLMError(f"{target}: exists and is not a folder")
+    other = foreign_files(target, names)
+    if other:
+        raise OptLLMError(f"{target}: holds files optllm did not write ({', '.join(other[:3])}); "
+                          "give a new or empty folder")
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     try:
         yield tmp
         old = None
         if target.exists():
+            for sub in target.iterdir():
+                if sub.is_dir() and not (tmp / sub.name).exists():
+                    os.replace(sub, tmp / sub.name)
             old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
             os.replace(target, old / "x")
         os.replace(tmp, target)
@@ -112,13 +132,18 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def check_out_dir(path: str | os.PathLike[str], option: str = "--out") -> None:
-    """Fail before any long work when the output folder cannot be written."""
+def check_out_dir(path: str | os.PathLike[str], names: Iterable[str], option: str = "--out") -> None:
+    """Fail before any long work when the output folder cannot be written, or holds files
+    that are not ours (`names`), which writing it would replace."""
     from optllm.errors import OptLLMError
 
     target = Path(path)
     if target.exists() and not target.is_dir():
         raise OptLLMError(f"{option} {target}: exists and is not a folder")
+    other = foreign_files(target, names)
+    if other:
+        raise OptLLMError(f"{option} {target}: holds files optllm did not write ({', '.join(other[:3])}); "
+                          "give a new or empty folder")
     parent = target.parent  # the folder is written beside itself, then renamed into place
     while not parent.exists():
         parent = parent.parent

@@ -86,13 +86,13 @@ def plan(
     from optllm.cost import load_catalogue
     from optllm.data import load_long
     from optllm.io import check_out_dir
-    from optllm.planning import PlanSettings, build_plan, read_prompts, write_plan
+    from optllm.planning import PLAN_FILES, PlanSettings, build_plan, read_prompts, write_plan
     from optllm.selection import Goal
 
     goal = Goal(budget=budget, target_accuracy=target, confidence=confidence, safe=safe, risk=risk,
                 risk_method=risk_method)
     settings = PlanSettings(predictor=predictor, folds=folds, seed=seed)
-    check_out_dir(out, "--out")
+    check_out_dir(out, PLAN_FILES, "--out")
     cat = load_catalogue(models)
     ids, texts = read_prompts(prompts)
     labelled = load_long(labels, require_cost=False)

@@ -75,9 +75,10 @@ def run(
                     confidence=confidence, folds=folds, count_labelling_cost=count_labelling_cost, safe=safe)
     cfg.validate()
     if out:
+        from optllm.evaluate.pipeline import RUN_FILES
         from optllm.io import check_out_dir
 
-        check_out_dir(out, "--out")
+        check_out_dir(out, RUN_FILES, "--out")
     outcomes = load(data)
     with stages(not json_out) as say:
         res = run_pipeline(outcomes, cfg, progress=say)

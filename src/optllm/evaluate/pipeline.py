@@ -22,6 +22,9 @@ from optllm.predict import inputs_of
 from optllm.selection import Goal, Selection
 
 
+RUN_FILES = ("front.csv", "plan.csv", "summary.json", "front.png")
+
+
 @dataclass
 class RunConfig:
     """Options of one run; defaults follow the paper's protocol (1% train, 1% validation).
@@ -173,7 +176,7 @@ def write_run(res: RunResult, out_dir: str) -> dict[str, str]:
     plan = res.selection.plan
     if plan is not None:
         names.insert(1, "plan.csv")
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, RUN_FILES) as tmp:
         write_with(tmp / "front.csv", lambda p: front_df.to_csv(p, index=False))
         if plan is not None:
             rows, a = np.arange(res.data.n), plan.models

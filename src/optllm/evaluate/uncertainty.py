@@ -88,26 +88,16 @@ class HeldOut:
         return Rectifier(self)
 
 
-def _slopes(front: FrontLike) -> np.ndarray:
-    """λ_k of every point of an exact front: the slope Δp/Δcost of the last move taken
-    (∞ at the start, where each query sits at its cheapest model)."""
-    dc = np.asarray(front.move_dcost)  # type: ignore[attr-defined]
-    dp = np.asarray(front.move_dp)  # type: ignore[attr-defined]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        s = np.where(dc > 0, dp / dc, np.inf)
-    return np.concatenate([[np.inf], s])
-
-
 def rule_slopes(front: FrontLike, p: np.ndarray, cost: np.ndarray) -> np.ndarray:
     """The routing rule's slope λ for every point of `front`: exact fronts carry it; for any
     other front (OptLLM-M, MOEAs) it is the exact front's slope at the same spend."""
-    if hasattr(front, "move_dcost"):
-        return _slopes(front)
-    from optllm.optimize import pareto_front
+    from optllm.optimize.front import Front, pareto_front
 
+    if isinstance(front, Front):
+        return front.slopes()
     ef = pareto_front(p, cost)
     k = np.clip(np.searchsorted(ef.costs, np.asarray(front.costs), side="right") - 1, 0, len(ef) - 1)
-    return _slopes(ef)[k]
+    return ef.slopes()[k]
 
 
 class Rectifier:
@@ -127,7 +117,7 @@ class Rectifier:
         self.resid = np.where(obs, np.nan_to_num(held.y) - q, 0.0)  # [n_L, m]
         self.var_cal = np.where(obs, q * (1.0 - q), 0.0)
         self.front = pareto_front(q, held.cost)
-        slopes = _slopes(self.front)[1:]
+        slopes = self.front.slopes()[1:]
         self._neg = -slopes  # ascending (moves are in decreasing slope order)
         f = self.front
         self.seen = np.maximum(f.values(obs.astype(float)), 1e-12)  # share of observed cells

@@ -561,6 +561,14 @@ class Front:
         """The most accurate assignment (ties: cheaper)."""
         return self.assignment(len(self) - 1)
 
+    def slopes(self) -> np.ndarray:
+        """λ_k of every point: the slope Δp/Δcost of the last move taken (∞ at the start,
+        where each query sits at its cheapest model); the exact rule at point k sends query i
+        to argmax_j p_ij − λ_k·c_ij."""
+        with np.errstate(divide="ignore", invalid="ignore"):
+            s = np.where(self.move_dcost > 0, self.move_dp / self.move_dcost, np.inf)
+        return np.concatenate([[np.inf], s])
+
     def values(self, values: np.ndarray) -> np.ndarray:
         """Mean of `values[i, a_k(i)]` for every point k (e.g. the TRUE accuracy from labels)."""
         v = np.asarray(values, dtype=np.float64)

@@ -333,7 +333,7 @@ def write_plan(plan: Plan, out: str | Path, inputs: dict[str, Any] | None = None
     d = Path(out)
     if d.exists() and not d.is_dir():
         raise OptLLMError(f"{d}: --out must be a folder")
-    with atomic_dir(d) as tmp:
+    with atomic_dir(d, PLAN_FILES) as tmp:
         files = []
         if plan.choice is not None:
             table = plan.table()
