@@ -183,6 +183,8 @@ def test_plan_default_predictor(ws: Path, tmp_path: Path) -> None:
     (["--budget", "0.2", "--folds", "1"], "--folds must be 0"),
     (["--budget", "0.2", "--predictor", "magic"], "unknown predictor"),
     (["--budget", "0.2", "--val-share", "1.5"], "--val-share"),
+    (["--budget", "0.2", "--seed", "-1"], "--seed must be a non-negative integer"),
+    (["--target-accuracy", "0.5", "--no-safe"], "--no-safe applies to --budget"),
     (["--target-accuracy", "0.5", "--risk", "0.9"], "--risk applies to --budget"),
     (["--budget", "0.3", "--risk", "0.95", "--risk-method", "magic"], "--risk-method"),
 ])
@@ -193,6 +195,16 @@ def test_plan_errors(ws: Path, tmp_path: Path, extra: list[str], words: str) -> 
     assert words in r.output and not (tmp_path / "p" / "plan.csv").exists()
     if "cheapest" in words:
         assert "reachable budgets: $" in r.output
+
+
+def test_plan_label_model_typo_is_named(ws: Path, tmp_path: Path) -> None:
+    lab = pd.read_csv(ws / "labels.csv")
+    lab.loc[4, "model"] = "gpt-5"  # one row names a model no other query has
+    bad = tmp_path / "labels.csv"
+    lab.to_csv(bad, index=False)
+    r = run("plan", str(ws / "prompts.jsonl"), "--models", str(EXAMPLE), "--labels", str(bad), "--budget", "1",
+            "--out", str(tmp_path / "p"))
+    assert r.exit_code == 2 and "['gpt-5']" in r.output and "typo" in r.output and "np.int64" not in r.output
 
 
 def test_plan_label_model_missing_from_catalogue(ws: Path, tmp_path: Path) -> None:

@@ -63,6 +63,13 @@ def test_labelling_cost_counted(small) -> None:
     assert b.selection.chosen.cost == pytest.approx(a.selection.chosen.cost + a.labelling_cost)
 
 
+def test_without_held_out_labels_the_output_says_the_bound_is_not_a_guarantee(small) -> None:
+    t = run_pipeline(small, RunConfig(target_accuracy=0.3, folds=0, predictor="base_rate"))
+    assert t.selection.reachable and "does not cover the predictor's own error" in t.selection.message
+    b = run_pipeline(small, RunConfig(budget=float(small.model_total_cost().max()) * 0.3, folds=0, predictor="base_rate"))
+    assert "safe rule needs held-out labels" in b.selection.message and b.selection.reference is None
+
+
 def test_budget_below_cheapest_is_clear(small) -> None:
     with pytest.raises(OptLLMError, match="below the cheapest plan"):
         run_pipeline(small, RunConfig(budget=1e-9, folds=0, predictor="base_rate"))
@@ -173,6 +180,7 @@ def test_safe_budget_rule_takes_the_mix_when_no_plan_beats_it() -> None:
     sel = select(front, b, Goal(budget=budget), p=p, held=held, models=("a", "b", "c"), cost=cost, seed=4)
     plan, info = sel.plan, sel.chosen
     assert plan.cost <= budget + 1e-9 and "random mix" in sel.reference.description
+    assert "labelled queries it gets" in sel.message  # why the predicted plan was not kept
     assert values_of(plan.models, p) > 0.72  # expected true accuracy: rates are the truth here
     # the mix's interval is the mix's own (the straight line between its two models' estimates)
     from optllm.selection import best_reference as _reference

@@ -34,6 +34,8 @@ def sample(
     from optllm.planning.prompts import exclude_ids, read_prompts, write_prompts
     from optllm.sample import choose_sample
 
+    if seed < 0:
+        raise OptLLMError(f"--seed must be a non-negative integer, got {seed}")
     ids, texts = read_prompts(prompts)
     pool = np.arange(len(texts))
     if exclude is not None:
@@ -49,7 +51,7 @@ def sample(
     if json_out:
         emit_json(info)
     else:
-        console.print(f"{idx.size} of {pool.size:,} prompts chosen ({strategy}) -> {out}")
+        console.print(f"{idx.size:,} of {pool.size:,} prompts chosen ({strategy}) -> {out}")
 
 
 @app.command()
@@ -102,8 +104,8 @@ def plan(
                          progress=say)
         s = res.summary
         sel = s["selection"]
-        if not sel["reachable"]:
-            s["next_step"] = _more_labels_hint(prompts, labels, sel["labels_needed"], s["n_labelled"])
+        s["next_step"] = (None if sel["reachable"] else
+                          _more_labels_hint(prompts, labels, sel["labels_needed"], s["n_labelled"]))
         say("write outputs")
         write_plan(res, out, inputs={"prompts": str(prompts), "models": str(models), "labels": str(labels)})
     if json_out:
@@ -146,16 +148,20 @@ def _print_plan(s: dict, out: Path) -> None:
         console.print(t)
         console.print(f"estimated cost ${c['cost_mean']:.4f} (sd ${c['cost_sd']:.4f}; "
                       f"{c['cost_at_risk_probability']:.0%} sure under ${c['cost_at_risk']:.4f})")
-        console.print(f"suggested --max-spend for dispatch (sum of per-call upper bounds): ${c['spend_cap_hint']:.4f}")
+        console.print(f"suggested --max-spend for dispatch: ${c['spend_cap_hint']:.4f}, the sum of the per-call "
+                      "worst cases dispatch reserves before each call (max_output_tokens, token margin); a cap "
+                      "below it may stop sending before every prompt is answered")
     elif s.get("next_step"):
         console.print(f"to add labels: {s['next_step']}", highlight=False)
     if s["n_no_feasible_model"]:
         err_console.print(f"[yellow]{s['n_no_feasible_model']} prompt(s) fit no model's context and were left out "
                           f"(see summary.json)[/]")
+    if s["models_not_in_labels"]:
+        err_console.print(f"[yellow]not planned (no labels): {', '.join(s['models_not_in_labels'])}[/]")
     if s["infeasible_pairs"]:
         console.print("prompts over a model's context (that pair excluded): " +
                       ", ".join(f"{k} {v}" for k, v in s["infeasible_pairs"].items()))
-    console.print(f"-> {out}/" + ", ".join(f for f in PLAN_FILES if (out / f).exists()))
+    console.print(f"wrote {out}/: " + ", ".join(f for f in PLAN_FILES if (out / f).exists()))
 
 
 @app.command()

@@ -221,7 +221,7 @@ def _checked_long(df: pd.DataFrame, p: Path, require_cost: bool) -> pd.DataFrame
     if dup.any():
         r = int(np.flatnonzero(dup.to_numpy())[0])
         raise OptLLMError(
-            f"{p}: row {r + 2}: query {df['query_id'].iloc[r]!r} has model {df['model'].iloc[r]!r} twice"
+            f"{p}: row {r + 2}: query {str(df['query_id'].iloc[r])!r} has model {df['model'].iloc[r]!r} twice"
         )
     return df
 
@@ -279,9 +279,13 @@ def _complete_queries(cells: _Cells, p: Path, on_missing: str, meta: dict[str, A
         bad = np.flatnonzero(~keep)
         ex_q = cells.qids[bad[0]]
         ex_m = [cells.models[k] for k in np.flatnonzero(~have[bad[0]])]
-        msg = f"{len(bad)} of {cells.n} queries lack some models (e.g. query {ex_q!r} has no row for {ex_m})"
+        msg = f"{len(bad)} of {cells.n} queries lack some models (e.g. query {str(ex_q)!r} has no row for {ex_m})"
+        rows = have.sum(axis=0)
+        rare = [cells.models[k] for k in np.flatnonzero(rows < 0.5 * rows.max())]
+        if rare:  # a model named on a few rows only: most likely a typo in the model column
+            msg += f"; model(s) {rare} appear on only {int(rows.min())} of {cells.n} queries (a typo?)"
         if on_missing != "drop":
-            raise OptLLMError(f"{p}: {msg}; complete them or load with on_missing='drop'")
+            raise OptLLMError(f"{p}: {msg}; every labelled query needs a row for every model")
         meta["dropped"] = {"incomplete_queries": int(len(bad)), "reason": msg,
                            "example_ids": [str(x) for x in cells.qids[bad[:10]]]}
     return keep
@@ -303,7 +307,7 @@ def _roles(df: pd.DataFrame, qpos: np.ndarray, n: int, p: Path) -> np.ndarray:
     clash = out[qpos] != role
     if clash.any():
         r = int(np.flatnonzero(clash)[0])
-        raise OptLLMError(f"{p}: row {r + 2}, column 'split': query {df['query_id'].iloc[r]!r} is both train and val")
+        raise OptLLMError(f"{p}: row {r + 2}, column 'split': query {str(df['query_id'].iloc[r])!r} is both train and val")
     return out
 
 

@@ -46,6 +46,8 @@ class PlanSettings:
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
             raise OptLLMError(f"--optimizer: unknown optimizer {self.optimizer!r}; choose from {', '.join(OPTIMIZERS)}")
+        if self.seed < 0:
+            raise OptLLMError(f"--seed must be a non-negative integer, got {self.seed}")
         if not (self.folds == 0 or self.folds >= 2):
             raise OptLLMError(f"--folds must be 0 (no cross-fitting) or at least 2, got {self.folds}")
         if not np.isfinite(self.alpha):

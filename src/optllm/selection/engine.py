@@ -23,7 +23,7 @@ from optllm.errors import OptLLMError
 from optllm.evaluate.uncertainty import AccuracyBounds, HeldOut, bounds_of, paired_lower, single_bounds
 from optllm.optimize.types import Assignment, FrontLike, thin_indices
 from optllm.selection.goal import Goal
-from optllm.selection.reference import Reference, best_reference, sign_test_wins
+from optllm.selection.reference import Reference, best_reference, disagreements, sign_test_wins
 from optllm.selection.risk import risk_cost
 
 RULE_TARGET = "cheapest plan certified ≥ target (tested from the most accurate down)"
@@ -168,13 +168,18 @@ def _target(ctx: _Context) -> Selection:
             f"no plan reaches accuracy {target:.4f} with {b.confidence:.0%} confidence "
             f"(best lower bound {b.lower.max():.4f}, best held-out-corrected estimate {b.estimate.max():.4f}); "
             + (f"roughly {need:,} labelled queries would be needed (now {b.n_labelled})"
-               if need else "the corrected estimates do not reach it even on average: more labels alone will not do")
+               if need else "the corrected estimates of the front's plans do not reach it even on average, so more "
+                            "labels alone are unlikely to certify one")
         )
         return _base(ctx, rule=RULE_TARGET, reachable=False, chosen=None, alternative=alt, labels_needed=need,
                      message=message, alternative_plan=alt_plan)
     chosen = ctx.figures_of_point(pick, "cheapest plan certified to reach the target")
     message = (f"at {b.confidence:.0%} confidence the plan's accuracy is at least {chosen.lower:.4f} "
                f"≥ target {target:.4f}")
+    if ctx.held is None:
+        message += (" — but without held-out labels (--folds 0, or under 4 labelled queries) this bound is only the "
+                    "spread of the answers, assuming the predictions are right: it does not cover the predictor's "
+                    "own error")
     same = alt is not None and alt.point == pick
     return _base(ctx, rule=RULE_TARGET, reachable=True, chosen=chosen, alternative=None if same else alt,
                  message=message, plan=ctx.as_assignment(pick), alternative_plan=None if same else alt_plan)
@@ -208,8 +213,10 @@ def _budget(ctx: _Context) -> Selection:
     rule = RULE_BUDGET if goal.risk is None else RULE_BUDGET_RISK
     gap = float(plan.gap) if np.isfinite(plan.gap) else None
     if not (goal.safe and ctx.held is not None):
+        note = ("" if not goal.safe else "the safe rule needs held-out labels (--folds of at least 2 and 4 or more "
+                "labelled queries) and was not applied: this is the most accurate PREDICTED plan within the budget")
         return _base(ctx, rule=rule, reachable=True, chosen=ctx.figures_of(plan, "most accurate plan within the budget"),
-                     certified_gap=gap, plan=plan, message="")
+                     certified_gap=gap, plan=plan, message=note)
     safe = _safe(ctx, plan, spend, limit)
     if safe is None:  # no affordable single LLM: nothing to compare with
         return _base(ctx, rule=rule, reachable=True, chosen=ctx.figures_of(plan, "most accurate plan within the budget"),
@@ -217,7 +224,7 @@ def _budget(ctx: _Context) -> Selection:
     kept, chosen, verdict, ref = safe
     alt = alt_plan = None
     if kept is not plan:
-        alt, alt_plan = ctx.figures_of(plan, "most accurate predicted plan within the budget (not chosen)"), plan
+        alt, alt_plan = ctx.figures_of(plan, "the most accurate predicted plan within the budget"), plan
     return _base(ctx, rule=rule if kept is plan else verdict[1], reachable=True, chosen=chosen, reference=ref,
                  alternative=alt, certified_gap=gap, message=verdict[0], plan=kept, alternative_plan=alt_plan)
 
@@ -287,10 +294,14 @@ def _safe(ctx: _Context, plan: Assignment, spend: float, limit: float
     w = ref.weights(p.shape[1])
     labelled_ref = ref.choices(held.n, ctx.seed)
     # one pre-specified comparison: the pointwise quantile; scanning the front below: the band's z
-    if (paired_lower(front, np.array([k_plan]), w, p, cost, held, b.z)[0] >= 0
-            and sign_test_wins(front, np.array([k_plan]), labelled_ref, p, cost, held, conf)[0]):
+    diff_lower = float(paired_lower(front, np.array([k_plan]), w, p, cost, held, b.z)[0])
+    if diff_lower >= 0 and sign_test_wins(front, np.array([k_plan]), labelled_ref, p, cost, held, conf)[0]:
         return (plan, ctx.figures_of(plan, "most accurate plan within the budget"),
                 (f"at {conf:.0%} confidence the plan beats {name}", ""), ref_fig)
+    wins, losses = disagreements(front, k_plan, labelled_ref, p, cost, held)
+    why = (f"the most accurate plan within the budget was not shown better: {conf:.0%} lower bound on its lead "
+           f"{diff_lower:+.4f}; of the {held.n} labelled queries it gets {wins} right where the reference is "
+           f"wrong and {losses} the other way")
     cand = ok_cost[thin_indices(ok_cost.size, 512)]
     z_band = b.z if b.z_band is None else b.z_band
     cand = cand[paired_lower(front, cand, w, p, cost, held, z_band) >= 0]
@@ -298,7 +309,7 @@ def _safe(ctx: _Context, plan: Assignment, spend: float, limit: float
     if good.size:
         k = int(good[np.argmax(b.estimate[good])])
         verdict = (f"at {conf:.0%} confidence only cheaper plans beat {name}; front point {k} is the most accurate "
-                   "of them", RULE_SAFE_CHEAPER)
+                   f"of them ({why})", RULE_SAFE_CHEAPER)
         return ctx.as_assignment(k), ctx.figures_of_point(k, "most accurate plan reliably better than the reference"), \
             verdict, ref_fig
     a = _reference_plan(ctx, ref, spend, limit)
@@ -306,7 +317,8 @@ def _safe(ctx: _Context, plan: Assignment, spend: float, limit: float
     kept = Assignment(models=a, cost=float(cost[rows, a].sum()), accuracy=float(p[rows, a].mean()),
                       model_names=ctx.models)
     fig = ctx.figures_of(kept, f"the best plan without a predictor: {name}", b=single_bounds(w, p, held, conf))
-    return kept, fig, (f"at {conf:.0%} confidence no predicted plan beats {name}; taking that", RULE_REFERENCE), ref_fig
+    return kept, fig, (f"at {conf:.0%} confidence no predicted plan beats {name}; taking that ({why})",
+                       RULE_REFERENCE), ref_fig
 
 
 def _reference_plan(ctx: _Context, ref: Reference, spend: float, limit: float) -> np.ndarray:

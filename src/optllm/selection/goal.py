@@ -46,6 +46,8 @@ class Goal:
             raise OptLLMError(f"--target-accuracy must lie in [0, 1], got {self.target_accuracy}")
         if not 0.5 <= self.confidence < 1:
             raise OptLLMError(f"--confidence must lie in [0.5, 1), got {self.confidence}")
+        if not self.safe and self.budget is None:
+            raise OptLLMError("--no-safe applies to --budget (the safe rule is the budget rule's)")
         if self.risk is not None:
             if self.budget is None:
                 raise OptLLMError("--risk applies to --budget (the probability that the realised cost stays under it)")

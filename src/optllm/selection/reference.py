@@ -108,9 +108,24 @@ def sign_test_wins(front: FrontLike, points: np.ndarray, ref: np.ndarray, p: np.
     labelled queries by each plan's rule and sign-test the plan's answers against the
     reference's (`ref`: its model per labelled query) on them. The normal approximation
     behind the paired bound is unreliable when only a handful of labelled queries disagree."""
+    return np.array([sign_test_ahead(d, confidence) for d in _paired_answers(front, points, ref, p, cost, held)],
+                    dtype=bool)
+
+
+def disagreements(front: FrontLike, point: int, ref: np.ndarray, p: np.ndarray, cost: np.ndarray,
+                  held: HeldOut) -> tuple[int, int]:
+    """On the labelled queries routed by front point `point`'s rule: how many the plan gets
+    right and the reference wrong, and the reverse (what the sign test counts)."""
+    d = _paired_answers(front, np.array([point]), ref, p, cost, held)[0]
+    d = d[~np.isnan(d)]
+    return int((d > 0).sum()), int((d < 0).sum())
+
+
+def _paired_answers(front: FrontLike, points: np.ndarray, ref: np.ndarray, p: np.ndarray, cost: np.ndarray,
+                    held: HeldOut) -> list[np.ndarray]:
+    """Per point: the plan's label minus the reference's on each labelled query."""
     rect = held.rectifier
     ts = rect.point(rule_slopes(front, p, cost)[points])
     rows = np.arange(held.n)
     y_ref = held.y[rows, ref]
-    return np.array([sign_test_ahead(held.y[rows, rect.assignment(int(t))] - y_ref, confidence)
-                     for t in ts], dtype=bool)
+    return [held.y[rows, rect.assignment(int(t))] - y_ref for t in ts]
