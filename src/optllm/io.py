@@ -104,15 +104,8 @@ def atomic_dir(path: str | os.PathLike[str], names: Iterable[str]) -> Iterator[P
     its sub-folders are carried over. On failure `path` is left as it was."""
     import shutil
 
-    from optllm.errors import OptLLMError
-
     target = Path(path)
-    if target.exists() and not target.is_dir():
-        raise OptLLMError(f"{target}: exists and is not a folder")
-    other = foreign_files(target, names)
-    if other:
-        raise OptLLMError(f"{target}: holds files optllm did not write ({', '.join(other[:3])}); "
-                          "give a new or empty folder")
+    check_out_dir(target, names, option="")
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     try:
@@ -138,14 +131,15 @@ def check_out_dir(path: str | os.PathLike[str], names: Iterable[str], option: st
     from optllm.errors import OptLLMError
 
     target = Path(path)
+    where = f"{option} {target}".strip()
     if target.exists() and not target.is_dir():
-        raise OptLLMError(f"{option} {target}: exists and is not a folder")
+        raise OptLLMError(f"{where}: exists and is not a folder")
     other = foreign_files(target, names)
     if other:
-        raise OptLLMError(f"{option} {target}: holds files optllm did not write ({', '.join(other[:3])}); "
+        raise OptLLMError(f"{where}: holds files optllm did not write ({', '.join(other[:3])}); "
                           "give a new or empty folder")
     parent = target.parent  # the folder is written beside itself, then renamed into place
     while not parent.exists():
         parent = parent.parent
     if not os.access(parent, os.W_OK):
-        raise OptLLMError(f"{option} {target}: {parent} is not writable")
+        raise OptLLMError(f"{where}: {parent} is not writable")
