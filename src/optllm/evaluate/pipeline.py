@@ -172,10 +172,7 @@ def write_run(res: RunResult, out_dir: str) -> dict[str, str]:
     out = Path(out_dir)
     front_df = front_table(res.planned, 5000, res.extra_cost)
     front_df["true_accuracy"] = res.true_acc[front_df["point"].to_numpy()]
-    names = ["front.csv", "summary.json", "front.png"]
     plan = res.selection.plan
-    if plan is not None:
-        names.insert(1, "plan.csv")
     with atomic_dir(out, RUN_FILES) as tmp:
         write_with(tmp / "front.csv", lambda p: front_df.to_csv(p, index=False))
         if plan is not None:
@@ -184,7 +181,8 @@ def write_run(res: RunResult, out_dir: str) -> dict[str, str]:
                                     "model": np.asarray(res.data.models, dtype=object)[a],
                                     "expected_cost": res.data.cost[rows, a], "p": res.p[rows, a]})
             write_with(tmp / "plan.csv", lambda p: plan_df.to_csv(p, index=False))
-        write_json(tmp / "summary.json", res.summary())
+        summary = res.summary()
+        write_json(tmp / "summary.json", summary)
         d = res.data
         series = {"predicted front": (front_df["cost"].to_numpy(), front_df["predicted_accuracy"].to_numpy()),
                   "realised (true accuracy of the same plans)": (front_df["cost"].to_numpy(),
@@ -195,5 +193,6 @@ def write_run(res: RunResult, out_dir: str) -> dict[str, str]:
         points = {m: (float(c), float(acc)) for m, c, acc in zip(d.models, d.model_total_cost(), d.model_accuracy())}
         marks = {} if res.realised is None else {"chosen plan": (res.realised.cost, res.realised.accuracy)}
         plot_front(tmp / "front.png", series=series, points=points, marks=marks,
-                   title=f"{d.name}: {d.n:,} queries, {res.summary()['n_labelled']} labelled")
-    return {n.split(".")[0] if n != "front.png" else "plot": str(out / n) for n in names}
+                   title=f"{d.name}: {d.n:,} queries, {summary['n_labelled']} labelled")
+    written = {"front": "front.csv", "plan": "plan.csv", "summary": "summary.json", "plot": "front.png"}
+    return {key: str(out / name) for key, name in written.items() if plan is not None or key != "plan"}

@@ -81,28 +81,25 @@ class Plan:
 # ---------------------------------------------------------------------------- labels
 @dataclass(frozen=True)
 class LabelledSample:
-    """The labelled queries in the catalogue's model order, split into train and validation,
-    with their texts; queries are in the prompts file's order (then the rest, in label order)."""
+    """The labelled queries in the catalogue's model order, split into train and validation;
+    queries are in the prompts file's order (then the rest, in label order)."""
 
     train: Outcomes
     val: Outcomes
-    ids: list[str]
-    texts: list[str]
 
 
-def labelled_sample(labelled: Outcomes, cat: Catalogue, ids: np.ndarray, prompts: Sequence[str],
+def labelled_sample(labelled: Outcomes, cat: Catalogue, texts: Sequence[str], position: dict[str, int],
                     cost: np.ndarray, val_share: float, seed: int, source: str) -> LabelledSample:
-    """Order, split and cost the labelled queries (`cost`: their estimated cost [L, m])."""
-    pos = {q: i for i, q in enumerate(ids)}
+    """Order, split and cost the labelled queries: `texts` and `cost` (their estimated cost
+    [L, m]) are in the labels' order, `position` maps a prompt id to its row in the prompts file."""
     lab_ids = [id_str(x) for x in labelled.query_ids]
-    order = np.array(sorted(range(len(lab_ids)), key=lambda j: (pos.get(lab_ids[j], len(pos) + j))), dtype=int)
-    texts = [str(t) for t in labelled.texts] if labelled.texts is not None else [prompts[pos[q]] for q in lab_ids]
-    Y = labelled.correct[:, [labelled.model_index(n) for n in cat.names]]
+    n = len(lab_ids)
+    order = np.array(sorted(range(n), key=lambda j: position.get(lab_ids[j], len(position) + j)), dtype=int)
+    Y = labelled.correct[:, [labelled.model_index(name) for name in cat.names]]
     roles = labelled.metadata.get("split")
     if roles is not None:
         is_val = np.array([r == "val" for r in roles], dtype=bool)  # load_long normalised them
     else:
-        n = len(lab_ids)
         k_val = int(round(val_share * n)) if n >= 4 else 0
         k_val = min(k_val, n - 2)
         is_val = np.zeros(n, dtype=bool)
@@ -110,13 +107,13 @@ def labelled_sample(labelled: Outcomes, cat: Catalogue, ids: np.ndarray, prompts
     if (~is_val).sum() < 2:
         raise OptLLMError(f"{source}: need at least 2 labelled queries for training, got {int((~is_val).sum())}")
 
-    def part(mask: np.ndarray) -> Outcomes:
+    def part(mask: np.ndarray, role: str) -> Outcomes:
         rows = order[mask[order]]
         return Outcomes(query_ids=np.array([lab_ids[j] for j in rows], dtype=object), models=cat.names,
                         correct=Y[rows], cost=cost[rows], texts=np.array([texts[j] for j in rows], dtype=object),
-                        name=f"{source} ({'validation' if mask is is_val else 'train'})")
+                        name=f"{source} ({role})")
 
-    return LabelledSample(part(~is_val), part(is_val), [lab_ids[j] for j in order], [texts[j] for j in order])
+    return LabelledSample(part(~is_val, "train"), part(is_val, "validation"))
 
 
 def _check_labels(labelled: Outcomes, ids: np.ndarray, source: str) -> None:
@@ -152,15 +149,15 @@ def build_plan(prompt_ids: Sequence[Any], prompts: Sequence[str], catalogue: Cat
         raise OptLLMError("every prompt is in the labelled sample: nothing left to plan")
 
     # costs of the prompts to plan and, on the same footing, of the labelled ones
-    lab_texts_in_order = (
-        [str(t) for t in labelled.texts] if labelled.texts is not None
-        else [prompts[int(np.flatnonzero(ids == id_str(q))[0])] for q in labelled.query_ids])
-    out_model = output_tokens_of(labelled, cat, lab_texts_in_order, quantile, length_regression)
+    position = {q: i for i, q in enumerate(ids)}
+    lab_texts = ([str(t) for t in labelled.texts] if labelled.texts is not None
+                 else [prompts[position[id_str(q)]] for q in labelled.query_ids])
+    out_model = output_tokens_of(labelled, cat, lab_texts, quantile, length_regression)
     costs = estimate_costs(plan_texts, cat, out_model, query_ids=plan_ids)
     plan_ids, plan_texts, costs, dropped = _drop_unfit(plan_ids, plan_texts, costs)
-    lab_costs = estimate_costs(lab_texts_in_order, cat, out_model)
+    lab_costs = estimate_costs(lab_texts, cat, out_model)
     big = _big(costs)
-    sample = labelled_sample(labelled, cat, ids, prompts, np.where(lab_costs.feasible, lab_costs.mean, big),
+    sample = labelled_sample(labelled, cat, lab_texts, position, np.where(lab_costs.feasible, lab_costs.mean, big),
                              val_share, settings.seed, labels_source)
 
     cost_f = np.where(costs.feasible, costs.mean, big)  # infeasible pairs: dominated, never chosen

@@ -114,9 +114,9 @@ class _Context:
 
     def figures_of_point(self, k: int, description: str) -> PlanFigures:
         b = self.bounds
+        risk = None if self.goal.risk is None else self.at_risk(self.front.assignment(k))
         return PlanFigures(description, float(self.front.costs[k]) + self.extra_cost, float(b.mean[k]),
-                           float(b.estimate[k]), float(b.lower[k]), float(b.upper[k]), k,
-                           self.at_risk(self.front.assignment(k)))
+                           float(b.estimate[k]), float(b.lower[k]), float(b.upper[k]), k, risk)
 
     def figures_of(self, plan: Assignment, description: str, b: AccuracyBounds | None = None,
                    point: int | None = None) -> PlanFigures:
