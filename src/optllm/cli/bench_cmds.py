@@ -8,10 +8,12 @@ import typer
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from optllm.cli import options as opt
 from optllm.cli.app import app, console, emit_json
 from optllm.errors import OptLLMError
 from optllm.evaluate.bench import DEFAULT_METHODS, BenchConfig, run_bench
 from optllm.evaluate.report import write_report
+from optllm.evaluate.uncertainty import DEFAULT_ESTIMATOR, ESTIMATORS
 from optllm.optimize.registry import MOEAS
 
 ALL_METHODS = ("zero", "optllm", "threshold", "knn", "ours") + tuple(f"moea:{m}" for m in MOEAS)
@@ -30,19 +32,22 @@ def bench(
     paper_bootstraps: int = typer.Option(100, help="Bootstrap forests of OptLLM as published (the paper: 100)."),
     folds: int = typer.Option(5, help="Cross-fitting folds of the labelled sample for our confidence bounds."),
     confidence: float = typer.Option(0.9, help="Confidence level of the target selection."),
+    bound: str = typer.Option(DEFAULT_ESTIMATOR, help=opt.BOUND),
     seed: int = typer.Option(0, help="Seed of the first split; split r uses seed + r."),
     quick: bool = typer.Option(False, help="A small run for CI: 2 splits, 10 forests, 5 generations, MOEAs on 1 split."),
     out: str = typer.Option(None, help="Write report.md, results.json and PNG plots here."),
     json_out: bool = typer.Option(False, "--json", help="Print results as JSON."),
 ) -> None:
     """Reproduce the paper's protocol on DATASETS with every method on the same splits."""
+    if bound not in ESTIMATORS:
+        raise OptLLMError(f"--bound must be one of {', '.join(ESTIMATORS)}, got {bound!r}")
     chosen = tuple(m.strip() for m in methods.split(",") if m.strip())
     bad = [m for m in chosen if m not in ALL_METHODS]
     if bad:
         raise OptLLMError(f"--methods: unknown {bad}; choose from {', '.join(ALL_METHODS)}")
     cfg = BenchConfig(reps=reps, train_frac=train_frac, val_frac=val_frac, methods=chosen,
                       generations=generations, moea_reps=moea_reps, predictor=predictor,
-                      paper_bootstraps=paper_bootstraps, folds=folds, confidence=confidence, seed=seed)
+                      paper_bootstraps=paper_bootstraps, folds=folds, confidence=confidence, seed=seed, bound=bound)
     if quick:
         cfg.reps, cfg.paper_bootstraps, cfg.generations, cfg.moea_reps, cfg.folds = min(reps, 2), 10, 5, 1, 3
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),

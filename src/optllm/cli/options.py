@@ -12,5 +12,8 @@ SAFE = ("With --budget: leave the best plan without a predictor (the best afford
         "two that spends the budget) only for a plan that beats it at --confidence (--no-safe: the most accurate "
         "predicted plan within budget, as the paper does).")
 PREDICTOR = "Correctness predictor (default: the selector; see `optllm predict-eval --help`)."
+BOUND = ("How the held-out labels bound a plan's accuracy: `labelled` (the labelled queries routed as the plan "
+         "routes them, an exact binomial bound) or `ppi` (predicted accuracy plus the held-out residual; narrower, "
+         "and it under-covered in `optllm coverage`: docs/bounds.md).")
 SEED = "Seed of every random choice (split, predictor, cross-fitting, the reference mix)."
 NEITHER = "With neither --budget nor --target-accuracy: the knee of the predicted front."

@@ -12,6 +12,7 @@ from optllm.cli import options as opt
 from optllm.cli.app import app, console, emit_json, err_console
 from optllm.cli.run_cmds import stages
 from optllm.errors import OptLLMError
+from optllm.evaluate.uncertainty import DEFAULT_ESTIMATOR
 
 
 @app.command()
@@ -64,6 +65,7 @@ def plan(
     confidence: float = typer.Option(0.9, "--confidence", help=opt.CONFIDENCE),
     safe: bool = typer.Option(True, "--safe/--no-safe", help=opt.SAFE),
     folds: int = typer.Option(5, "--folds", help=opt.FOLDS),
+    bound: str = typer.Option(DEFAULT_ESTIMATOR, "--bound", help=opt.BOUND),
     risk: Optional[float] = typer.Option(None, "--risk", help="With --budget: also keep the REALISED cost under the budget with this probability (e.g. 0.95)."),
     risk_method: str = typer.Option("normal", "--risk-method", help="normal: mean + z·sd of the total (per-query variance from the output-length spread, queries independent); quantile: sum of per-query upper-quantile costs."),
     quantile: float = typer.Option(0.95, "--quantile", help="Upper quantile of the output length used for est_cost_upper."),
@@ -93,7 +95,7 @@ def plan(
 
     goal = Goal(budget=budget, target_accuracy=target, confidence=confidence, safe=safe, risk=risk,
                 risk_method=risk_method)
-    settings = PlanSettings(predictor=predictor, folds=folds, seed=seed)
+    settings = PlanSettings(predictor=predictor, folds=folds, seed=seed, bound=bound)
     check_out_dir(out, PLAN_FILES, "--out")
     cat = load_catalogue(models)
     ids, texts = read_prompts(prompts)

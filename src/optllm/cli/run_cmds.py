@@ -12,6 +12,7 @@ from optllm.cli.app import app, console, emit_json
 from optllm.cli.selection_view import print_selection
 from optllm.data import load
 from optllm.evaluate.pipeline import RunConfig, RunResult, run_pipeline, write_run
+from optllm.evaluate.uncertainty import DEFAULT_ESTIMATOR
 from optllm.optimize.registry import OPTIMIZERS
 
 
@@ -59,6 +60,7 @@ def run(
     target_accuracy: float = typer.Option(None, help=opt.TARGET),
     confidence: float = typer.Option(0.9, help=opt.CONFIDENCE),
     folds: int = typer.Option(5, help=opt.FOLDS),
+    bound: str = typer.Option(DEFAULT_ESTIMATOR, help=opt.BOUND),
     count_labelling_cost: bool = typer.Option(False, help="Add the cost of labelling the sample to the totals."),
     safe: bool = typer.Option(True, "--safe/--no-safe", help=opt.SAFE),
     out: str = typer.Option(None, help="Write front.csv, plan.csv, summary.json, front.png here (all or nothing)."),
@@ -72,7 +74,8 @@ def run(
     input."""
     cfg = RunConfig(train_frac=train_frac, val_frac=val_frac, seed=seed, predictor=predictor,
                     optimizer=optimizer, alpha=alpha, budget=budget, target_accuracy=target_accuracy,
-                    confidence=confidence, folds=folds, count_labelling_cost=count_labelling_cost, safe=safe)
+                    confidence=confidence, folds=folds, count_labelling_cost=count_labelling_cost, safe=safe,
+                    bound=bound)
     cfg.validate()
     if out:
         from optllm.evaluate.pipeline import RUN_FILES

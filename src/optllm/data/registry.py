@@ -73,6 +73,10 @@ def _builtin() -> None:
                          b.load_routellm, ("routellm",), parts=("mmlu", "gsm8k")))
     register(DatasetInfo("synthetic", "seeded item-response generator with texts (synthetic:N or synthetic:NxM)",
                          lambda part=None, **kw: synthetic(**{"texts": True, **_synthetic_args(part), **kw})))
+    register(DatasetInfo("synthetic-hidden", "generated world for the guarantees: 200 near-duplicate templates whose "
+                         "models fail together, and clusters the text does not show (synthetic-hidden:NxM)",
+                         lambda part=None, **kw: synthetic(**{"texts": True, "templates": 200, "hidden": 1.0, "seed": 1,
+                                                              **_synthetic_args(part), **kw})))
 
 
 def _synthetic_args(part: str | None) -> dict[str, int]:

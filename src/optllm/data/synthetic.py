@@ -19,11 +19,19 @@ def synthetic(
     labels: bool = True,
     texts: bool = False,
     dtype: type = np.float64,
+    templates: int = 0,
+    hidden: float = 0.0,
 ) -> Outcomes:
     """Generate an `Outcomes` with n queries and m models.
 
     `labels=True` samples 0/1 correctness from the probabilities (kept in
     metadata["p_true"] only when n·m is small); `labels=False` stores the probabilities.
+
+    Harder worlds for the guarantees (`synthetic-hidden`): `templates` > 0 groups the queries
+    into that many templates of very unequal size (near-duplicate texts, like log lines of one
+    template) whose models succeed or fail together (a per-template × model logit offset);
+    `hidden` > 0 adds a per-cluster × model offset of that scale over 20 clusters the text
+    never shows, so the predictor cannot see that part of the link.
     """
     rng = np.random.default_rng(seed)
     ability = np.sort(rng.normal(0.0, 1.0, m))
@@ -39,6 +47,14 @@ def synthetic(
     tokens = np.exp(rng.normal(5.0, 0.7, n)).astype(dtype)  # prompt length
     spec = rng.normal(0.0, 0.8, (n, m)).astype(dtype)  # query × model specialisation
     logit = (ability.astype(dtype)[None, :] - difficulty[:, None]) * 1.6 + spec
+    template = None
+    if templates > 0:
+        sizes = rng.pareto(1.2, templates) + 1.0
+        template = rng.choice(templates, size=n, p=sizes / sizes.sum())
+        logit = logit + rng.normal(0.0, 1.0, (templates, m)).astype(dtype)[template]
+    if hidden > 0:
+        cluster = rng.integers(0, 20, n)
+        logit = logit + rng.normal(0.0, hidden, (20, m)).astype(dtype)[cluster]
     p = 1.0 / (1.0 + np.exp(-logit))
     out_tokens = rng.uniform(0.8, 1.2, (n, m)).astype(dtype) * 30.0
     cost = (tokens[:, None] + out_tokens) * price_per_token.astype(dtype)[None, :]
@@ -46,7 +62,10 @@ def synthetic(
         "source": "synthetic",
         "seed": seed,
         "generator": "item-response: logistic(1.6·(ability − difficulty) + specialisation)",
+        "templates": templates, "hidden": hidden,
     }
+    if template is not None:
+        meta["template"] = template
     if labels:
         correct = (rng.random((n, m), dtype=np.float64 if dtype is np.float64 else np.float32) < p).astype(dtype)
         if n * m <= 200_000:
@@ -59,7 +78,13 @@ def synthetic(
                           "math", "code", "error", "sum", "prove", "list", "query", "model"])
         words = rng.integers(0, len(vocab), (n, 8))
         bucket = np.clip(((difficulty + 3) / 6 * 4).astype(int), 0, 3)
-        txt = np.array([f"level{b} " + " ".join(vocab[w]) for b, w in zip(bucket, words)], dtype=object)
+        if template is None:
+            txt = np.array([f"level{b} " + " ".join(vocab[w]) for b, w in zip(bucket, words)], dtype=object)
+        else:  # one text per template, only a number differs (near-duplicates)
+            tw = rng.integers(0, len(vocab), (templates, 6))
+            num = rng.integers(0, 10_000, n)
+            txt = np.array([f"level{b} " + " ".join(vocab[tw[c]]) + f" id {k}" for b, c, k in zip(bucket, template, num)],
+                           dtype=object)
     return Outcomes(
         query_ids=np.arange(n),
         models=tuple(f"model_{k:02d}" for k in range(m)),

@@ -15,7 +15,7 @@ import numpy as np
 
 from optllm.data import Outcomes, Split, split
 from optllm.evaluate.indicators import hindsight_saving
-from optllm.evaluate.uncertainty import values_along, values_of
+from optllm.evaluate.uncertainty import DEFAULT_ESTIMATOR, values_along, values_of
 from optllm.optimize.types import FrontLike, thin_indices
 from optllm.planning.core import PlanSettings, Planned, Progress, plan_queries
 from optllm.predict import inputs_of
@@ -45,6 +45,7 @@ class RunConfig:
     safe: bool = True  # budget plans must beat the best plan without a predictor at `confidence`
     gn: int = 50
     generations: int = 100
+    bound: str = DEFAULT_ESTIMATOR  # how the held-out labels bound a plan (`uncertainty.ESTIMATORS`)
 
     def goal(self) -> Goal:
         return Goal(budget=self.budget, target_accuracy=self.target_accuracy, confidence=self.confidence,
@@ -52,7 +53,7 @@ class RunConfig:
 
     def settings(self) -> PlanSettings:
         return PlanSettings(predictor=self.predictor, optimizer=self.optimizer, alpha=self.alpha, folds=self.folds,
-                            seed=self.seed, gn=self.gn, generations=self.generations)
+                            seed=self.seed, gn=self.gn, generations=self.generations, bound=self.bound)
 
     def validate(self) -> None:
         """Clear errors for impossible option values (raised by `Goal` and `PlanSettings`)."""

@@ -12,7 +12,7 @@ import numpy as np
 from optllm.io import write_with
 from optllm.optimize.types import thin_indices
 
-__all__ = ["plot_front", "bar_chart"]
+__all__ = ["plot_front", "bar_chart", "plot_calibration"]
 
 Series = Mapping[str, "tuple[Sequence[float] | np.ndarray, Sequence[float] | np.ndarray]"]
 
@@ -101,3 +101,37 @@ def bar_chart(
         ax.legend(fontsize=8)
     _save(fig, path)
     return Path(path)
+
+
+def plot_calibration(path: str | os.PathLike[str], cells: Sequence[Any], *, title: str = "") -> None:
+    """Nominal confidence (x) against what held (y) for each dataset (one panel each) and
+    bound construction (colour): pointwise coverage (solid), whole-front band (dashed) and the
+    target promise kept at 100% of the best LLM (dotted). `cells`: `coverage.Cell`s."""
+    names = list(dict.fromkeys(c.dataset for c in cells))
+    fig = _figure((3.2 * max(len(names), 1), 3.2))
+    axes = fig.subplots(1, max(len(names), 1), squeeze=False)[0]
+    colours = {}
+    for ax, name in zip(axes, names):
+        ax.plot([0.5, 1.0], [0.5, 1.0], color="0.6", lw=0.8)
+        mine = [c for c in cells if c.dataset == name]
+        for est in dict.fromkeys(c.estimator for c in mine):
+            colour = colours.setdefault(est, f"C{len(colours)}")
+            for f in sorted({c.fraction for c in mine}):
+                cs = sorted((c for c in mine if c.estimator == est and c.fraction == f), key=lambda c: c.confidence)
+                x = [c.confidence for c in cs]
+                lab = est if f == min(c.fraction for c in mine) else None
+                ax.plot(x, [c.points for c in cs], "-o", color=colour, ms=3, lw=1, label=lab)
+                ax.plot(x, [c.band for c in cs], "--", color=colour, lw=0.8)
+                key = max(cs[0].targets, key=float) if cs and cs[0].targets else None
+                if key is not None:
+                    ax.plot(x, [c.targets[key]["kept"] for c in cs], ":", color=colour, lw=0.8)
+        ax.set_xlim(0.75, 1.0)
+        ax.set_ylim(0.5, 1.01)
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("nominal confidence", fontsize=8)
+        ax.tick_params(labelsize=7)
+    axes[0].set_ylabel("realised share (— points, -- band, ··· target)", fontsize=8)
+    axes[0].legend(fontsize=7, loc="lower right")
+    if title:
+        fig.suptitle(title, fontsize=9)
+    _save(fig, path)

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
+from scipy.stats import beta as beta_dist
 from scipy.stats import t as student_t
 
 from optllm.errors import OptLLMError
@@ -62,19 +63,43 @@ def values_of(assignment: np.ndarray, values: np.ndarray) -> np.ndarray:
 
 
 # ============================================================== held-out predictions
+ESTIMATORS = ("labelled", "ppi")
+DEFAULT_ESTIMATOR = "ppi"
+"""How a plan's accuracy is estimated from the held-out sample (`HeldOut.estimator`):
+
+- ``labelled``: route the labelled queries by the plan's rule (each by the cross-fitted
+  predictor that never saw it) and count how many it answers right: an exact binomial
+  (Clopper-Pearson) bound, its sample size shrunk for the assigned queries' own chance
+  (n_eff = 1 / (1/n_L + 1/N)). The predictions only route; they never enter the estimate.
+- ``ppi``: prediction-powered: the plan's mean predicted accuracy on the assigned queries
+  plus the held-out residual under the same rule, with a Wilson-type normal bound."""
+
+
 @dataclass(frozen=True)
 class HeldOut:
     """Cross-fitted predictions on the labelled sample: row j predicted by a predictor that
-    never saw query j's labels. `y` may hold NaN (not observed)."""
+    never saw query j's labels. `y` may hold NaN (not observed). `estimator` (one of
+    `ESTIMATORS`) is how bounds built on this sample estimate a plan's accuracy."""
 
     p: np.ndarray  # [n_L, m] held-out P(correct)
     y: np.ndarray  # [n_L, m] labels in [0, 1]
     cost: np.ndarray  # [n_L, m] USD per query and model
+    estimator: str = DEFAULT_ESTIMATOR
+    fold: np.ndarray | None = None  # [n_L] the cross-fitting fold of each labelled query (None: unknown)
+    rule_variance: bool = True  # add the rule's own variation across folds (τ², `Rectifier.rule_var`)
 
     def __post_init__(self) -> None:
         if not (self.p.shape == self.y.shape == self.cost.shape) or self.p.ndim != 2:
             raise OptLLMError(f"held-out arrays must share one (n, m) shape, got {self.p.shape}, "
                               f"{self.y.shape}, {self.cost.shape}")
+        if self.estimator not in ESTIMATORS:
+            raise OptLLMError(f"--bound: unknown estimator {self.estimator!r}; choose from {', '.join(ESTIMATORS)}")
+
+    @property
+    def uses_predictions(self) -> bool:
+        """True when the estimate starts from the predicted accuracy (PPI), False when it is
+        the labelled queries' own answers under the plan's rule."""
+        return self.estimator == "ppi"
 
     @property
     def n(self) -> int:
@@ -100,12 +125,25 @@ def rule_slopes(front: FrontLike, p: np.ndarray, cost: np.ndarray) -> np.ndarray
     return ef.slopes()[k]
 
 
+def labelled_points(front: FrontLike, p: np.ndarray, cost: np.ndarray, held: HeldOut,
+                    points: np.ndarray | None = None) -> np.ndarray:
+    """The labelled counterpart t of each front point (all, or `points`): where the same
+    routing rule (the slope λ of `rule_slopes`) puts the labelled queries under their
+    held-out predictions. (Matching by spend per query instead was measured and covers
+    less: `optllm coverage`, docs/bounds.md.)"""
+    rect = held.rectifier
+    lam = rule_slopes(front, p, cost)
+    return rect.point(lam if points is None else lam[points])
+
+
 class Rectifier:
-    """The held-out errors along the exact front of the held-out predictions.
+    """The held-out errors (PPI) or answers (`labelled`) along the exact front of the
+    held-out predictions.
 
     Point t of that labelled front is where the rule at slope λ puts the labelled queries
     (t = the number of labelled moves whose slope is ≥ λ), so every per-point moment is one
-    cumulative sum (`Front.values`) over the labelled moves.
+    cumulative sum (`Front.values`) over the labelled moves. `resid` is y − p̂ for PPI and
+    y itself for the labelled estimator; `mean` is then the correction or the estimate.
     """
 
     def __init__(self, held: HeldOut) -> None:
@@ -114,7 +152,8 @@ class Rectifier:
         self.held = held
         obs = ~np.isnan(held.y)
         q = np.clip(held.p, 0.0, 1.0)
-        self.resid = np.where(obs, np.nan_to_num(held.y) - q, 0.0)  # [n_L, m]
+        y = np.nan_to_num(held.y)
+        self.resid = np.where(obs, y - q if held.uses_predictions else y, 0.0)  # [n_L, m]
         self.var_cal = np.where(obs, q * (1.0 - q), 0.0)
         self.front = pareto_front(q, held.cost)
         slopes = self.front.slopes()[1:]
@@ -124,6 +163,32 @@ class Rectifier:
         self.mean = f.values(self.resid) / self.seen
         self.second = f.values(self.resid**2) / self.seen
         self.floor = f.values(self.var_cal) / self.seen
+        self.observed = self.seen * held.n  # labelled queries observed at each point
+        self.rule_var = self._rule_variance(obs)
+
+    def _rule_variance(self, obs: np.ndarray) -> np.ndarray:
+        """τ² per labelled point: how much the accuracy of the rule itself varies with the
+        labels it was fitted on. Each fold's rule is fitted on different labels, so the
+        spread of the per-fold means beyond what their sampling explains (spread / fold size)
+        estimates it (a random-effects split, one-way ANOVA); the plan sent out is one more
+        such rule, so τ² adds to the variance of its realised accuracy. 0 without folds."""
+        fold = self.held.fold
+        if fold is None or not self.held.rule_variance:
+            return np.zeros(len(self.front))
+        ks = np.unique(fold)
+        if ks.size < 2:
+            return np.zeros(len(self.front))
+        f = self.front
+        means, sizes = [], []
+        for k in ks:
+            mask = (fold == k)[:, None]
+            seen = f.values((obs & mask).astype(float))
+            means.append(f.values(np.where(mask, self.resid, 0.0)) / np.maximum(seen, 1e-12))
+            sizes.append(seen * self.held.n)
+        M = np.stack(means)  # [K, T]
+        between = M.var(axis=0, ddof=1)
+        n_k = np.maximum(np.stack(sizes).mean(axis=0), 1.0)
+        return np.maximum(between - self.spread() / n_k, 0.0)
 
     def point(self, lam: np.ndarray) -> np.ndarray:
         """Labelled-front point for each slope λ."""
@@ -181,6 +246,14 @@ class AccuracyBounds:
     n_labelled: int
     z: float  # pointwise critical value (Student's t), used by `lower` / `upper`
     z_band: float | None = None  # critical value of the band over the whole front (None: = z)
+    trials: np.ndarray | None = None  # labelled estimator: effective binomial sample size per point
+
+    def at_confidence(self, confidence: float) -> "AccuracyBounds":
+        """The same bounds at another pointwise level (the band is not recomputed: None)."""
+        from dataclasses import replace
+
+        z = float(student_t.ppf(confidence, max(self.n_labelled - 1, 1) if self.n_labelled else 1e6))
+        return replace(self, confidence=confidence, z=z, z_band=None)
 
     @property
     def estimate(self) -> np.ndarray:
@@ -198,10 +271,22 @@ class AccuracyBounds:
         s2_at = np.maximum(s2 + level * (1 - level) - th * (1 - th), 0.25 * s2)
         return np.where(self.n_labelled > 0, s2_at / n, 0.0) + var_bern
 
+    def _exact(self, sign: float, z: float) -> np.ndarray:
+        """Clopper-Pearson bound at the one-sided level whose Student-t quantile is `z`, on
+        the estimate's share of `trials` effective trials (fractional counts)."""
+        level = float(student_t.cdf(z, max(self.n_labelled - 1, 1)))
+        n = np.maximum(np.asarray(self.trials, dtype=float), 1e-9)
+        k = np.clip(self.estimate, 0.0, 1.0) * n
+        if sign < 0:
+            return np.where(k <= 0, 0.0, beta_dist.ppf(1.0 - level, np.maximum(k, 1e-12), n - k + 1.0))
+        return np.where(k >= n, 1.0, beta_dist.ppf(level, k + 1.0, np.maximum(n - k, 1e-12)))
+
     def _solve(self, sign: float, z: float | None = None) -> np.ndarray:
         """The level L (below the estimate for sign −1, above for +1) where |θ̂ − L| equals
         z standard deviations evaluated at L; bisection, vectorised over the points."""
         z = self.z if z is None else z
+        if self.trials is not None:
+            return self._exact(sign, z)
         th = self.estimate
         lo = np.where(sign < 0, 0.0, th)
         hi = np.where(sign < 0, th, 1.0)
@@ -278,11 +363,36 @@ def bounds_along(front: FrontLike, p: np.ndarray, cost: np.ndarray, held: HeldOu
         zero = np.zeros_like(mean)
         return AccuracyBounds(mean, zero, np.sqrt(var_bern), zero, confidence, 0 if held is None else held.n, z)
     rect = held.rectifier
-    t = rect.point(rule_slopes(front, p, cost))
+    t = labelled_points(front, p, cost, held)
     s2 = rect.spread()[t] / held.n
     z = float(student_t.ppf(confidence, max(held.n - 1, 1)))
     z_band = rect.band(t, confidence, seed=seed)
-    return AccuracyBounds(mean, rect.mean[t], np.sqrt(s2 + var_bern), np.sqrt(s2), confidence, held.n, z, z_band)
+    tau2 = rect.rule_var[t]
+    if held.uses_predictions:
+        return AccuracyBounds(mean, rect.mean[t], np.sqrt(s2 + var_bern + tau2), np.sqrt(s2), confidence, held.n, z,
+                              z_band)
+    # labelled: the estimate is the labelled answers under the rule; the assigned queries'
+    # own Bernoulli chance and the rule's own variation (τ²) enter as a smaller effective sample
+    est = rect.mean[t]
+    trials = effective_trials(rect.observed[t], p.shape[0], est, tau2)
+    s2 = np.maximum(rect.spread()[t], 0.0) / held.n
+    var_test = est * (1.0 - est) / p.shape[0]
+    return AccuracyBounds(mean, est - mean, np.sqrt(s2 + var_test + tau2), np.sqrt(s2), confidence, held.n, z,
+                          z_band, trials)
+
+
+def effective_trials(n_labelled: np.ndarray | float, n_assigned: int, estimate: np.ndarray | float = 0.5,
+                     extra_var: np.ndarray | float = 0.0) -> np.ndarray:
+    """The binomial sample size whose variance equals that of (labelled mean − realised mean
+    over `n_assigned` queries): 1 / (1/n_L + 1/N), shrunk further for an `extra_var` (the
+    rule's own variation τ²) at accuracy `estimate`: θ(1−θ)/n_eff = θ(1−θ)/n + τ²."""
+    n_l = np.maximum(np.asarray(n_labelled, dtype=float), 1e-9)
+    n = 1.0 / (1.0 / n_l + 1.0 / max(int(n_assigned), 1))
+    v = np.asarray(estimate, dtype=float) * (1.0 - np.asarray(estimate, dtype=float))
+    extra = np.asarray(extra_var, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        shrunk = np.where(v > 0, v / (v / n + extra), n)
+    return np.minimum(n, shrunk)
 
 
 def bounds_of(assignment: np.ndarray, p: np.ndarray, cost: np.ndarray, held: HeldOut | None,
@@ -310,13 +420,19 @@ def single_bounds(k: int | np.ndarray, p: np.ndarray, held: HeldOut, confidence:
     var_bern = np.atleast_1d((pm * (1 - pm)).mean() / p.shape[0])
     obs = ~np.isnan(held.y[:, used]).any(axis=1)
     q = np.clip(held.p[obs][:, used], 0, 1) @ w[used]
-    r = held.y[obs][:, used] @ w[used] - q
+    yw = held.y[obs][:, used] @ w[used]
+    r = yw - q if held.uses_predictions else yw
     n = max(int(obs.sum()), 1)
     s2 = max(float(r.var()) if r.size else 0.0, float((q * (1 - q)).mean()) if q.size else 0.25)
-    corr = np.atleast_1d(r.mean() if r.size else 0.0)
     z = float(student_t.ppf(confidence, max(n - 1, 1)))
     sl = np.atleast_1d(np.sqrt(s2 / n))
-    return AccuracyBounds(mean, corr, np.sqrt(sl**2 + var_bern), sl, confidence, held.n, z)
+    if held.uses_predictions:
+        corr = np.atleast_1d(r.mean() if r.size else 0.0)
+        return AccuracyBounds(mean, corr, np.sqrt(sl**2 + var_bern), sl, confidence, held.n, z)
+    est = float(r.mean()) if r.size else 0.0
+    var_test = np.atleast_1d(est * (1 - est) / p.shape[0])
+    return AccuracyBounds(mean, np.atleast_1d(est) - mean, np.sqrt(sl**2 + var_test), sl, confidence, held.n, z,
+                          trials=np.atleast_1d(effective_trials(float(obs.sum()), p.shape[0])))
 
 
 def reference_weights(ref: int | np.ndarray, m: int) -> np.ndarray:
@@ -335,7 +451,7 @@ def paired_lower(front: FrontLike, points: np.ndarray, ref: int | np.ndarray, p:
     `points`, paired on the same labelled and assigned queries. The reference is model `ref`
     alone or a random mix (`reference_weights`), compared by its expected answer per query."""
     rect = held.rectifier
-    t = rect.point(rule_slopes(front, p, cost)[points])
+    t = labelled_points(front, p, cost, held, points)
     n, N = held.n, p.shape[0]
     w = reference_weights(ref, p.shape[1])
 
@@ -351,7 +467,8 @@ def paired_lower(front: FrontLike, points: np.ndarray, ref: int | np.ndarray, p:
     d_second = f.values(delta**2) / rect.seen
     d_floor = f.values(diff_var(rect.var_cal)) / rect.seen
     s2 = np.maximum(d_second - d_mean**2, d_floor)[t] / n
-    # assigned part: predicted difference and its Bernoulli variance
-    mu = values_along(front, p)[points] - float((p @ w).mean())
+    # assigned part: predicted difference (PPI only: the labelled estimator's difference is
+    # the labelled answers' own) and its Bernoulli variance
+    mu = values_along(front, p)[points] - float((p @ w).mean()) if held.uses_predictions else 0.0
     bern = values_along(front, diff_var(p * (1 - p)))[points] / N
     return mu + d_mean[t] - z * np.sqrt(np.maximum(s2 + bern, 0.0))  # cumsums can round below 0

@@ -17,7 +17,7 @@ import numpy as np
 from optllm.cost import CostMatrix
 from optllm.data import Outcomes
 from optllm.errors import OptLLMError
-from optllm.evaluate.uncertainty import AccuracyBounds, HeldOut, bounds_along
+from optllm.evaluate.uncertainty import DEFAULT_ESTIMATOR, ESTIMATORS, AccuracyBounds, HeldOut, bounds_along
 from optllm.optimize.registry import OPTIMIZERS, build_front
 from optllm.optimize.types import FrontLike
 from optllm.selection import Goal, Selection, select
@@ -32,8 +32,9 @@ class PlanSettings:
     `predictor`: a name of `optllm.predict.PREDICTORS` (or `default`); `optimizer`: one of
     `optllm.optimize.registry.OPTIMIZERS`; `alpha`: the robust prediction p̄ + α·σ fed to the
     optimiser; `folds`: cross-fitting folds of the labelled sample for the bounds (0: the
-    Bernoulli variance only, no held-out correction); `gn`, `generations`: OptLLM-M's group
-    count and the MOEAs' generations; `seed`: every random choice."""
+    Bernoulli variance only, no held-out correction); `bound`: how the held-out sample bounds
+    a plan's accuracy (`optllm.evaluate.uncertainty.ESTIMATORS`); `gn`, `generations`:
+    OptLLM-M's group count and the MOEAs' generations; `seed`: every random choice."""
 
     predictor: str = "default"
     optimizer: str = "exact"
@@ -42,8 +43,11 @@ class PlanSettings:
     seed: int = 0
     gn: int = 50
     generations: int = 100
+    bound: str = DEFAULT_ESTIMATOR
 
     def __post_init__(self) -> None:
+        if self.bound not in ESTIMATORS:
+            raise OptLLMError(f"--bound must be one of {', '.join(ESTIMATORS)}, got {self.bound!r}")
         if self.optimizer not in OPTIMIZERS:
             raise OptLLMError(f"--optimizer: unknown optimizer {self.optimizer!r}; choose from {', '.join(OPTIMIZERS)}")
         if self.seed < 0:
@@ -110,15 +114,16 @@ def plan_queries(train: Outcomes, val: Outcomes, inputs: Any, cost: np.ndarray, 
     t["optimise"] = time.perf_counter() - t1
     say("bounds")
     t1 = time.perf_counter()
-    held = cross_fit(settings.predictor, train, val, settings.folds, settings.seed)
+    held = cross_fit(settings.predictor, train, val, settings.folds, settings.seed, settings.bound)
     bounds = bounds_along(front, mean, cost, held, goal.confidence, seed=settings.seed)
     t["bounds"] = time.perf_counter() - t1
     sel = select(front, bounds, goal, p=mean, cost=cost, held=held, models=models, extra_cost=extra_cost,
-                 estimated=estimated, seed=settings.seed)
+                 estimated=estimated, seed=settings.seed, feasible=feasible)
     return Planned(mean, std, front, held, bounds, sel, t)
 
 
-def cross_fit(name: str, train: Outcomes, val: Outcomes, folds: int, seed: int) -> HeldOut | None:
+def cross_fit(name: str, train: Outcomes, val: Outcomes, folds: int, seed: int,
+              estimator: str = DEFAULT_ESTIMATOR) -> HeldOut | None:
     """Held-out predictions for every labelled query: `folds`-fold cross-fitting of predictor
     `name` over train + validation, each fold predicted by the predictor fitted on the others
     (their train/validation roles kept in the original proportion).
@@ -147,7 +152,9 @@ def cross_fit(name: str, train: Outcomes, val: Outcomes, folds: int, seed: int) 
     parts = np.array_split(order, min(folds, n))
     share_val = n_va / n
     P = np.empty_like(Y, dtype=float)
+    fold = np.empty(n, dtype=int)
     for f, held in enumerate(parts):
+        fold[held] = f
         rest = np.setdiff1d(order, held, assume_unique=True)
         rest = rest[rng.permutation(rest.size)]
         k_va = int(round(share_val * rest.size)) if n_va else 0
@@ -159,7 +166,7 @@ def cross_fit(name: str, train: Outcomes, val: Outcomes, folds: int, seed: int) 
         else:
             model.fit(_rows(X, tr), Y[tr], models=train.models)
         P[held] = model.predict(_rows(X, held)).mean
-    return HeldOut(P, Y.astype(float), C)
+    return HeldOut(P, Y.astype(float), C, estimator, fold)
 
 
 def _rows(X: Any, idx: np.ndarray) -> Any:

@@ -1,9 +1,10 @@
 """One selection engine for every path (`optllm run`, `optllm bench`, `optllm plan`, the API):
 `select(front, bounds, goal, ...) -> Selection`.
 
-- Target: the cheapest point certified to reach it (fixed-sequence tests from the most
-  accurate predicted point down, `AccuracyBounds.cheapest_certified`); when none is, no plan,
-  and roughly how many labels would be needed.
+- Target: the cheapest plan certified to reach it among the front's points and the single
+  LLMs and random mixes of two (two fixed sequences, each from its most accurate predicted
+  plan down, each at half the error: `_target`); when none is, no plan, and roughly how many
+  labels would be needed.
 - Budget: the exact optimum within the budget, its accuracy reported as an interval; with
   `Goal.safe`, only a plan that beats the best plan without a predictor (`reference`) at the
   confidence level, paired on the held-out labels, replaces that plan; with `Goal.risk`, every
@@ -20,6 +21,7 @@ import numpy as np
 
 from optllm.cost import CostMatrix
 from optllm.errors import OptLLMError
+from optllm.evaluate.indicators import upper_hull
 from optllm.evaluate.uncertainty import AccuracyBounds, HeldOut, bounds_of, paired_lower, single_bounds
 from optllm.optimize.types import Assignment, FrontLike, thin_indices
 from optllm.selection.goal import Goal
@@ -27,6 +29,8 @@ from optllm.selection.reference import Reference, best_reference, disagreements,
 from optllm.selection.risk import risk_cost
 
 RULE_TARGET = "cheapest plan certified ≥ target (tested from the most accurate down)"
+RULE_TARGET_SINGLE = "cheapest single LLM or random mix of two certified ≥ target (tested from the most accurate down)"
+MIX_STEPS = 16  # random mixes tested between two neighbouring single LLMs of the target rule's path
 RULE_BUDGET = "most accurate plan within the budget"
 RULE_BUDGET_RISK = "most accurate plan whose realised cost stays within the budget at --risk"
 RULE_SAFE_CHEAPER = "most accurate plan within the budget that is reliably better than the best plan without a predictor"
@@ -77,6 +81,7 @@ class Selection:
     certified_gap: float | None = None
     plan: Assignment | None = field(default=None, repr=False, compare=False)
     alternative_plan: Assignment | None = field(default=None, repr=False, compare=False)
+    reference_plan: np.ndarray | None = field(default=None, repr=False, compare=False)  # model per query
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready: every field but the assignments, the same keys on every branch."""
@@ -105,6 +110,7 @@ class _Context:
     extra_cost: float
     estimated: CostMatrix | None
     seed: int
+    usable: np.ndarray  # [m] models that may answer every assigned query (single-LLM plans)
 
     def at_risk(self, choice: np.ndarray) -> float | None:
         g = self.goal
@@ -133,17 +139,19 @@ class _Context:
 
 def select(front: FrontLike, bounds: AccuracyBounds, goal: Goal, *, p: np.ndarray, cost: np.ndarray,
            held: HeldOut | None, models: tuple[str, ...], extra_cost: float = 0.0,
-           estimated: CostMatrix | None = None, seed: int = 0) -> Selection:
+           estimated: CostMatrix | None = None, seed: int = 0, feasible: np.ndarray | None = None) -> Selection:
     """The plan for `goal` on `front` (built on predictions `p` [n, m] of the assigned queries
     with costs `cost` [n, m]), with `bounds` along it and the held-out sample `held`.
 
     `extra_cost` is added to every plan's cost (the labelling cost, when counted);
     `estimated` (the cost estimate of `optllm plan`) prices the realised-cost risk of
-    `Goal.risk`; `seed` draws the reference mix's random routing."""
+    `Goal.risk`; `seed` draws the reference mix's random routing; `feasible` [n, m] marks the
+    pairs that may be chosen (a single LLM that cannot answer every query is no plan)."""
     if goal.risk is not None and estimated is None:
         raise OptLLMError("--risk needs estimated costs with their spread (optllm plan); these costs are known")
-    ctx = _Context(front, bounds, goal, np.asarray(p), np.asarray(cost), held, models, float(extra_cost),
-                   estimated, seed)
+    p, cost = np.asarray(p), np.asarray(cost)
+    usable = np.ones(p.shape[1], dtype=bool) if feasible is None else np.asarray(feasible).all(axis=0)
+    ctx = _Context(front, bounds, goal, p, cost, held, models, float(extra_cost), estimated, seed, usable)
     if goal.kind == "target":
         return _target(ctx)
     if goal.kind == "budget":
@@ -157,18 +165,31 @@ def _base(ctx: _Context, **kw: Any) -> Selection:
 
 # ------------------------------------------------------------------------------- target
 def _target(ctx: _Context) -> Selection:
+    """Two pre-specified sequences, each tested from its most accurate predicted plan toward
+    cheaper ones and stopped at the first failure (fixed-sequence testing): the front, and
+    the path of single LLMs and random mixes of two neighbours on their upper hull. With
+    held-out labels each sequence gets half the error (Bonferroni), so the cheaper of the two
+    plans picked still reaches the target with probability ≥ confidence; without them there
+    are no single-LLM bounds, and only the front is tested."""
     b, target = ctx.bounds, float(ctx.goal.target_accuracy)  # type: ignore[arg-type]
     by_mean = np.flatnonzero(b.mean >= target)
     alt = None if not by_mean.size else ctx.figures_of_point(int(by_mean[0]), "cheapest plan whose PREDICTED accuracy reaches the target")
     alt_plan = None if not by_mean.size else ctx.as_assignment(int(by_mean[0]))
-    pick = b.cheapest_certified(target)
+    singles = ctx.held is not None and ctx.usable.any()
+    level = 1.0 - (1.0 - b.confidence) / 2.0 if singles else b.confidence
+    tested = b if level == b.confidence else b.at_confidence(level)
+    pick = tested.cheapest_certified(target)
+    mix = _single_path_pick(ctx, target, level) if singles else None
+    if mix is not None and (pick is None or mix[1] < float(ctx.front.costs[pick]) - 1e-12):
+        return _target_single(ctx, target, mix, alt, alt_plan, level)
     if pick is None:
-        need = b.labels_needed(target)
+        need = tested.labels_needed(target)
         message = (
             f"no plan reaches accuracy {target:.4f} with {b.confidence:.0%} confidence "
-            f"(best lower bound {b.lower.max():.4f}, best held-out-corrected estimate {b.estimate.max():.4f}); "
+            f"(best lower bound {b.lower.max():.4f}, best held-out estimate {b.estimate.max():.4f}"
+            + (", single LLMs and mixes of two tested too" if singles else "") + "); "
             + (f"roughly {need:,} labelled queries would be needed (now {b.n_labelled})"
-               if need else "the corrected estimates of the front's plans do not reach it even on average, so more "
+               if need else "the held-out estimates of the front's plans do not reach it even on average, so more "
                             "labels alone are unlikely to certify one")
         )
         return _base(ctx, rule=RULE_TARGET, reachable=False, chosen=None, alternative=alt, labels_needed=need,
@@ -176,6 +197,8 @@ def _target(ctx: _Context) -> Selection:
     chosen = ctx.figures_of_point(pick, "cheapest plan certified to reach the target")
     message = (f"at {b.confidence:.0%} confidence the plan's accuracy is at least {chosen.lower:.4f} "
                f"≥ target {target:.4f}")
+    if singles:
+        message += f" (tested at {level:.1%}: half the error each for the front and for single LLMs and mixes)"
     if ctx.held is None:
         message += (" — but without held-out labels (--folds 0, or under 4 labelled queries) this bound is only the "
                     "spread of the answers, assuming the predictions are right: it does not cover the predictor's "
@@ -183,6 +206,53 @@ def _target(ctx: _Context) -> Selection:
     same = alt is not None and alt.point == pick
     return _base(ctx, rule=RULE_TARGET, reachable=True, chosen=chosen, alternative=None if same else alt,
                  message=message, plan=ctx.as_assignment(pick), alternative_plan=None if same else alt_plan)
+
+
+def single_path(ctx: _Context) -> list[Reference]:
+    """The single LLMs on the upper hull of (total cost, mean predicted accuracy), most
+    accurate first, with `MIX_STEPS` random mixes between each neighbouring pair: the
+    target rule's second sequence, in descending predicted accuracy."""
+    totals = ctx.cost.sum(axis=0)
+    mu = ctx.p.mean(axis=0)
+    ok = np.flatnonzero(ctx.usable)
+    hull = ok[upper_hull(totals[ok], mu[ok])][::-1]  # most accurate (priciest) first
+    path = [Reference(int(hull[0]), int(hull[0]), 0.0, float(mu[hull[0]]))]
+    for hi, lo in zip(hull[:-1], hull[1:]):
+        for w in np.linspace(1.0, 0.0, MIX_STEPS + 1)[1:]:
+            ref = Reference(int(lo), int(hi), float(w), float((1 - w) * mu[lo] + w * mu[hi]))
+            path.append(ref if w > 0 else Reference(int(lo), int(lo), 0.0, float(mu[lo])))
+    return path
+
+
+def _single_path_pick(ctx: _Context, target: float, level: float) -> tuple[Reference, float] | None:
+    """The cheapest plan on `single_path` passing "accuracy ≥ target" at `level`, testing in
+    its order and stopping at the first failure; with its expected cost (None: the first fails)."""
+    assert ctx.held is not None
+    totals = ctx.cost.sum(axis=0)
+    last = None
+    for ref in single_path(ctx):
+        w = ref.weights(ctx.p.shape[1])
+        if float(single_bounds(w, ctx.p, ctx.held, level).lower[0]) < target:
+            break
+        last = (ref, float(totals @ w))
+    return last
+
+
+def _target_single(ctx: _Context, target: float, mix: tuple[Reference, float], alt: PlanFigures | None,
+                   alt_plan: Assignment | None, level: float) -> Selection:
+    ref, spend = mix
+    a = ref.assignment(ctx.cost, spend, ctx.seed)
+    rows = np.arange(ctx.p.shape[0])
+    plan = Assignment(models=a, cost=float(ctx.cost[rows, a].sum()), accuracy=float(ctx.p[rows, a].mean()),
+                      model_names=ctx.models)
+    w = ref.weights(ctx.p.shape[1])
+    conf = ctx.bounds.confidence
+    chosen = ctx.figures_of(plan, f"cheapest single LLM or mix certified to reach the target: {ref.describe(ctx.models)}",
+                            b=single_bounds(w, ctx.p, ctx.held, conf))  # type: ignore[arg-type]
+    message = (f"at {conf:.0%} confidence {ref.describe(ctx.models)} reaches at least {chosen.lower:.4f} ≥ target "
+               f"{target:.4f} (tested at {level:.1%}), and no cheaper plan of the front is certified")
+    return _base(ctx, rule=RULE_TARGET_SINGLE, reachable=True, chosen=chosen, alternative=alt, message=message,
+                 plan=plan, alternative_plan=alt_plan)
 
 
 # ------------------------------------------------------------------------------- knee
@@ -221,12 +291,13 @@ def _budget(ctx: _Context) -> Selection:
     if safe is None:  # no affordable single LLM: nothing to compare with
         return _base(ctx, rule=rule, reachable=True, chosen=ctx.figures_of(plan, "most accurate plan within the budget"),
                      certified_gap=gap, plan=plan, message="no single LLM fits the budget: nothing to compare with")
-    kept, chosen, verdict, ref = safe
+    kept, chosen, verdict, ref, ref_plan = safe
     alt = alt_plan = None
     if kept is not plan:
         alt, alt_plan = ctx.figures_of(plan, "the most accurate predicted plan within the budget"), plan
     return _base(ctx, rule=rule if kept is plan else verdict[1], reachable=True, chosen=chosen, reference=ref,
-                 alternative=alt, certified_gap=gap, message=verdict[0], plan=kept, alternative_plan=alt_plan)
+                 alternative=alt, certified_gap=gap, message=verdict[0], plan=kept, alternative_plan=alt_plan,
+                 reference_plan=ref_plan)
 
 
 def _budget_for_risk(ctx: _Context, limit: float) -> tuple[float, Assignment]:
@@ -268,13 +339,13 @@ def _budget_for_risk(ctx: _Context, limit: float) -> tuple[float, Assignment]:
 
 
 def _safe(ctx: _Context, plan: Assignment, spend: float, limit: float
-          ) -> tuple[Assignment, PlanFigures, tuple[str, str], PlanFigures] | None:
+          ) -> tuple[Assignment, PlanFigures, tuple[str, str], PlanFigures, np.ndarray] | None:
     """Do no harm: keep the most accurate plan within `spend` only if it beats the reference
     (the strongest single LLM that fits, or a random mix of two single LLMs that spends it) at
     the confidence level, the difference bounded on the same held-out labels and assigned
     queries; otherwise take the most accurate plan that does, or the reference itself (with
     its own bounds: its rule is not the front's). Returns (plan, its figures, (verdict, rule),
-    the reference's figures), or None when no single LLM fits."""
+    the reference's figures, the reference as a plan), or None when no single LLM fits."""
     front, b, p, cost, held = ctx.front, ctx.bounds, ctx.p, ctx.cost, ctx.held
     assert held is not None
     totals = cost.sum(axis=0)
@@ -295,9 +366,10 @@ def _safe(ctx: _Context, plan: Assignment, spend: float, limit: float
     labelled_ref = ref.choices(held.n, ctx.seed)
     # one pre-specified comparison: the pointwise quantile; scanning the front below: the band's z
     diff_lower = float(paired_lower(front, np.array([k_plan]), w, p, cost, held, b.z)[0])
+    ref_plan = _reference_plan(ctx, ref, spend, limit)
     if diff_lower >= 0 and sign_test_wins(front, np.array([k_plan]), labelled_ref, p, cost, held, conf)[0]:
         return (plan, ctx.figures_of(plan, "most accurate plan within the budget"),
-                (f"at {conf:.0%} confidence the plan beats {name}", ""), ref_fig)
+                (f"at {conf:.0%} confidence the plan beats {name}", ""), ref_fig, ref_plan)
     wins, losses = disagreements(front, k_plan, labelled_ref, p, cost, held)
     why = (f"the most accurate plan within the budget was not shown better: {conf:.0%} lower bound on its lead "
            f"{diff_lower:+.4f}; of the {held.n} labelled queries it gets {wins} right where the reference is "
@@ -311,14 +383,14 @@ def _safe(ctx: _Context, plan: Assignment, spend: float, limit: float
         verdict = (f"at {conf:.0%} confidence only cheaper plans beat {name}; front point {k} is the most accurate "
                    f"of them ({why})", RULE_SAFE_CHEAPER)
         return ctx.as_assignment(k), ctx.figures_of_point(k, "most accurate plan reliably better than the reference"), \
-            verdict, ref_fig
-    a = _reference_plan(ctx, ref, spend, limit)
+            verdict, ref_fig, ref_plan
+    a = ref_plan
     rows = np.arange(p.shape[0])
     kept = Assignment(models=a, cost=float(cost[rows, a].sum()), accuracy=float(p[rows, a].mean()),
                       model_names=ctx.models)
     fig = ctx.figures_of(kept, f"the best plan without a predictor: {name}", b=single_bounds(w, p, held, conf))
     return kept, fig, (f"at {conf:.0%} confidence no predicted plan beats {name}; taking that ({why})",
-                       RULE_REFERENCE), ref_fig
+                       RULE_REFERENCE), ref_fig, ref_plan
 
 
 def _reference_plan(ctx: _Context, ref: Reference, spend: float, limit: float) -> np.ndarray:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from optllm.evaluate.uncertainty import HeldOut, rule_slopes, single_bounds
+from optllm.evaluate.uncertainty import HeldOut, labelled_points, single_bounds
 from optllm.optimize.types import FrontLike
 
 
@@ -125,7 +125,7 @@ def _paired_answers(front: FrontLike, points: np.ndarray, ref: np.ndarray, p: np
                     held: HeldOut) -> list[np.ndarray]:
     """Per point: the plan's label minus the reference's on each labelled query."""
     rect = held.rectifier
-    ts = rect.point(rule_slopes(front, p, cost)[points])
+    ts = labelled_points(front, p, cost, held, points)
     rows = np.arange(held.n)
     y_ref = held.y[rows, ref]
     return [held.y[rows, rect.assignment(int(t))] - y_ref for t in ts]
