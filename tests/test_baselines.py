@@ -92,7 +92,8 @@ def test_rectifier_rule_matches_argmax() -> None:
     rng = np.random.default_rng(3)
     q, c = rng.random((30, 4)), rng.random((30, 4)) + 0.1
     y = (rng.random((30, 4)) < q).astype(float)
-    rect = Rectifier(HeldOut(q, y, c))
+    rect = Rectifier(HeldOut(q, y, c, "ppi"))
+    lab = Rectifier(HeldOut(q, y, c, "labelled"))
     for lam in (np.inf, 5.0, 1.0, 0.2, 0.0):
         t = int(rect.point(np.array([lam]))[0])
         a = rect.assignment(t)
@@ -100,6 +101,8 @@ def test_rectifier_rule_matches_argmax() -> None:
             score = q - lam * c
             np.testing.assert_array_equal(score[np.arange(30), a], score.max(axis=1))
         assert rect.mean[t] == pytest.approx(float((y - q)[np.arange(30), a].mean()))
+        # the labelled estimator: the answers themselves under the same rule
+        assert lab.mean[t] == pytest.approx(float(y[np.arange(30), a].mean()))
 
 
 @pytest.mark.slow

@@ -63,8 +63,8 @@ def values_of(assignment: np.ndarray, values: np.ndarray) -> np.ndarray:
 
 
 # ============================================================== held-out predictions
-ESTIMATORS = ("labelled", "ppi")
-DEFAULT_ESTIMATOR = "ppi"
+ESTIMATORS = ("labelled", "ppi")  # the first is the default: see docs/bounds.md
+DEFAULT_ESTIMATOR = "labelled"
 """How a plan's accuracy is estimated from the held-out sample (`HeldOut.estimator`):
 
 - ``labelled``: route the labelled queries by the plan's rule (each by the cross-fitted
@@ -133,7 +133,26 @@ def labelled_points(front: FrontLike, p: np.ndarray, cost: np.ndarray, held: Hel
     less: `optllm coverage`, docs/bounds.md.)"""
     rect = held.rectifier
     lam = rule_slopes(front, p, cost)
-    return rect.point(lam if points is None else lam[points])
+    share = _tie_share(front, lam)
+    if points is not None:
+        lam, share = lam[points], share[points]
+    return rect.point(lam, share)
+
+
+def _tie_share(front: FrontLike, lam: np.ndarray) -> np.ndarray:
+    """For each point, the share of the moves at exactly its slope λ already taken (1 off an
+    exact front): where many queries tie (equal predictions), the rule at λ sends only part
+    of them on, and the labelled counterpart must send the same part."""
+    from optllm.optimize.front import Front
+
+    if not isinstance(front, Front) or len(front) < 2:
+        return np.ones(len(lam))
+    neg = -front.slopes()[1:]  # ascending
+    k = np.arange(len(front))
+    first = np.searchsorted(neg, -lam, side="left")  # moves strictly steeper than λ
+    last = np.searchsorted(neg, -lam, side="right")  # moves at least as steep
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(last > first, np.clip((k - first) / (last - first), 0.0, 1.0), 1.0)
 
 
 class Rectifier:
@@ -190,9 +209,15 @@ class Rectifier:
         n_k = np.maximum(np.stack(sizes).mean(axis=0), 1.0)
         return np.maximum(between - self.spread() / n_k, 0.0)
 
-    def point(self, lam: np.ndarray) -> np.ndarray:
-        """Labelled-front point for each slope λ."""
-        return np.searchsorted(self._neg, -np.asarray(lam, dtype=float), side="right")
+    def point(self, lam: np.ndarray, share: np.ndarray | None = None) -> np.ndarray:
+        """Labelled-front point for each slope λ; with `share`, only that share of the
+        labelled moves at exactly λ (ties) is taken."""
+        neg = -np.asarray(lam, dtype=float)
+        last = np.searchsorted(self._neg, neg, side="right")
+        if share is None:
+            return last
+        first = np.searchsorted(self._neg, neg, side="left")
+        return first + np.round(np.asarray(share) * (last - first)).astype(int)
 
     def spread(self) -> np.ndarray:
         """s² per labelled point: the residual variance, floored at the calibrated variance."""
