@@ -400,7 +400,6 @@ def bounds_along(front: FrontLike, p: np.ndarray, cost: np.ndarray, held: HeldOu
     # own Bernoulli chance and the rule's own variation (τ²) enter as a smaller effective sample
     est = rect.mean[t]
     trials = effective_trials(rect.observed[t], p.shape[0], est, tau2)
-    s2 = np.maximum(rect.spread()[t], 0.0) / held.n
     var_test = est * (1.0 - est) / p.shape[0]
     return AccuracyBounds(mean, est - mean, np.sqrt(s2 + var_test + tau2), np.sqrt(s2), confidence, held.n, z,
                           z_band, trials)
