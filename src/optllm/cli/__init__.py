@@ -23,6 +23,7 @@ from optllm.cli import plan_cmds  # noqa: F401,E402
 from optllm.cli import compare_cmds  # noqa: F401,E402
 from optllm.cli import front_cmds  # noqa: F401,E402
 from optllm.cli import coverage_cmds  # noqa: F401,E402
+from optllm.cli import label_cmds  # noqa: F401,E402
 
 
 def _one_line_errors(fn: Callable[..., Any]) -> Callable[..., Any]:

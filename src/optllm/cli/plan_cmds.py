@@ -18,7 +18,9 @@ from optllm.evaluate.uncertainty import DEFAULT_ESTIMATOR
 @app.command()
 def sample(
     prompts: Path = typer.Argument(..., help="JSONL/CSV/Parquet with columns id and prompt."),
-    size: str = typer.Option(..., "--size", help="How many to label: a percentage (1%), a fraction (0.01) or a count (20)."),
+    size: Optional[str] = typer.Option(None, "--size", help="How many to label: a percentage (1%), a fraction (0.01) or a count (20). Default: the label advisor's count for --margin at --confidence (at least 30, at most half the prompts)."),
+    margin: float = typer.Option(0.05, "--margin", help="Label advisor: the accuracy gap the bounds should resolve (their distance below the estimate)."),
+    confidence: float = typer.Option(0.9, "--confidence", help="Label advisor: the confidence the plan will be certified at."),
     strategy: str = typer.Option("random", "--strategy", help="random, or diverse (covers the TF-IDF space of the prompts)."),
     method: str = typer.Option("stratified", "--method", help="For diverse: stratified (random within k-means clusters, in proportion to their sizes), kmeans (the prompt nearest each centre) or farthest (farthest-point)."),
     exclude: Optional[Path] = typer.Option(None, "--exclude", help="Labels (long format) or prompts already labelled: never chosen again (to add labels to a sample)."),
@@ -28,31 +30,42 @@ def sample(
 ) -> None:
     """Choose which prompts to send to every candidate model for labelling.
 
-    Send each chosen prompt to every model, grade the answers, and give the result to
-    `optllm plan --labels` in the long format (query_id, model, correct[, cost,
-    prompt_tokens, completion_tokens]). With --exclude, only prompts not labelled yet are
-    drawn (a percentage --size is then of those)."""
-    from optllm.planning.prompts import exclude_ids, read_prompts, write_prompts
+    Other columns of PROMPTS (a reference answer) are kept in the sample. Then `optllm
+    label` sends each chosen prompt to every model, scores the answers and writes the labels
+    for `optllm plan --labels`. With --exclude, only prompts not labelled yet are drawn (a
+    percentage --size is then of those)."""
+    from dataclasses import replace
+
+    from optllm.planning.advisor import default_sample_size
+    from optllm.planning.prompts import exclude_ids, read_prompt_table, write_prompts
     from optllm.sample import choose_sample
 
     if seed < 0:
         raise OptLLMError(f"--seed must be a non-negative integer, got {seed}")
-    ids, texts = read_prompts(prompts)
+    ids, texts, extra = read_prompt_table(prompts)
     pool = np.arange(len(texts))
     if exclude is not None:
         pool = exclude_ids(ids, exclude)
         if not pool.size:
             raise OptLLMError(f"--exclude {exclude}: every prompt of {prompts} is labelled already")
+    done = len(texts) - int(pool.size)
+    want, adv = default_sample_size(len(texts), margin=margin, confidence=confidence)
+    adv = replace(adv, have=done)
+    if size is None:
+        size = str(max(min(want - done, int(pool.size)), 1))
     idx = pool[choose_sample([texts[i] for i in pool], size, strategy=strategy, seed=seed, method=method)]
-    write_prompts(out, ids[idx], [texts[i] for i in idx])
-    info = {"prompts": len(texts), "excluded": len(texts) - int(pool.size), "sampled": int(idx.size),
-            "strategy": strategy, "seed": seed, "out": str(out)}
+    write_prompts(out, ids[idx], [texts[i] for i in idx], {c: [v[i] for i in idx] for c, v in extra.items()})
+    adv = replace(adv, have=done + int(idx.size))
+    info = {"prompts": len(texts), "excluded": done, "sampled": int(idx.size),
+            "strategy": strategy, "seed": seed, "out": str(out), "label_advice": adv.as_dict()}
     if strategy == "diverse":
         info["method"] = method
     if json_out:
         emit_json(info)
     else:
         console.print(f"{idx.size:,} of {pool.size:,} prompts chosen ({strategy}) -> {out}")
+        style = "" if adv.enough else "[yellow]warning:[/] "
+        console.print(f"{style}label advisor: {adv.message}", highlight=False)
 
 
 @app.command()
@@ -107,7 +120,7 @@ def plan(
         s = res.summary
         sel = s["selection"]
         s["next_step"] = (None if sel["reachable"] else
-                          _more_labels_hint(prompts, labels, sel["labels_needed"], s["n_labelled"]))
+                          _more_labels_hint(prompts, models, labels, sel["labels_needed"], s["n_labelled"]))
         say("write outputs")
         write_plan(res, out, inputs={"prompts": str(prompts), "models": str(models), "labels": str(labels)})
     if json_out:
@@ -118,14 +131,15 @@ def plan(
         raise typer.Exit(1)
 
 
-def _more_labels_hint(prompts: Path, labels: Path, need: int | None, have: int) -> str | None:
+def _more_labels_hint(prompts: Path, models: Path, labels: Path, need: int | None, have: int) -> str | None:
     """The command that adds labels when a target could not be certified (None when more
     labels alone will not do)."""
     if not need:
         return None
     more = max(need - have, 1)
-    return (f"optllm sample {prompts} --size {more} --strategy diverse --exclude {labels} --out more.jsonl; then run "
-            f"every model on more.jsonl and append the results to {labels}")
+    return (f"optllm sample {prompts} --size {more} --strategy diverse --exclude {labels} --out more.jsonl; then "
+            f"optllm label SAMPLE more.jsonl --models {models} --out {labels} with your first sample and scorer "
+            "(only the new prompts are sent)")
 
 
 def _print_plan(s: dict, out: Path) -> None:
@@ -135,6 +149,9 @@ def _print_plan(s: dict, out: Path) -> None:
     sel = s["selection"]
     console.print(f"[bold]{s['n_to_plan']:,} prompts to plan[/], {s['n_labelled']} labelled "
                   f"({s['n_train']} train, {s['n_validation']} validation; not planned)")
+    adv = s["label_advice"]
+    if not adv["enough"]:
+        err_console.print(f"[yellow]warning:[/] label advisor: {adv['message']}", highlight=False)
     singles = [r for r in s["single_models"] if r.get("estimated_accuracy") is not None] or s["single_models"]
     best = max(singles, key=lambda r: (r.get("estimated_accuracy", r["predicted_accuracy"]), -r["est_cost"]),
                default=None)

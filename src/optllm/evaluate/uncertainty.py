@@ -300,11 +300,7 @@ class AccuracyBounds:
         """Clopper-Pearson bound at the one-sided level whose Student-t quantile is `z`, on
         the estimate's share of `trials` effective trials (fractional counts)."""
         level = float(student_t.cdf(z, max(self.n_labelled - 1, 1)))
-        n = np.maximum(np.asarray(self.trials, dtype=float), 1e-9)
-        k = np.clip(self.estimate, 0.0, 1.0) * n
-        if sign < 0:
-            return np.where(k <= 0, 0.0, beta_dist.ppf(1.0 - level, np.maximum(k, 1e-12), n - k + 1.0))
-        return np.where(k >= n, 1.0, beta_dist.ppf(level, k + 1.0, np.maximum(n - k, 1e-12)))
+        return clopper_pearson(self.estimate, np.asarray(self.trials, dtype=float), level, sign)
 
     def _solve(self, sign: float, z: float | None = None) -> np.ndarray:
         """The level L (below the estimate for sign −1, above for +1) where |θ̂ − L| equals
@@ -370,6 +366,17 @@ class AccuracyBounds:
         s2_at = (self._var_at(np.full_like(centre, target)) - var_bern) * n  # spread at the target
         need = s2_at[ok] / room[ok]
         return int(np.ceil(max(float(need.min()), self.n_labelled + 1)))
+
+
+def clopper_pearson(share: np.ndarray | float, trials: np.ndarray | float, level: float, sign: float = -1.0
+                    ) -> np.ndarray:
+    """One-sided Clopper-Pearson bound at `level` (lower for sign −1, upper for +1) for a
+    success share `share` of `trials` trials (fractional counts allowed)."""
+    n = np.maximum(np.asarray(trials, dtype=float), 1e-9)
+    k = np.clip(np.asarray(share, dtype=float), 0.0, 1.0) * n
+    if sign < 0:
+        return np.where(k <= 0, 0.0, beta_dist.ppf(1.0 - level, np.maximum(k, 1e-12), n - k + 1.0))
+    return np.where(k >= n, 1.0, beta_dist.ppf(level, k + 1.0, np.maximum(n - k, 1e-12)))
 
 
 def bernoulli_var(front: FrontLike, p: np.ndarray) -> np.ndarray:

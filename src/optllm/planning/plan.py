@@ -266,6 +266,7 @@ def _summary(ids: np.ndarray, sample: LabelledSample, plan_ids: np.ndarray, choi
         "n_labelled_in_prompts": int((~keep).sum()),
         "n_planned": int(plan_ids.size) if choice is not None else 0,
         "n_to_plan": int(plan_ids.size),
+        "label_advice": _advice(sample, int(plan_ids.size), cat.names, goal).as_dict(),
         "n_no_feasible_model": len(dropped),
         "no_feasible_model_ids": dropped[:50],
         "predictor": settings.predictor,
@@ -285,6 +286,15 @@ def _summary(ids: np.ndarray, sample: LabelledSample, plan_ids: np.ndarray, choi
         "timings_s": planned.timings,
         "notes": _notes(cat, goal, quantile, unused, planned),
     }
+
+
+def _advice(sample: LabelledSample, n_plan: int, names: Sequence[str], goal: Goal) -> Any:
+    """The label advisor on these labels: per model at its labelled accuracy."""
+    from optllm.planning.advisor import advise
+
+    y = np.vstack([sample.train.correct, sample.val.correct])
+    acc = {m: float(np.nanmean(y[:, k])) for k, m in enumerate(names) if np.isfinite(y[:, k]).any()}
+    return advise(n_plan + y.shape[0], confidence=goal.confidence, have=int(y.shape[0]), accuracies=acc)
 
 
 def _reservations(cat: Catalogue, prompt: np.ndarray, choice: np.ndarray) -> float:

@@ -16,6 +16,13 @@ PROMPT_COLUMNS = ("prompt", "query", "text")
 
 def read_prompts(path: str | Path) -> tuple[np.ndarray, list[str]]:
     """Ids (as strings) and prompts of a JSONL/CSV/Parquet file with `id` and `prompt` columns."""
+    ids, prompts, _ = read_prompt_table(path)
+    return ids, prompts
+
+
+def read_prompt_table(path: str | Path) -> tuple[np.ndarray, list[str], dict[str, list[str]]]:
+    """`read_prompts`, plus every other column as text (a reference answer, a category...):
+    what `optllm sample` carries into the sample and `optllm label` scores against."""
     from optllm.data.wide import read_table
 
     p = Path(path)
@@ -47,7 +54,9 @@ def read_prompts(path: str | Path) -> tuple[np.ndarray, list[str]]:
     if prompts.isna().any():
         r = int(np.flatnonzero(prompts.isna().to_numpy())[0])
         raise OptLLMError(f"{p}: row {r + 1} (id {ids.iloc[r]!r}): missing {pr_col!r}")
-    return ids.to_numpy(dtype=object), prompts.astype(str).tolist()
+    extra = {str(c): ["" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v) for v in df[c]]
+             for c in df.columns if str(c) not in (id_col, pr_col)}
+    return ids.to_numpy(dtype=object), prompts.astype(str).tolist(), extra
 
 
 def id_str(x: Any) -> str:
@@ -57,13 +66,16 @@ def id_str(x: Any) -> str:
     return str(x)
 
 
-def write_prompts(path: str | Path, ids: Sequence[Any], prompts: Sequence[str]) -> None:
-    """JSONL with id and prompt, written atomically."""
+def write_prompts(path: str | Path, ids: Sequence[Any], prompts: Sequence[str],
+                  extra: dict[str, Sequence[str]] | None = None) -> None:
+    """JSONL with id and prompt (and the `extra` columns, row-aligned), written atomically."""
     from optllm.io import atomic_open
 
+    cols = extra or {}
     with atomic_open(path, "w", encoding="utf-8") as fh:
-        for i, t in zip(ids, prompts):
-            fh.write(json.dumps({"id": id_str(i), "prompt": t}, ensure_ascii=False) + "\n")
+        for r, (i, t) in enumerate(zip(ids, prompts)):
+            rec = {"id": id_str(i), "prompt": t, **{c: v[r] for c, v in cols.items()}}
+            fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
 
 
 def exclude_ids(ids: np.ndarray, path: str | Path) -> np.ndarray:
