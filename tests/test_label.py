@@ -271,3 +271,34 @@ def test_cli_label_errors(tmp_path: Path) -> None:
                        (["--scorer", "number", "--rubric", str(prompts)], "--rubric is for")):
         r = runner.invoke(app, ["label", str(prompts), "--models", str(cat), "--out", str(tmp_path / "l.csv"), *args])
         assert r.exit_code == 2 and says in r.output and "Traceback" not in r.output, r.output
+
+
+def test_cli_plan_labels_until_certified(tmp_path: Path) -> None:
+    """`plan --label-budget`: rounds of real labelling against the fake endpoint, within the
+    labelling budget, resumable, then a plan whose target is certified or an honest exit 1."""
+    runner = CliRunner()
+    n = 600
+    prompts = write_questions(tmp_path / "prompts.jsonl", n)
+    labels = tmp_path / "labels.csv"
+    with FakeOpenAI(responder=responder, completion_tokens=8) as srv:
+        cat = write_catalogue(tmp_path / "models.yaml", srv.base_url)
+        args = ["plan", str(prompts), "--models", str(cat), "--labels", str(labels), "--label-budget", "0.05",
+                "--scorer", "number", "--target-accuracy", "0.7", "--out", str(tmp_path / "plan"), "--json"]
+        r = runner.invoke(app, args)
+        assert r.exit_code in (0, 1), r.output
+        s = json.loads(r.stdout)
+        lab = s["labelling"]
+        assert lab["labels"]["spent_total"] <= 0.05 + 1e-12
+        sizes = [rd["n_labelled"] for rd in lab["rounds"]]
+        assert sizes == sorted(sizes) and sizes[0] == 30
+        assert s["n_labelled"] == sizes[-1] and s["n_to_plan"] == n - sizes[-1]
+        if r.exit_code == 0:
+            assert s["selection"]["chosen"]["lower"] >= 0.7 and (tmp_path / "plan" / "plan.csv").exists()
+        sent = sum(srv.requests.values())
+        assert sent == sum(srv.served.values())  # nothing sent twice
+        r2 = runner.invoke(app, args)  # resumes: the same rounds, no new call for labels already bought
+        assert r2.exit_code == r.exit_code
+        assert sum(srv.requests.values()) == sent
+    r = runner.invoke(app, ["plan", str(prompts), "--models", str(cat), "--labels", str(tmp_path / "x.csv"),
+                            "--label-budget", "1", "--scorer", "number", "--budget", "1", "--out", str(tmp_path / "p2")])
+    assert r.exit_code == 2 and "--target-accuracy" in r.output

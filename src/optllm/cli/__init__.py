@@ -24,6 +24,7 @@ from optllm.cli import compare_cmds  # noqa: F401,E402
 from optllm.cli import front_cmds  # noqa: F401,E402
 from optllm.cli import coverage_cmds  # noqa: F401,E402
 from optllm.cli import label_cmds  # noqa: F401,E402
+from optllm.cli import label_budget_cmds  # noqa: F401,E402
 
 
 def _one_line_errors(fn: Callable[..., Any]) -> Callable[..., Any]:

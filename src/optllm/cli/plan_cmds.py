@@ -72,7 +72,11 @@ def sample(
 def plan(
     prompts: Path = typer.Argument(..., help="JSONL/CSV/Parquet with columns id and prompt: the whole batch."),
     models: Path = typer.Option(..., "--models", help="Model catalogue (YAML or TOML), see examples/models.yaml."),
-    labels: Path = typer.Option(..., "--labels", help="Labelled sample in the long format: query_id, model, correct[, cost, prompt, prompt_tokens, completion_tokens, split (train|val)]."),
+    labels: Path = typer.Option(..., "--labels", help="Labelled sample in the long format: query_id, model, correct[, cost, prompt, prompt_tokens, completion_tokens, split (train|val)]. With --label-budget: the labels file optllm writes (and resumes)."),
+    label_budget: Optional[float] = typer.Option(None, "--label-budget", help="Label in rounds until --target-accuracy is certified, spending at most this many USD on labelling (every candidate model answers each labelled prompt; needs --scorer and reference answers in PROMPTS)."),
+    scorer: str = typer.Option("normalised", "--scorer", help="With --label-budget: how answers are scored (as in `optllm label`)."),
+    reference_column: str = typer.Option("reference", "--reference-column", help="With --label-budget: the column of PROMPTS holding reference answers."),
+    rounds: int = typer.Option(4, "--rounds", help="With --label-budget: labelling rounds planned (the confidence is spent over them)."),
     budget: Optional[float] = typer.Option(None, "--budget", help=opt.BUDGET),
     target: Optional[float] = typer.Option(None, "--target-accuracy", help=opt.TARGET),
     confidence: float = typer.Option(0.9, "--confidence", help=opt.CONFIDENCE),
@@ -111,6 +115,26 @@ def plan(
     settings = PlanSettings(predictor=predictor, folds=folds, seed=seed, bound=bound)
     check_out_dir(out, PLAN_FILES, "--out")
     cat = load_catalogue(models)
+    if label_budget is not None:
+        res, labelling = _plan_labelling(prompts, cat, labels, goal, settings, label_budget, scorer, reference_column,
+                                         rounds, val_share, seed, json_out)
+        s = res.summary
+        s["labelling"] = labelling.as_dict()
+        sel = s["selection"]
+        s["next_step"] = None if sel["reachable"] else (
+            f"labelling stopped ({labelling.stop}); raise --label-budget or --rounds to label more")
+        write_plan(res, out, inputs={"prompts": str(prompts), "models": str(models), "labels": str(labels)})
+        if json_out:
+            emit_json(s)
+        else:
+            for rd in labelling.rounds:
+                console.print(f"round {rd.index}: {rd.n_labelled:,} labelled, ${rd.label_cost:.4f} spent, tested at "
+                              f"{rd.level:.3f}: " + ("certified" if rd.certified else "not certified")
+                              + (f" -> stop ({rd.stop})" if rd.stop else ""))
+            _print_plan(s, out)
+        if not sel["reachable"]:
+            raise typer.Exit(1)
+        return
     ids, texts = read_prompts(prompts)
     labelled = load_long(labels, require_cost=False)
     with stages(not json_out) as say:
@@ -129,6 +153,32 @@ def plan(
         _print_plan(s, out)
     if not sel["reachable"]:
         raise typer.Exit(1)
+
+
+def _plan_labelling(prompts: Path, cat, labels: Path, goal, settings, budget: float, scorer: str,  # type: ignore[no-untyped-def]
+                    reference_column: str, rounds: int, val_share: float, seed: int, quiet: bool):
+    """`plan --label-budget`: `labelling.until.plan_with_labelling` on PROMPTS' own references."""
+    from optllm.labelling import parse_scorer, read_references
+    from optllm.labelling.until import plan_with_labelling
+    from optllm.planning.adaptive import AdaptiveSettings
+    from optllm.planning.prompts import read_prompt_table
+
+    sc = parse_scorer(scorer)
+    adaptive = AdaptiveSettings(label_budget=budget, max_rounds=rounds, val_share=val_share if val_share > 0 else 0.5)
+    ids, texts, extra = read_prompt_table(prompts)
+    refs = None
+    if reference_column in extra:
+        refs = read_references(prompts, ids, reference_column, dict(zip(ids, extra[reference_column])))
+    elif sc.needs_reference:
+        raise OptLLMError(f"{prompts}: no {reference_column!r} column; --label-budget with --scorer {sc.name} needs a "
+                          "reference answer per prompt (or --scorer judge:MODEL)")
+    if labels.exists() and not (labels.parent / (labels.name + ".calls")).exists():
+        raise OptLLMError(f"--labels {labels}: exists and was not written by --label-budget (no {labels.name}.calls "
+                          "journal beside it); give a new file, or plan on it without --label-budget")
+    with stages(not quiet) as say:
+        lp = plan_with_labelling(list(ids), texts, refs, cat, sc, goal, labels, settings=settings, adaptive=adaptive,
+                                 val_share=val_share, seed=seed, progress=say, console=err_console)
+    return lp.plan, lp
 
 
 def _more_labels_hint(prompts: Path, models: Path, labels: Path, need: int | None, have: int) -> str | None:

@@ -1,0 +1,254 @@
+"""Labelling until the target is certified: label a random sample, plan, and label more in
+rounds until the plan is certified, more labels stop paying, or the labelling budget is spent.
+
+Each round labels new prompts drawn uniformly at random from those not labelled yet, refits
+the predictor on every label so far, rebounds and selects the cheapest plan certified for the
+target (`selection.select`). Sizes: the first round is `first` prompts (default: 1% of the
+batch, at least `MIN_LABELS`); each later round brings the total to the count the bounds say
+the target needs (`Selection.labels_needed`), at most `growth` times the labels so far.
+
+Error control across rounds (alpha spending): with R = `max_rounds` planned rounds, round r
+tests the target at level 1 − α_r with α_r = (1 − C)·w_r, w_r = g^(r−1) / Σ_j g^(j−1) (g =
+`growth`): the error is spent in proportion to the planned sample sizes (1, 2, 4, 8 for
+doubling), so the early, small rounds, which rarely certify, take little of it. The weights
+are fixed before any label is seen, and a plan certified in any round misses its target with
+probability at most Σ α_r = 1 − C, whatever the stopping rule: the union bound covers every
+round that might have been the one that stopped.
+
+Why only random draws: the bound treats the labelled prompts as a uniform sample of the batch
+(`docs/bounds.md`); choosing the next ones by diversity or by the predictor's uncertainty
+would make them unrepresentative and the bound would no longer hold without reweighting.
+
+Stops (the round's `stop`): `certified`; `no-gain` (the next round would cost more than the
+most a plan could save: the best LLM's cost on the prompts left minus the cheapest); `label-budget`
+(the next round does not fit what is left of it); `rounds` (R rounds done); `pool` (nothing
+left to label).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from optllm.data import Outcomes
+from optllm.errors import OptLLMError
+from optllm.planning.advisor import MIN_LABELS
+from optllm.planning.core import Planned, PlanSettings, plan_queries
+from optllm.selection import Goal
+
+# labeller(rows, models) -> (correct [k, len(models)], labelling cost per row [k])
+Labeller = Callable[[np.ndarray, tuple[str, ...]], tuple[np.ndarray, np.ndarray]]
+STOPS = ("certified", "no-gain", "label-budget", "rounds", "pool")
+
+
+@dataclass(frozen=True)
+class AdaptiveSettings:
+    """How to label in rounds, validated once. `label_budget`: USD for labelling (None: no
+    cap but the rounds); `first`: prompts labelled in round one (None: 1% of the batch, at
+    least `MIN_LABELS`); `growth`: the most a round multiplies the labels by; `max_rounds`:
+    R of the alpha spending; `val_share`: each labelled prompt's chance to validate rather
+    than train the predictor; `prune`: stop labelling (and planning with) models shown
+    dominated on the labels so far (`_prune`)."""
+
+    label_budget: float | None = None
+    first: int | None = None
+    growth: float = 2.0
+    max_rounds: int = 4
+    val_share: float = 0.5
+    prune: bool = True
+
+    def __post_init__(self) -> None:
+        if self.label_budget is not None and not (self.label_budget > 0 and np.isfinite(self.label_budget)):
+            raise OptLLMError(f"--label-budget must be a positive amount in USD, got {self.label_budget}")
+        if self.first is not None and self.first < 4:
+            raise OptLLMError(f"--first-round must be at least 4 prompts, got {self.first}")
+        if not (self.growth > 1 and np.isfinite(self.growth)):
+            raise OptLLMError(f"--growth must be above 1, got {self.growth}")
+        if not (1 <= self.max_rounds <= 20):
+            raise OptLLMError(f"--rounds must be between 1 and 20, got {self.max_rounds}")
+        if not (0 < self.val_share < 1):
+            raise OptLLMError(f"--val-share must be between 0 and 1, got {self.val_share}")
+
+    def level(self, confidence: float, round_: int) -> float:
+        """The level round `round_` (1-based) tests at (alpha spending, module docstring)."""
+        w = self.growth ** np.arange(self.max_rounds)
+        return 1.0 - (1.0 - confidence) * float(w[round_ - 1] / w.sum())
+
+    def first_size(self, n: int) -> int:
+        k = self.first if self.first is not None else max(MIN_LABELS, int(np.ceil(0.01 * n)))
+        return int(min(k, n // 2))
+
+
+@dataclass(frozen=True)
+class Round:
+    """One round: labels so far, what they cost, and what the plan on the rest is."""
+
+    index: int
+    n_labelled: int
+    label_cost: float  # all rounds so far
+    level: float
+    certified: bool
+    plan_cost: float | None  # the selected plan's estimated cost on the prompts left to plan
+    reference_cost: float  # the best single LLM (by labelled accuracy) on those prompts
+    labels_needed: int | None
+    stop: str | None  # why labelling stopped after this round (None: it went on)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class AdaptiveResult:
+    """The rounds, the last round's planning pass, and which rows were labelled (with their
+    labels) and which were planned."""
+
+    rounds: tuple[Round, ...]
+    planned: Planned
+    labelled: np.ndarray  # row indices, in labelling order
+    correct: np.ndarray  # [len(labelled), m]
+    train_mask: np.ndarray  # per labelled row: trains (True) or validates the predictor
+    rest: np.ndarray  # row indices planned (sorted)
+    label_cost: float
+    stop: str
+    active: np.ndarray  # column indices of the models still candidates (the plan's models index these)
+
+    @property
+    def certified(self) -> bool:
+        return self.stop == "certified"
+
+
+def label_until_certified(texts: np.ndarray | list[str] | None, cost: np.ndarray, models: tuple[str, ...],
+                          goal: Goal, labeller: Labeller, settings: PlanSettings = PlanSettings(),
+                          adaptive: AdaptiveSettings = AdaptiveSettings(), *, seed: int = 0,
+                          progress: Callable[[str], None] | None = None) -> AdaptiveResult:
+    """Run the rounds (module docstring) over a batch of prompts `texts` (None: no texts, the
+    predictor falls back to base rates) with planning costs `cost` [N, m]."""
+    if goal.target_accuracy is None:
+        raise OptLLMError("labelling until certified needs --target-accuracy (a budget has no certificate to reach)")
+    say = progress or (lambda s: None)
+    cost = np.asarray(cost, dtype=float)
+    n = cost.shape[0]
+    txt = None if texts is None else np.asarray(texts, dtype=object)
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(n)  # the random order prompts are labelled in
+    roles = rng.random(n) >= adaptive.val_share  # True: trains
+    have, spent = 0, 0.0
+    m = len(models)
+    Y = np.zeros((0, m))
+    active = np.arange(m)
+    totals = cost.sum(axis=0)
+    rounds: list[Round] = []
+    want = adaptive.first_size(n)
+    stop = "rounds"
+    planned: Planned | None = None
+    for r in range(1, adaptive.max_rounds + 1):
+        new = order[have:want]
+        say(f"round {r}: label {new.size} prompts")
+        y, c = labeller(new, tuple(models[k] for k in active))
+        block = np.full((new.size, m), np.nan)
+        block[:, active] = np.asarray(y, dtype=float)
+        Y = np.vstack([Y, block])
+        spent += float(np.sum(c))
+        per_model = float(np.mean(c)) / max(float(totals[active].sum()), 1e-300)  # label cost per prompt per $
+        have = want
+        lab = order[:have]
+        rest = np.sort(order[have:])
+        level = adaptive.level(goal.confidence, r)
+        g = Goal(target_accuracy=goal.target_accuracy, confidence=level, safe=goal.safe)
+        if adaptive.prune and r < adaptive.max_rounds:
+            active = _prune(Y, active, totals, level)
+        per_prompt = per_model * float(totals[active].sum())
+        say(f"round {r}: plan {rest.size} prompts on {have} labels, {active.size} models")
+        planned = _plan(lab, Y[:, active], roles[lab], rest, txt, cost[:, active],
+                        tuple(models[k] for k in active), g, settings)
+        sel = planned.selection
+        ref_cost = _reference_cost(Y[:, active], cost[np.ix_(rest, active)])
+        plan_cost = None if sel.plan is None else float(sel.plan.cost)
+        stop_now, nxt = next_round(adaptive, r, have, n, spent, per_prompt, sel, ref_cost,
+                                   float(cost[np.ix_(rest, active)].min(axis=1).sum()))
+        certified = stop_now == "certified"
+        rounds.append(Round(r, have, spent, level, certified, plan_cost, ref_cost, sel.labels_needed, stop_now))
+        if stop_now is not None:
+            stop = stop_now
+            break
+        want = nxt
+    assert planned is not None
+    lab = order[:have]
+    return AdaptiveResult(tuple(rounds), planned, lab, Y, roles[lab], np.sort(order[have:]), spent, stop, active)
+
+
+def next_round(adaptive: AdaptiveSettings, r: int, have: int, n: int, spent: float, per_prompt: float, sel: Any,
+               ref_cost: float, min_cost: float) -> tuple[str | None, int]:
+    """After round r with `have` of `n` prompts labelled for `spent` (about `per_prompt` for
+    each more), and the round's `Selection`: why to stop (a `STOPS` entry) or None, and the
+    labels to have after the next round. `ref_cost` / `min_cost`: the best LLM's and the
+    cheapest choice's estimated cost on the prompts left (their gap bounds any saving)."""
+    if sel.plan is not None and sel.reachable:
+        return "certified", have
+    if r >= adaptive.max_rounds:
+        return "rounds", have
+    if n - have <= 8 or have >= n // 2:
+        return "pool", have
+    # the bounds' own count (None: every plan's estimate is below the target now; with few
+    # labels that estimate is noisy too, so the labels grow by `growth`)
+    need = sel.labels_needed if sel.labels_needed is not None else np.inf
+    nxt = int(min(max(need, have + 1), np.floor(adaptive.growth * have), n // 2))
+    more = nxt - have
+    if adaptive.label_budget is not None and spent + more * per_prompt > adaptive.label_budget:
+        afford = int((adaptive.label_budget - spent) / max(per_prompt, 1e-300))
+        if afford < max(4, have // 4):
+            return "label-budget", have
+        nxt, more = have + afford, afford
+    if more * per_prompt >= ref_cost - min_cost:
+        return "no-gain", have
+    return None, nxt
+
+
+def _prune(Y: np.ndarray, active: np.ndarray, totals: np.ndarray, level: float) -> np.ndarray:
+    """The active models not shown dominated on the labels: model k goes when some active
+    model j costs no more on the batch and is more accurate on the same labelled prompts, by
+    a one-sided paired test at `level` (normal on the per-prompt differences). Dropped
+    models get no more labels and are no longer planned: labelling every model on every
+    prompt is most of its cost."""
+    from scipy.stats import norm
+
+    z = float(norm.ppf(level))
+    keep = np.ones(active.size, dtype=bool)
+    for a, k in enumerate(active):
+        for j in active:
+            if j == k or totals[j] > totals[k]:
+                continue
+            d = Y[:, j] - Y[:, k]
+            d = d[np.isfinite(d)]
+            if d.size < 10:
+                continue
+            se = float(d.std(ddof=1)) / np.sqrt(d.size)
+            if d.mean() - z * se > 0:
+                keep[a] = False
+                break
+    return active[keep] if keep.any() else active
+
+
+def _plan(lab: np.ndarray, Y: np.ndarray, trains: np.ndarray, rest: np.ndarray, txt: np.ndarray | None,
+          cost: np.ndarray, models: tuple[str, ...], goal: Goal, settings: PlanSettings) -> Planned:
+    if trains.all() or not trains.any():  # both roles must be present
+        trains = trains.copy()
+        trains[0], trains[-1] = True, False
+
+    def part(mask: np.ndarray) -> Outcomes:
+        rows = lab[mask]
+        return Outcomes(query_ids=rows, models=models, correct=Y[mask], cost=cost[rows],
+                        texts=None if txt is None else txt[rows], name="labelled")
+
+    inputs = np.zeros((rest.size, 1)) if txt is None else [str(t) for t in txt[rest]]
+    return plan_queries(part(trains), part(~trains), inputs, cost[rest], goal, settings)
+
+
+def _reference_cost(Y: np.ndarray, cost_rest: np.ndarray) -> float:
+    """The estimated cost on the prompts left of the LLM most accurate on the labels (the
+    dearer one on a tie): what a user without a router would send them to."""
+    acc = Y.mean(axis=0)
+    tot = cost_rest.sum(axis=0)
+    best = np.flatnonzero(acc >= acc.max() - 1e-12)
+    return float(tot[best].max())
