@@ -103,6 +103,9 @@ def write_questions(path: Path, n: int) -> Path:
     ("normalised", "The Paris!", "paris", 1.0), ("normalised", "Lyon", "Paris", 0.0),
     ("number", "so it is 1,234.5 in total", "1234.5", 1.0), ("number", "12 then 13", "12", 0.0),
     ("number", "no digits", "4", None), ("number:0.01", "3.141", "3.14", 1.0),
+    ("number", "from 10-20 it is 20", "20", 1.0), ("number", "x = \u22125", "-5", 1.0),
+    ("number", "so 3 + 4 = 7 #### 7", "Natalia sold 48 + 24 = 72 clips. #### 72", 0.0),
+    ("contains", "I know nothing", "no", 0.0),
     ("choice", "Answer: (C)", "C", 1.0), ("choice", "B. because", "C", 0.0), ("choice", "none of these", "C", None),
     ("regex:answer is (\\w+)", "I think the answer is Blue.", "blue", 1.0), ("regex:answer is (\\w+)", "blue", "blue", None),
     ("contains", "It is the city of Paris, France", "Paris", 1.0), ("contains", "Lyon", "Paris", 0.0),
@@ -118,7 +121,7 @@ def test_scorer_errors_are_one_line() -> None:
         with pytest.raises(OptLLMError, match=says) as e:
             parse_scorer(bad)
         assert "\n" not in str(e.value)
-    with pytest.raises(OptLLMError, match="no number"):
+    with pytest.raises(OptLLMError, match="no single number"):
         parse_scorer("number")("5", "five")
 
 
@@ -135,8 +138,10 @@ def test_python_scorer_and_its_checked_result(tmp_path: Path, monkeypatch: pytes
 
 
 def test_choice_and_judge_parsing() -> None:
-    assert choice_letter("The answer is (d)") == "D" and choice_letter("I pick B") is None
+    assert choice_letter("The answer is (D)") == "D" and choice_letter("the answer is a bit long") is None
+    assert choice_letter("Option A is wrong; the answer is B") == "B" and choice_letter("**C**") == "C"
     assert judge_verdict("INCORRECT.") == 0.0 and judge_verdict("correct") == 1.0 and judge_verdict("maybe") is None
+    assert judge_verdict("Not correct.") == 0.0 and judge_verdict("correct? No: INCORRECT") == 0.0
     p = judge_prompt("What is 2+2?", "4", "4")
     assert "REFERENCE:\n4" in p and "ANSWER:\n4" in p
     assert "REFERENCE" not in judge_prompt("q", "a", None)
@@ -207,6 +212,8 @@ def test_label_bad_input_fails_before_any_call(tmp_path: Path) -> None:
     with FakeOpenAI(responder=responder) as srv:
         cat = catalogue(srv.base_url)
         for kw, says in ((dict(scorer=parse_scorer("judge:gpt-9")), "not in the catalogue"),
+                         (dict(scorer=parse_scorer("number"), references={"q0": "three"}), "no single number"),
+                         (dict(scorer=parse_scorer("number"), ids=["q\t0"], references={"q\t0": "3"}), "tab"),
                          (dict(scorer=parse_scorer("number"), references=None), "reference"),
                          (dict(scorer=parse_scorer("number"), out=tmp_path / "x.txt"), ".csv or .parquet")):
             args = dict(ids=["q0"], prompts=["what is 1 + 2?"], references={"q0": "3"}, catalogue=cat,
@@ -302,3 +309,19 @@ def test_cli_plan_labels_until_certified(tmp_path: Path) -> None:
     r = runner.invoke(app, ["plan", str(prompts), "--models", str(cat), "--labels", str(tmp_path / "x.csv"),
                             "--label-budget", "1", "--scorer", "number", "--budget", "1", "--out", str(tmp_path / "p2")])
     assert r.exit_code == 2 and "--target-accuracy" in r.output
+
+
+def test_an_edited_prompt_is_asked_again_and_text_ids_survive(tmp_path: Path) -> None:
+    ids = ["007", "7", "q2"]
+    prompts = [question(i)[0] for i in range(3)]
+    refs = {q: question(i)[1] for i, q in enumerate(ids)}
+    out = tmp_path / "labels.csv"
+    with FakeOpenAI(responder=responder) as srv:
+        cat = catalogue(srv.base_url)
+        label(ids, prompts, refs, cat, parse_scorer("number"), out, **FAST)
+        assert sum(srv.requests.values()) == 9
+        edited = prompts[:2] + [prompts[2].replace("Reply", "Answer")]
+        label(ids, edited, refs, cat, parse_scorer("number"), out, **FAST)
+        assert sum(srv.requests.values()) == 12  # only the edited prompt, once per model
+    labelled = load_long(out, require_cost=False)
+    assert sorted(map(str, labelled.query_ids)) == ["007", "7", "q2"]

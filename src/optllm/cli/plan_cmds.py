@@ -122,7 +122,8 @@ def plan(
         s["labelling"] = labelling.as_dict()
         sel = s["selection"]
         s["next_step"] = None if sel["reachable"] else (
-            f"labelling stopped ({labelling.stop}); raise --label-budget or --rounds to label more")
+            f"labelling stopped ({labelling.stop}); re-run with a larger --label-budget to label more (keep "
+            "--rounds, --confidence and --seed: the rounds' error split is fixed by them)")
         write_plan(res, out, inputs={"prompts": str(prompts), "models": str(models), "labels": str(labels)})
         if json_out:
             emit_json(s)
@@ -187,7 +188,7 @@ def _more_labels_hint(prompts: Path, models: Path, labels: Path, need: int | Non
     if not need:
         return None
     more = max(need - have, 1)
-    return (f"optllm sample {prompts} --size {more} --strategy diverse --exclude {labels} --out more.jsonl; then "
+    return (f"optllm sample {prompts} --size {more} --exclude {labels} --out more.jsonl; then "
             f"optllm label SAMPLE more.jsonl --models {models} --out {labels} with your first sample and scorer "
             "(only the new prompts are sent)")
 

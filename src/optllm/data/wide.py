@@ -169,7 +169,9 @@ def load_long(
     """
     p = Path(path)
     if df is None:
-        df = read_table(p)
+        kinds = {x.lower() for x in p.suffixes}
+        text_ids = {} if kinds & {".parquet", ".pq", ".json", ".jsonl", ".ndjson"} else {"dtype": {"query_id": str}}
+        df = read_table(p, **text_ids)  # ids stay text in CSV ("007" is not 7)
     df = _checked_long(df, p, require_cost)
     cells = _Cells.of(df)
     meta: dict[str, Any] = {"source": str(p), "format": "long"}

@@ -45,6 +45,14 @@ BOUNDS: dict[str, tuple[str, bool]] = {
 BUDGET_SHARES = (1.0, 0.5)
 
 
+def check_splits(splits: int, fractions: tuple[float, ...]) -> None:
+    """The options every campaign over splits and label fractions shares."""
+    if splits < 1:
+        raise OptLLMError(f"--splits must be at least 1, got {splits}")
+    if not fractions or any(not 0 < f < 0.5 for f in fractions):
+        raise OptLLMError(f"--fractions must lie in (0, 0.5) (train and validation each), got {list(fractions)}")
+
+
 @dataclass(frozen=True)
 class CoverageConfig:
     """What `optllm coverage` measures; validated once."""
@@ -59,10 +67,7 @@ class CoverageConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.splits < 1:
-            raise OptLLMError(f"--splits must be at least 1, got {self.splits}")
-        if not self.fractions or any(not 0 < f < 0.5 for f in self.fractions):
-            raise OptLLMError(f"--fractions must lie in (0, 0.5) (train and validation each), got {self.fractions}")
+        check_splits(self.splits, self.fractions)
         if not self.confidences or any(not 0.5 <= c < 1 for c in self.confidences):
             raise OptLLMError(f"--confidences must lie in [0.5, 1), got {self.confidences}")
         if not self.targets or any(not 0 < t <= 1 for t in self.targets):

@@ -44,10 +44,9 @@ class LabelBudgetConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.splits < 1:
-            raise OptLLMError(f"--splits must be at least 1, got {self.splits}")
-        if not self.fractions or any(not (0 < f < 0.5) for f in self.fractions):
-            raise OptLLMError(f"--fractions must lie in (0, 0.5), got {list(self.fractions)}")
+        from optllm.evaluate.coverage import check_splits
+
+        check_splits(self.splits, self.fractions)
         if not self.shares or any(not (0 < s <= 1.2) for s in self.shares):
             raise OptLLMError(f"--targets must be shares of the best LLM's accuracy in (0, 1.2], got {list(self.shares)}")
         if not (0.5 <= self.confidence < 1):

@@ -5,8 +5,11 @@ Calls go through the dispatcher (`optllm.dispatch.client`), so labelling has its
 bounded concurrency, per-model rate limits, retries, a durable journal and resume (a
 (query, model) pair with an answer is never sent again), and a hard spend cap. The work folder
 (`--work`, by default `LABELS.calls/` beside the labels) holds two answer journals with their
-ledgers: `answers.jsonl` (the candidates' answers; one item per query x model) and, with a
-judge, `judge.jsonl` (its verdicts) plus `judge-rubric.txt`, the exact rubric used.
+ledgers: `answers.jsonl` (the candidates' answers; one item per query x model x digest of the
+prompt, so an edited prompt is asked again, never answered from the journal) and, with a
+judge, `judge.jsonl` (its verdicts, keyed by a digest of the judge model and the whole judge
+prompt: another rubric or judge asks again) plus `judge-rubric.txt`, the rubric last used.
+The labels file holds the pairs of this call only: give every sample file each time.
 `--max-spend` caps both together, all runs together: each phase may spend what the cap leaves
 after everything the other phase has spent (counted conservatively, as the ledger does).
 
@@ -81,8 +84,12 @@ def read_references(path: str | Path, ids: np.ndarray, column: str, source_has: 
     else:
         p = Path(path)
         kinds = {s.lower() for s in p.suffixes}
-        df = read_table(p, dtype=False) if kinds & {".jsonl", ".json", ".ndjson"} else read_table(p, dtype=str,
-                                                                                              keep_default_na=False)
+        if kinds & {".jsonl", ".json", ".ndjson"}:
+            df = read_table(p, dtype=False)
+        elif kinds & {".parquet", ".pq"}:
+            df = read_table(p)
+        else:
+            df = read_table(p, dtype=str, keep_default_na=False)
         id_col = next((c for c in ("query_id", *ID_COLUMNS) if c in df.columns), None)
         if id_col is None or column not in df.columns:
             raise OptLLMError(f"{p}: references need an 'id' column and a {column!r} column "
@@ -148,9 +155,16 @@ def label(ids: Sequence[str], prompts: Sequence[str], references: Mapping[str, s
                           "in the sample or --references FILE")
     if max_spend is not None and not (max_spend >= 0 and np.isfinite(max_spend)):
         raise OptLLMError(f"--max-spend must be a non-negative amount in USD, got {max_spend}")
+    bad = next((q for q in ids if SEP in q or "\n" in q), None)
+    if bad is not None:
+        raise OptLLMError(f"query id {bad!r} holds a tab or a newline; labelling needs ids without them")
+    if references is not None and scorer.needs_reference:  # a reference the scorer cannot use fails now, not after paying
+        for q in ids:
+            scorer.reference_value(references[q], q)
     work = Path(work) if work is not None else work_dir_for(out)
     answers_file, judge_file = work / "answers.jsonl", work / "judge.jsonl"
-    items = [PlanItem(id=f"{q}{SEP}{m}", prompt=t, model=m) for q, t in zip(ids, prompts) for m in names]
+    # the journal key carries a digest of what was sent: a changed prompt (or rubric, judge) is a new call
+    items = [PlanItem(id=_key(q, m, t), prompt=t, model=m) for q, t in zip(ids, prompts) for m in names]
     used = list(names) + ([judge] if judge is not None and judge not in names else [])
     cat, keys = check_ready([PlanItem("", "", m) for m in used], catalogue, False, environ)
     _check_writable(out, work)
@@ -164,25 +178,35 @@ def label(ids: Sequence[str], prompts: Sequence[str], references: Mapping[str, s
                                    **kw).run())
     rep.stopped = first.stopped
     rep.failed_examples.update(dict(list(first.failed.items())[:5]))
-    answered = _answers(answers_file)
+    journal = _answers(answers_file)
+    answered = {(q, m): journal[it.id] for it, (q, m) in zip(items, ((q, m) for q in ids for m in names))
+                if it.id in journal}
     prompt_of = dict(zip(ids, prompts))
-    verdicts: dict[str, dict[str, Any]] = {}
+    verdicts: dict[tuple[str, str], dict[str, Any]] = {}
     if judge is not None:
         (work / "judge-rubric.txt").write_text(rubric, encoding="utf-8")
-        jitems = [PlanItem(id=k, model=judge,
-                           prompt=judge_prompt(prompt_of[k.split(SEP)[0]], a["answer"],
-                                               None if references is None else references.get(k.split(SEP)[0]),
-                                               rubric))
-                  for k, a in answered.items() if k.split(SEP)[0] in prompt_of]
+        jprompt = {qm: judge_prompt(prompt_of[qm[0]], a["answer"],
+                                    None if references is None else references.get(qm[0]), rubric)
+                   for qm, a in answered.items()}
+        jkey = {qm: _key(qm[0], qm[1], f"{judge}{SEP}{t}") for qm, t in jprompt.items()}
+        jitems = [PlanItem(id=jkey[qm], model=judge, prompt=t) for qm, t in jprompt.items()]
         second = asyncio.run(Dispatcher(jitems, cat, judge_file, keys=keys, max_spend=_left(max_spend, answers_file),
                                         **kw).run())
         rep.stopped = rep.stopped or second.stopped
         rep.failed_examples.update({f"judge {k}": v for k, v in list(second.failed.items())[:5]})
-        verdicts = _answers(judge_file)
+        jj = _answers(judge_file)
+        verdicts = {qm: jj[k] for qm, k in jkey.items() if k in jj}
     rows = _rows(ids, names, prompt_of, references, answered, verdicts, scorer, rep)
     _write_labels(out, rows)
     rep.spent_total = _spent(answers_file) + _spent(judge_file)
     return rep
+
+
+def _key(query_id: str, model: str, sent: str) -> str:
+    """A journal item's id: query, model and a digest of the text sent."""
+    import hashlib
+
+    return f"{query_id}{SEP}{model}{SEP}{hashlib.sha256(sent.encode('utf-8')).hexdigest()[:16]}"
 
 
 def _check_writable(out: str | Path, work: Path) -> None:
@@ -211,7 +235,8 @@ def _answers(path: Path) -> dict[str, dict[str, Any]]:
 
 
 def _rows(ids: Sequence[str], names: Sequence[str], prompt_of: Mapping[str, str], references: Mapping[str, str] | None,
-          answered: Mapping[str, dict[str, Any]], verdicts: Mapping[str, dict[str, Any]], scorer: Scorer,
+          answered: Mapping[tuple[str, str], dict[str, Any]], verdicts: Mapping[tuple[str, str], dict[str, Any]],
+          scorer: Scorer,
           rep: LabelReport) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     judged = scorer.judge_model is not None
@@ -221,7 +246,7 @@ def _rows(ids: Sequence[str], names: Sequence[str], prompt_of: Mapping[str, str]
     for q in ids:
         ref = None if references is None else references.get(q)
         for m in names:
-            key = f"{q}{SEP}{m}"
+            key = (q, m)
             rec = answered.get(key)
             if rec is None:
                 rep.missing += 1

@@ -5,13 +5,16 @@ A scorer is named by one string (`--scorer`):
 - `exact`: the answer equals the reference, after stripping outer whitespace;
 - `normalised` (default): equal after lower-casing, removing punctuation and articles
   (a/an/the) and collapsing whitespace (SQuAD's normalisation);
-- `number` or `number:TOL`: the last number in the answer equals the reference's first number
-  within TOL (absolute or relative, default 1e-6); `1,234.5` and `$12` are read as numbers;
-- `choice`: a multiple-choice letter (A-J): "(B)", "Answer: B", "B." or a bare "B", compared
-  with the reference's letter;
+- `number` or `number:TOL`: the answer's number (after `####`, `\\boxed{`, "final answer",
+  "the answer is" or "answer:" when present, else its last number) equals the reference's
+  (marked the same way, else its only number) within TOL (absolute or relative, default
+  1e-6); `1,234.5`, `$12` and `−5` are read as numbers, `10-20` as 10 and 20;
+- `choice`: a multiple-choice letter (A-J, upper case): the last "the answer is B", else
+  "\\boxed{B}" or "**B**", "(B)", a leading "B." or a bare "B", "option B"; compared with the
+  reference's letter;
 - `regex:PATTERN`: the first match of PATTERN in the answer (its first group, when it has one),
   normalised, equals the normalised reference;
-- `contains`: the normalised reference occurs in the normalised answer;
+- `contains`: the normalised reference occurs in the normalised answer as whole words;
 - `python:MODULE:FUNCTION`: your own function `FUNCTION(answer: str, reference: str, *,
   query_id: str, prompt: str) -> bool | float | None` (a float must be 0 or 1; None means
   "could not parse");
@@ -39,11 +42,15 @@ DEFAULT_SCORER = "normalised"
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b", re.IGNORECASE)
 _PUNCT = str.maketrans("", "", string.punctuation)
-_NUMBER = re.compile(r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:[eE][-+]?\d+)?|[-+]?\.\d+")
-_CHOICE_PATTERNS = (
-    re.compile(r"(?:answer|option|choice)\s*(?:is|:)?\s*\(?([A-J])\)?(?![A-Za-z])", re.IGNORECASE),
+# a sign only where no digit or letter comes before it ("10-20" is 10 and 20, not -20)
+_NUMBER = re.compile(r"(?:(?<![\w.])[-+\u2212])?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:[eE][-+]?\d+)?")
+_FINAL = re.compile(r"(?:####|\\boxed\{|(?i:final answer|the answer is|answer:))\s*([^\n]*)")
+_CHOICE_PATTERNS = (  # the letter itself is upper case ("the answer is a bit..." is no letter)
+    re.compile(r"(?i:answer(?:\s+is)?|answer:)\s*:?\s*[(*\[]*([A-J])(?![A-Za-z])"),
+    re.compile(r"\\boxed\{([A-J])\}|\*\*([A-J])\*\*"),
     re.compile(r"\(([A-J])\)"),
     re.compile(r"^\s*([A-J])(?:[.):]|\s*$)"),
+    re.compile(r"(?i:option|choice|choose|pick)\s*:?\s*[(*]*([A-J])(?![A-Za-z])"),
 )
 
 
@@ -54,23 +61,42 @@ def normalise(text: str) -> str:
 
 
 def numbers_in(text: str) -> list[float]:
-    """Every number in `text`, thousands separators removed."""
+    """Every number in `text`, thousands separators removed (a Unicode minus is a minus)."""
     out: list[float] = []
     for m in _NUMBER.finditer(str(text)):
         try:
-            out.append(float(m.group(0).replace(",", "")))
+            out.append(float(m.group(0).replace(",", "").replace("\u2212", "-")))
         except ValueError:
             continue
     return out
 
 
+def final_number(text: str, last: bool = True) -> float | None:
+    """The number an answer (or a reference) gives: after a final-answer marker (`####`,
+    `\\boxed{`, "final answer", "the answer is", "answer:") when there is one, else the last
+    number of the text (`last`) or its only number (references: None when it has several)."""
+    t = str(text)
+    marked = list(_FINAL.finditer(t))
+    if marked:
+        got = numbers_in(marked[-1].group(1))
+        if got:
+            return got[0]
+    got = numbers_in(t)
+    if not got:
+        return None
+    if last:
+        return got[-1]
+    return got[0] if len(got) == 1 else None
+
+
 def choice_letter(text: str) -> str | None:
-    """The multiple-choice letter an answer gives, or None."""
+    """The multiple-choice letter an answer gives, or None: an explicit "answer is X" first
+    (its last one), then a boxed or bold letter, "(X)", a leading "X." and "option X"."""
     t = str(text).strip()
     for pat in _CHOICE_PATTERNS:
-        m = pat.search(t)
-        if m:
-            return m.group(1).upper()
+        found = [next(g for g in m.groups() if g) for m in pat.finditer(t)]
+        if found:
+            return found[-1].upper()
     return None
 
 
@@ -92,6 +118,24 @@ class Scorer:
         """Every scorer but the judge compares with a reference (the judge uses one if given)."""
         return self.kind != "judge"
 
+    def reference_value(self, reference: str, query_id: str = "") -> Any:
+        """What a reference says for `number` (its number) and `choice` (its letter); a
+        one-line error when it says nothing usable. `label` checks every reference with it
+        before any call is made."""
+        r = "" if reference is None else str(reference)
+        if self.kind == "number":
+            y = final_number(r, last=False)
+            if y is None:
+                raise OptLLMError(f"--scorer {self.name}: reference {r[:60]!r} of query {query_id!r} has no single "
+                                  "number (mark it with '#### N' when it holds several)")
+            return y
+        if self.kind == "choice":
+            want = choice_letter(r.upper() if len(r.strip()) <= 3 else r)
+            if want is None:
+                raise OptLLMError(f"--scorer choice: reference {r[:60]!r} of query {query_id!r} is not a letter A-J")
+            return want
+        return r
+
     def __call__(self, answer: str, reference: str, *, query_id: str = "", prompt: str = "") -> float | None:
         """1.0 / 0.0, or None when the answer cannot be parsed (not for `judge`: see `label`)."""
         a, r = "" if answer is None else str(answer), "" if reference is None else str(reference)
@@ -100,32 +144,33 @@ class Scorer:
             return float(a.strip() == r.strip())
         if k == "normalised":
             return float(normalise(a) == normalise(r))
-        if k == "contains":
+        if k == "contains":  # whole words: "no" is not in "nothing"
             nr = normalise(r)
-            return float(bool(nr) and nr in normalise(a))
+            return float(bool(nr) and f" {nr} " in f" {normalise(a)} ")
         if k == "number":
-            got, want = numbers_in(a), numbers_in(r)
-            if not got:
+            x = final_number(a)
+            if x is None:
                 return None
-            if not want:
-                raise OptLLMError(f"--scorer {self.name}: reference {r!r} of query {query_id!r} has no number")
-            x, y = got[-1], want[0]
+            y = self.reference_value(r, query_id)
             return float(math.isclose(x, y, rel_tol=self.arg, abs_tol=self.arg))
         if k == "choice":
-            got, want = choice_letter(a), choice_letter(r)
+            got = choice_letter(a)
             if got is None:
                 return None
-            if want is None:
-                raise OptLLMError(f"--scorer choice: reference {r!r} of query {query_id!r} is not a letter A-J")
-            return float(got == want)
+            return float(got == self.reference_value(r, query_id))
         if k == "regex":
             m = self.arg.search(a)
             if m is None:
                 return None
-            found = m.group(1) if m.groups() else m.group(0)
+            found = next((g for g in m.groups() if g is not None), m.group(0))
             return float(normalise(found) == normalise(r))
         if k == "python":
-            return _as_score(self.arg(a, r, query_id=query_id, prompt=prompt), self.name, query_id)
+            try:
+                v = self.arg(a, r, query_id=query_id, prompt=prompt)
+            except Exception as e:  # noqa: BLE001 - the user's function: report which query broke it
+                raise OptLLMError(f"--scorer {self.name}: raised {type(e).__name__} on query {query_id!r}: "
+                                  f"{str(e).splitlines()[0] if str(e) else ''}") from None
+            return _as_score(v, self.name, query_id)
         raise OptLLMError(f"--scorer {self.name}: a judge scores through `optllm label`, not directly")
 
 
@@ -210,12 +255,13 @@ def judge_prompt(prompt: str, answer: str, reference: str | None, rubric: str = 
     return rubric.format(reference_block=block, prompt=prompt, answer=answer)
 
 
-_VERDICT = re.compile(r"\b(INCORRECT|CORRECT)\b", re.IGNORECASE)
+_VERDICT = re.compile(r"\b(INCORRECT|NOT\s+CORRECT|CORRECT)\b", re.IGNORECASE)
 
 
 def judge_verdict(reply: str) -> float | None:
-    """The judge's verdict: 1.0 (CORRECT), 0.0 (INCORRECT), None when it says neither."""
-    m = _VERDICT.search(str(reply or ""))
-    if m is None:
+    """The judge's verdict, its last word on it: 1.0 (CORRECT), 0.0 (INCORRECT or "not
+    correct"), None when it says neither."""
+    found = _VERDICT.findall(str(reply or ""))
+    if not found:
         return None
-    return 0.0 if m.group(1).upper() == "INCORRECT" else 1.0
+    return 1.0 if found[-1].upper() == "CORRECT" else 0.0

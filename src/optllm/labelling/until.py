@@ -60,7 +60,7 @@ def plan_with_labelling(ids: Sequence[str], prompts: Sequence[str], references: 
     rep: LabelReport | None = None
     per_model = 0.0
     for r in range(1, adaptive.max_rounds + 1):
-        rows = np.sort(order[:want])
+        rows = order[:want]  # sent in the random order: what a cap cuts off is a random part
         say(f"round {r}: label {want - have} new prompts with {len(active)} models")
         rep = label([ids[i] for i in rows], [prompts[i] for i in rows], references, catalogue, scorer, labels_out,
                     models=active, max_spend=adaptive.label_budget, **label_kw)
@@ -70,7 +70,8 @@ def plan_with_labelling(ids: Sequence[str], prompts: Sequence[str], references: 
                 raise OptLLMError(f"no prompt could be labelled ({rep.stopped or 'every call failed'})")
         spent = rep.spent_total
         have = want
-        labelled = load_long(labels_out, require_cost=False)
+        # a pair the cap or a failure left without a label leaves its prompt unlabelled: planned
+        labelled = load_long(labels_out, require_cost=False, on_missing="drop")
         level = adaptive.level(goal.confidence, r)
         g = Goal(target_accuracy=goal.target_accuracy, confidence=level, safe=goal.safe)
         say(f"round {r}: plan {n - have} prompts at level {level:.3f}")
@@ -79,7 +80,7 @@ def plan_with_labelling(ids: Sequence[str], prompts: Sequence[str], references: 
         totals = res.costs.mean.sum(axis=0)
         Y = _labels_matrix(labelled, res.models)
         per_model = (float(np.sum([rep.cost.get(m, 0.0) for m in res.models]) + rep.judge_cost)
-                     / max(have, 1) / max(float(totals.sum()), 1e-300))
+                     / max(labelled.n, 1) / max(float(totals.sum()), 1e-300))
         keep = (_prune(Y, np.arange(len(res.models)), totals, level) if adaptive.prune and r < adaptive.max_rounds
                 else np.arange(len(res.models)))
         sel = res.selection

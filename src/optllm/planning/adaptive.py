@@ -3,17 +3,20 @@ rounds until the plan is certified, more labels stop paying, or the labelling bu
 
 Each round labels new prompts drawn uniformly at random from those not labelled yet, refits
 the predictor on every label so far, rebounds and selects the cheapest plan certified for the
-target (`selection.select`). Sizes: the first round is `first` prompts (default: 1% of the
-batch, at least `MIN_LABELS`); each later round brings the total to the count the bounds say
-the target needs (`Selection.labels_needed`), at most `growth` times the labels so far.
+target (`selection.select`). Sizes follow a schedule fixed before any label is seen: round r
+has `first`·`growth`^(r−1) labels in all (default: 1% of the batch, at least `MIN_LABELS`,
+doubling; at most half the batch); the labels only decide whether to stop.
 
 Error control across rounds (alpha spending): with R = `max_rounds` planned rounds, round r
 tests the target at level 1 − α_r with α_r = (1 − C)·w_r, w_r = g^(r−1) / Σ_j g^(j−1) (g =
 `growth`): the error is spent in proportion to the planned sample sizes (1, 2, 4, 8 for
 doubling), so the early, small rounds, which rarely certify, take little of it. The weights
-are fixed before any label is seen, and a plan certified in any round misses its target with
-probability at most Σ α_r = 1 − C, whatever the stopping rule: the union bound covers every
-round that might have been the one that stopped.
+are fixed before any label is seen, as are the round sizes, so round r's test is a test at
+level α_r on a random sample of a size fixed in advance, and a plan certified in any round
+misses its target with probability at most Σ α_r = 1 − C, whatever the stopping rule: the
+union bound covers every round that might have been the one that stopped. (Pruning chooses
+the candidate models from the same labels; that choice is not covered by the argument, and
+`optllm label-budget` measures the promise with it.)
 
 Why only random draws: the bound treats the labelled prompts as a uniform sample of the batch
 (`docs/bounds.md`); choosing the next ones by diversity or by the predictor's uncertainty
@@ -21,8 +24,8 @@ would make them unrepresentative and the bound would no longer hold without rewe
 
 Stops (the round's `stop`): `certified`; `no-gain` (the next round would cost more than the
 most a plan could save: the best LLM's cost on the prompts left minus the cheapest); `label-budget`
-(the next round does not fit what is left of it); `rounds` (R rounds done); `pool` (nothing
-left to label).
+(the next round does not fit what is left of it); `rounds` (R rounds done); `pool` (the
+schedule reached half the batch). `Selection.labels_needed` is reported per round.
 """
 from __future__ import annotations
 
@@ -76,8 +79,15 @@ class AdaptiveSettings:
         return 1.0 - (1.0 - confidence) * float(w[round_ - 1] / w.sum())
 
     def first_size(self, n: int) -> int:
+        return self.size(n, 1)
+
+    def size(self, n: int, round_: int) -> int:
+        """Labels in all after round `round_` (1-based) of a batch of n: the fixed schedule."""
         k = self.first if self.first is not None else max(MIN_LABELS, int(np.ceil(0.01 * n)))
-        return int(min(k, n // 2))
+        sizes = [k]
+        for _ in range(round_ - 1):
+            sizes.append(max(int(np.floor(sizes[-1] * self.growth)), sizes[-1] + 1))
+        return int(min(sizes[-1], n // 2))
 
 
 @dataclass(frozen=True)
@@ -182,24 +192,19 @@ def next_round(adaptive: AdaptiveSettings, r: int, have: int, n: int, spent: flo
                ref_cost: float, min_cost: float) -> tuple[str | None, int]:
     """After round r with `have` of `n` prompts labelled for `spent` (about `per_prompt` for
     each more), and the round's `Selection`: why to stop (a `STOPS` entry) or None, and the
-    labels to have after the next round. `ref_cost` / `min_cost`: the best LLM's and the
+    labels to have after the next round (the fixed schedule, `AdaptiveSettings.size`); the
+    next round runs whole or not at all. `ref_cost` / `min_cost`: the best LLM's and the
     cheapest choice's estimated cost on the prompts left (their gap bounds any saving)."""
     if sel.plan is not None and sel.reachable:
         return "certified", have
     if r >= adaptive.max_rounds:
         return "rounds", have
-    if n - have <= 8 or have >= n // 2:
+    nxt = adaptive.size(n, r + 1)
+    if n - have <= 8 or nxt <= have:
         return "pool", have
-    # the bounds' own count (None: every plan's estimate is below the target now; with few
-    # labels that estimate is noisy too, so the labels grow by `growth`)
-    need = sel.labels_needed if sel.labels_needed is not None else np.inf
-    nxt = int(min(max(need, have + 1), np.floor(adaptive.growth * have), n // 2))
     more = nxt - have
     if adaptive.label_budget is not None and spent + more * per_prompt > adaptive.label_budget:
-        afford = int((adaptive.label_budget - spent) / max(per_prompt, 1e-300))
-        if afford < max(4, have // 4):
-            return "label-budget", have
-        nxt, more = have + afford, afford
+        return "label-budget", have
     if more * per_prompt >= ref_cost - min_cost:
         return "no-gain", have
     return None, nxt
