@@ -54,3 +54,17 @@ def test_missing_data_folder_is_clear(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("OPTLLM_DATA_DIR", str(tmp_path / "nothing"))
     r = _cli("describe", "overruling")
     assert r.returncode == 2 and "data folder not found" in r.stderr
+
+
+def test_bad_dataset_selectors_and_reps_are_one_line_errors() -> None:
+    from typer.testing import CliRunner
+
+    from optllm.cli import app
+
+    for args, says in ((["describe", "synthetic:5x0"], "at least 2 queries"),
+                       (["describe", "synthetic:-5x3"], "at least 2 queries"),
+                       (["describe", "demo:x"], "has no parts"),
+                       (["describe", "synthetic:abc"], "synthetic:abc: expected"),
+                       (["bench", "synthetic:200x3", "--reps", "0"], "--reps must be at least 1")):
+        r = CliRunner().invoke(app, args)
+        assert r.exit_code == 2 and says in r.output and "Traceback" not in r.output, (args, r.output)

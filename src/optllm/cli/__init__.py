@@ -33,7 +33,7 @@ def _one_line_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return fn(*args, **kwargs)
         except OptLLMError as e:
-            err_console.print(f"error: {e}", markup=False, highlight=False, soft_wrap=True)
+            err_console.print(f"error: {e}", markup=False, highlight=False, emoji=False, soft_wrap=True)
             raise typer.Exit(2) from None
 
     return wrapper
@@ -50,7 +50,7 @@ def main() -> None:
     try:
         app()
     except OptLLMError as e:  # raised outside a command (should not happen)
-        err_console.print(f"error: {e}", markup=False, highlight=False, soft_wrap=True)
+        err_console.print(f"error: {e}", markup=False, highlight=False, emoji=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         err_console.print("interrupted")

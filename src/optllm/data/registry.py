@@ -85,10 +85,14 @@ def _synthetic_args(part: str | None) -> dict[str, int]:
     try:
         if "x" in part:
             n, m = part.lower().split("x")
-            return {"n": int(float(n)), "m": int(m)}
-        return {"n": int(float(part)), "m": 12}
+            out = {"n": int(float(n)), "m": int(m)}
+        else:
+            out = {"n": int(float(part)), "m": 12}
     except ValueError:
         raise OptLLMError(f"synthetic:{part}: expected synthetic:N or synthetic:NxM, e.g. synthetic:100000x12") from None
+    if out["n"] < 2 or out["m"] < 1:
+        raise OptLLMError(f"synthetic:{part}: needs at least 2 queries and 1 model (synthetic:NxM, e.g. synthetic:1000x5)")
+    return out
 
 
 def load(name_or_path: str | Path, **options: Any) -> Outcomes:
@@ -101,6 +105,10 @@ def load(name_or_path: str | Path, **options: Any) -> Outcomes:
     if base in REGISTRY and not Path(text).exists():
         info = REGISTRY[base]
         if part:
+            import inspect
+
+            if "part" not in inspect.signature(info.loader).parameters:
+                raise OptLLMError(f"{text}: the dataset {base!r} has no parts; use {base!r} alone")
             options["part"] = part
         elif base == "routellm":
             raise OptLLMError("routellm needs a task: routellm:mmlu or routellm:gsm8k")

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from optllm.data import Outcomes, split
+from optllm.errors import OptLLMError
 from optllm.evaluate.baselines import Curve, pick_pair, threshold_router, zero_router
 from optllm.evaluate.indicators import accuracy_at_cost, hindsight_saving, single_models
 from optllm.evaluate.uncertainty import DEFAULT_ESTIMATOR, AccuracyBounds, bounds_along, values_along, values_of
@@ -47,6 +48,10 @@ class BenchConfig:
     predictor: str = "default"
     seed: int = 0
     bound: str = DEFAULT_ESTIMATOR  # how the held-out labels bound our plans (`uncertainty.ESTIMATORS`)
+
+    def __post_init__(self) -> None:
+        if self.reps < 1:
+            raise OptLLMError(f"--reps must be at least 1, got {self.reps}")
 
 
 def _front_curve(name: str, front: FrontLike, p: np.ndarray, correct: np.ndarray, seconds: float,
