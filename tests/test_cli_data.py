@@ -68,3 +68,20 @@ def test_bad_dataset_selectors_and_reps_are_one_line_errors() -> None:
                        (["bench", "synthetic:200x3", "--reps", "0"], "--reps must be at least 1")):
         r = CliRunner().invoke(app, args)
         assert r.exit_code == 2 and says in r.output and "Traceback" not in r.output, (args, r.output)
+
+
+def test_negative_or_text_token_counts_in_labels_are_refused(tmp_path) -> None:
+    import pytest
+
+    from optllm.data import load_long
+    from optllm.errors import OptLLMError
+
+    p = tmp_path / "l.csv"
+    p.write_text("query_id,model,correct,completion_tokens\nq1,a,1,-5\nq1,b,0,3\n")
+    with pytest.raises(OptLLMError, match="row 2, column 'completion_tokens': negative"):
+        load_long(p, require_cost=False)
+    p.write_text("query_id,model,correct,prompt_tokens\nq1,a,1,many\nq1,b,0,3\n")
+    with pytest.raises(OptLLMError, match="not a number"):
+        load_long(p, require_cost=False)
+    p.write_text("query_id,model,correct,prompt_tokens\nq1,a,1,\nq1,b,0,3\n")
+    assert load_long(p, require_cost=False).n == 1  # unknown (empty) is allowed

@@ -218,6 +218,14 @@ def _checked_long(df: pd.DataFrame, p: Path, require_cost: bool) -> pd.DataFrame
         df = df.assign(cost=cst)
     elif not require_cost:
         df = df.assign(cost=0.0)
+    for col in ("prompt_tokens", "completion_tokens"):  # optional; missing (NaN) means unknown
+        if col in df.columns:
+            v = _numeric(df, col, p, "token count")
+            neg = v < 0
+            if neg.any():
+                r = int(np.flatnonzero(neg)[0])
+                raise OptLLMError(f"{p}: row {r + 2}, column {col!r}: negative token count {v[r]:g}")
+            df = df.assign(**{col: v})
     df = df.assign(model=df["model"].astype(str))
     dup = df.duplicated(["query_id", "model"])
     if dup.any():
