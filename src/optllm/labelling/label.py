@@ -75,21 +75,14 @@ def read_references(path: str | Path, ids: np.ndarray, column: str, source_has: 
                     ) -> dict[str, str]:
     """Reference answer per query id: from `source_has` (the sample file's own column) or the
     file `path` (columns id/query_id and `column`). Every id must have one."""
-    from optllm.data.wide import read_table
-    from optllm.planning.prompts import ID_COLUMNS, id_str
+    from optllm.planning.prompts import ID_COLUMNS, id_str, read_text_table
 
     if source_has is not None:
         refs = source_has
         where = f"column {column!r} of the sample"
     else:
         p = Path(path)
-        kinds = {s.lower() for s in p.suffixes}
-        if kinds & {".jsonl", ".json", ".ndjson"}:
-            df = read_table(p, dtype=False)
-        elif kinds & {".parquet", ".pq"}:
-            df = read_table(p)
-        else:
-            df = read_table(p, dtype=str, keep_default_na=False)
+        df = read_text_table(p)
         id_col = next((c for c in ("query_id", *ID_COLUMNS) if c in df.columns), None)
         if id_col is None or column not in df.columns:
             raise OptLLMError(f"{p}: references need an 'id' column and a {column!r} column "

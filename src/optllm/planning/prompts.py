@@ -14,6 +14,20 @@ ID_COLUMNS = ("id", "query_id")
 PROMPT_COLUMNS = ("prompt", "query", "text")
 
 
+def read_text_table(path: str | Path) -> Any:
+    """A prompts-like table with its cells as written: ids and answers stay text in CSV and
+    JSONL ("007" is not 7), Parquet keeps its types."""
+    from optllm.data.wide import read_table
+
+    p = Path(path)
+    kinds = {s.lower() for s in p.suffixes}
+    if kinds & {".jsonl", ".json", ".ndjson"}:
+        return read_table(p, dtype=False)
+    if kinds & {".parquet", ".pq"}:
+        return read_table(p)
+    return read_table(p, dtype=str, keep_default_na=False)
+
+
 def read_prompts(path: str | Path) -> tuple[np.ndarray, list[str]]:
     """Ids (as strings) and prompts of a JSONL/CSV/Parquet file with `id` and `prompt` columns."""
     ids, prompts, _ = read_prompt_table(path)
@@ -23,17 +37,8 @@ def read_prompts(path: str | Path) -> tuple[np.ndarray, list[str]]:
 def read_prompt_table(path: str | Path) -> tuple[np.ndarray, list[str], dict[str, list[str]]]:
     """`read_prompts`, plus every other column as text (a reference answer, a category...):
     what `optllm sample` carries into the sample and `optllm label` scores against."""
-    from optllm.data.wide import read_table
-
     p = Path(path)
-    # ids stay text ("007" is not 7)
-    kinds = {s.lower() for s in p.suffixes}
-    if kinds & {".jsonl", ".json", ".ndjson"}:
-        df = read_table(p, dtype=False)
-    elif kinds & {".parquet", ".pq"}:
-        df = read_table(p)
-    else:
-        df = read_table(p, dtype=str, keep_default_na=False)
+    df = read_text_table(p)
     cols = [str(c) for c in df.columns]
     id_col = next((c for c in ID_COLUMNS if c in cols), None)
     pr_col = next((c for c in PROMPT_COLUMNS if c in cols), None)
