@@ -10,7 +10,7 @@ from optllm.cli import app
 from optllm.data.synthetic import synthetic
 from optllm.errors import OptLLMError
 from optllm.evaluate.label_budget import LabelBudgetConfig, run_one
-from optllm.planning.adaptive import AdaptiveSettings, _prune, label_until_certified
+from optllm.planning.adaptive import AdaptiveSettings, prune, label_until_certified
 from optllm.planning.core import PlanSettings
 from optllm.selection import Goal
 
@@ -55,7 +55,7 @@ def test_rounds_grow_never_relabel_and_respect_the_label_budget() -> None:
     assert np.intersect1d(res.rest, res.labelled).size == 0 and res.rest.size + res.labelled.size == data.n
 
 
-def test_prune_drops_only_models_shown_dominated() -> None:
+def testprune_drops_only_models_shown_dominated() -> None:
     rng = np.random.default_rng(0)
     n = 400
     good = (rng.random(n) < 0.9).astype(float)
@@ -63,7 +63,7 @@ def test_prune_drops_only_models_shown_dominated() -> None:
     close = good * (rng.random(n) > 0.03)  # cheaper, slightly worse on the same prompts: both stay
     Y = np.stack([good, bad, close], axis=1)
     totals = np.array([1.0, 2.0, 0.5])  # 'bad' costs more than 'good' and is worse: dropped
-    kept = _prune(Y, np.arange(3), totals, 0.95)
+    kept = prune(Y, np.arange(3), totals, 0.95)
     assert kept.tolist() == [0, 2]
 
 

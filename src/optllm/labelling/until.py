@@ -1,7 +1,7 @@
 """`optllm plan --label-budget`: label a user's prompts in rounds until the target is certified.
 
 The same rounds as `planning.adaptive` (sizes, alpha spending, pruning, stops: one rule,
-`next_round` and `_prune`), with real labels: each round sends the new prompts to every
+`next_round` and `prune`), with real labels: each round sends the new prompts to every
 model still a candidate through `label` (so the labelling budget is also the dispatcher's
 hard spend cap, and a re-run resumes without sending anything twice), then plans every
 unlabelled prompt with `build_plan`, as `optllm plan --labels` would, at the round's level.
@@ -18,7 +18,7 @@ from optllm.cost import Catalogue
 from optllm.errors import OptLLMError
 from optllm.labelling.label import LabelReport, label
 from optllm.labelling.scorers import Scorer
-from optllm.planning.adaptive import AdaptiveSettings, Round, _prune, next_round
+from optllm.planning.adaptive import AdaptiveSettings, Round, next_round, prune, reference_cost
 from optllm.planning.core import PlanSettings
 from optllm.planning.plan import Plan, build_plan
 from optllm.selection import Goal
@@ -81,11 +81,10 @@ def plan_with_labelling(ids: Sequence[str], prompts: Sequence[str], references: 
         Y = _labels_matrix(labelled, res.models)
         per_model = (float(np.sum([rep.cost.get(m, 0.0) for m in res.models]) + rep.judge_cost)
                      / max(labelled.n, 1) / max(float(totals.sum()), 1e-300))
-        keep = (_prune(Y, np.arange(len(res.models)), totals, level) if adaptive.prune and r < adaptive.max_rounds
+        keep = (prune(Y, np.arange(len(res.models)), totals, level) if adaptive.prune and r < adaptive.max_rounds
                 else np.arange(len(res.models)))
         sel = res.selection
-        acc = Y.mean(axis=0)
-        ref_cost = float(totals[acc >= acc.max() - 1e-12].max())
+        ref_cost = reference_cost(Y, totals)
         stop_now, nxt = next_round(adaptive, r, have, n, spent, per_model * float(totals[keep].sum()), sel, ref_cost,
                                    float(res.costs.mean.min(axis=1).sum()))
         if rep.missing and stop_now != "certified":

@@ -52,7 +52,7 @@ class AdaptiveSettings:
     least `MIN_LABELS`); `growth`: the most a round multiplies the labels by; `max_rounds`:
     R of the alpha spending; `val_share`: each labelled prompt's chance to validate rather
     than train the predictor; `prune`: stop labelling (and planning with) models shown
-    dominated on the labels so far (`_prune`)."""
+    dominated on the labels so far (`prune`)."""
 
     label_budget: float | None = None
     first: int | None = None
@@ -167,13 +167,13 @@ def label_until_certified(texts: np.ndarray | list[str] | None, cost: np.ndarray
         level = adaptive.level(goal.confidence, r)
         g = Goal(target_accuracy=goal.target_accuracy, confidence=level, safe=goal.safe)
         if adaptive.prune and r < adaptive.max_rounds:
-            active = _prune(Y, active, totals, level)
+            active = prune(Y, active, totals, level)
         per_prompt = per_model * float(totals[active].sum())
         say(f"round {r}: plan {rest.size} prompts on {have} labels, {active.size} models")
         planned = _plan(lab, Y[:, active], roles[lab], rest, txt, cost[:, active],
                         tuple(models[k] for k in active), g, settings)
         sel = planned.selection
-        ref_cost = _reference_cost(Y[:, active], cost[np.ix_(rest, active)])
+        ref_cost = reference_cost(Y[:, active], cost[np.ix_(rest, active)].sum(axis=0))
         plan_cost = None if sel.plan is None else float(sel.plan.cost)
         stop_now, nxt = next_round(adaptive, r, have, n, spent, per_prompt, sel, ref_cost,
                                    float(cost[np.ix_(rest, active)].min(axis=1).sum()))
@@ -210,7 +210,7 @@ def next_round(adaptive: AdaptiveSettings, r: int, have: int, n: int, spent: flo
     return None, nxt
 
 
-def _prune(Y: np.ndarray, active: np.ndarray, totals: np.ndarray, level: float) -> np.ndarray:
+def prune(Y: np.ndarray, active: np.ndarray, totals: np.ndarray, level: float) -> np.ndarray:
     """The active models not shown dominated on the labels: model k goes when some active
     model j costs no more on the batch and is more accurate on the same labelled prompts, by
     a one-sided paired test at `level` (normal on the per-prompt differences). Dropped
@@ -250,10 +250,8 @@ def _plan(lab: np.ndarray, Y: np.ndarray, trains: np.ndarray, rest: np.ndarray, 
     return plan_queries(part(trains), part(~trains), inputs, cost[rest], goal, settings)
 
 
-def _reference_cost(Y: np.ndarray, cost_rest: np.ndarray) -> float:
-    """The estimated cost on the prompts left of the LLM most accurate on the labels (the
-    dearer one on a tie): what a user without a router would send them to."""
+def reference_cost(Y: np.ndarray, totals: np.ndarray) -> float:
+    """The estimated cost (`totals`, per model, on the prompts left) of the LLM most accurate
+    on the labels `Y` (the dearer one on a tie): what a user without a router would pay."""
     acc = Y.mean(axis=0)
-    tot = cost_rest.sum(axis=0)
-    best = np.flatnonzero(acc >= acc.max() - 1e-12)
-    return float(tot[best].max())
+    return float(np.asarray(totals)[acc >= acc.max() - 1e-12].max())
