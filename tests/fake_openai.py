@@ -55,6 +55,9 @@ class FakeOpenAI:
         fail_models: tuple[str, ...] = (),
         require_key: str | None = None,
         extra_prompt_tokens: int = 0,
+        prompt_token_factor: float = 1.0,
+        ignore_max_tokens: bool = False,
+        echo_key: bool = False,
         seed: int = 0,
         log_path: str | None = None,
         responder: Any = None,
@@ -68,6 +71,10 @@ class FakeOpenAI:
         self.fail_models = set(fail_models)
         self.require_key = require_key
         self.extra_prompt_tokens = extra_prompt_tokens
+        self.prompt_token_factor = prompt_token_factor  # bill this many times the counted prompt tokens
+        self.ignore_max_tokens = ignore_max_tokens  # bill completion_tokens even above max_tokens
+        self.echo_key = echo_key  # a 401 that quotes the key it was sent (as some servers do)
+        self.billed: list[tuple[str, str, int, int]] = []  # (model, prompt, prompt_tokens, completion_tokens)
         self.rng = random.Random(seed)
         self.requests: Counter[str] = Counter()
         self.served: Counter[str] = Counter()
@@ -97,7 +104,9 @@ class FakeOpenAI:
 
     async def _chat(self, request: web.Request) -> web.Response:
         if self.require_key and request.headers.get("Authorization") != f"Bearer {self.require_key}":
-            return self._error(401, "Incorrect API key provided", "invalid_request_error")
+            sent = request.headers.get("Authorization", "")
+            return self._error(401, "Incorrect API key provided" + (f": {sent}" if self.echo_key else ""),
+                               "invalid_request_error")
         body = await request.json()
         content = str(body["messages"][-1]["content"])
         model = str(body.get("model"))
@@ -119,8 +128,11 @@ class FakeOpenAI:
         if r < self.p429 + self.p500:
             return self._error(500, "internal error", "server_error")
         cap = body.get("max_tokens") or body.get("max_completion_tokens")
-        ct = self.completion_tokens if cap is None else min(self.completion_tokens, int(cap))
+        ct = self.completion_tokens if cap is None or self.ignore_max_tokens else min(self.completion_tokens, int(cap))
         pt = _count_prompt(content) + self.extra_prompt_tokens
+        if self.prompt_token_factor != 1.0:
+            pt = int(round(pt * self.prompt_token_factor))
+        self.billed.append((model, content, pt, ct))
         self.served[content] += 1
         self.statuses[200] += 1
         self._event(event="served", prompt=content, model=model, prompt_tokens=pt, completion_tokens=ct)
@@ -130,7 +142,7 @@ class FakeOpenAI:
             "choices": [{"index": 0, "message": {"role": "assistant",
                                                  "content": self.answer if self.responder is None
                                                  else self.responder(model, content)},
-                         "finish_reason": "length" if ct == cap else "stop"}],
+                         "finish_reason": "length" if cap is not None and ct >= int(cap) else "stop"}],
             "usage": {"prompt_tokens": pt, "completion_tokens": ct, "total_tokens": pt + ct},
         })
 

@@ -295,3 +295,80 @@ def test_backoff_grows_with_jitter_and_honours_retry_after() -> None:
     assert backoff_delay(1, 0.5, 30, rng, retry_after=7) == 7
     assert backoff_delay(1, 0.5, 30, rng, retry_after=3600) == 30
     assert not math.isnan(backoff_delay(40, 0.5, 30, rng))
+
+
+# ---------------------------------------------------------------- faults (issue 16)
+def billed(srv: FakeOpenAI, cat: Catalogue) -> float:
+    """What the server billed, from its own usage counts."""
+    return sum(cat[m].call_cost(p, c) for m, _, p, c in srv.billed)
+
+
+@pytest.mark.parametrize("fault", [{"completion_tokens": 200, "ignore_max_tokens": True},
+                                   {"completion_tokens": 20, "prompt_token_factor": 1.13}])
+@pytest.mark.parametrize("concurrency", [1, 16])
+def test_cap_holds_when_the_server_bills_more_than_reserved(tmp_path: Path, fault: dict, concurrency: int) -> None:
+    # a server that ignores max_tokens (200 billed against 20 reserved) or counts 13% more prompt tokens
+    with FakeOpenAI(latency=0.003, **fault) as srv:
+        cat = catalogue(srv.base_url, b={"prompt_token_margin": 0.0})
+        its = items(60, "b")
+        worst = max(cat["b"].reservation(count_tokens([it.prompt])[0] + 7) for it in its)
+        cap = 12 * worst  # the overbilled plan costs far more than this
+        rep = dispatch(its, cat, tmp_path / "a.jsonl", concurrency=concurrency, max_spend=cap, **FAST)
+        truth = billed(srv, cat)
+        assert truth <= cap and rep.over_cap == 0.0
+        assert rep.spent_total == pytest.approx(truth)  # every answer reconciled with its billed usage
+        assert rep.overruns >= 1 and rep.stopped and rep.not_sent > 0
+        # the cap was used, not abandoned early: the next (grown) reservation would not fit
+        assert truth > cap / 2
+
+
+def test_first_overrun_is_bounded_by_one_call_and_reported(tmp_path: Path) -> None:
+    with FakeOpenAI(completion_tokens=400, ignore_max_tokens=True) as srv:
+        cat = catalogue(srv.base_url)
+        its = items(30, "b")
+        cap = 1.2 * cat["b"].reservation(count_tokens([its[0].prompt])[0] + 7)  # room for one reserved call
+        rep = dispatch(its, cat, tmp_path / "a.jsonl", concurrency=16, max_spend=cap, **FAST)
+        truth = billed(srv, cat)
+        assert sum(srv.requests.values()) == 1  # the model's first call goes alone; nothing after the overrun
+        assert rep.over_cap == pytest.approx(truth - cap) and rep.over_cap > 0 and rep.overruns == 1
+        assert rep.as_dict()["over_cap"] > 0
+
+
+def test_capped_dispatch_sends_cheapest_calls_first(tmp_path: Path) -> None:
+    with FakeOpenAI(completion_tokens=15) as srv:
+        cat = catalogue(srv.base_url)
+        its = items(20, "b") + [PlanItem(f"c{i}", f"cheap {i}", "a") for i in range(20)]  # expensive first
+        total = sum(cat[it.model].reservation(count_tokens([it.prompt])[0] + 7) for it in its)
+        rep = dispatch(its, cat, tmp_path / "a.jsonl", concurrency=4, max_spend=0.4 * total, **FAST)
+        got = {r["id"] for r in answers(tmp_path / "a.jsonl")}
+        assert {f"c{i}" for i in range(20)} <= got  # every cheap query answered
+        assert rep.answered >= 20 and rep.order.startswith("cheapest first")
+        assert rep.not_sent_by_model == {"b": rep.not_sent} and rep.not_sent_upper_cost > 0
+        assert rep.answered + rep.not_sent == 40
+
+
+def test_server_down_opens_the_circuit_fast_and_names_the_url(tmp_path: Path) -> None:
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()  # nothing listens there now
+    url = f"http://127.0.0.1:{port}/v1"
+    cat = catalogue(url)
+    t0 = time.monotonic()
+    rep = dispatch(items(200, "a", ("b",)), cat, tmp_path / "a.jsonl", concurrency=16, fallback=True, **FAST)
+    assert time.monotonic() - t0 < 20
+    assert rep.calls <= 8 and list(rep.endpoints_down) == [url]
+    assert len(rep.failed) == 200 and all("unreachable" in why for why in rep.failed.values())
+    assert url in rep.failed["q0"] and rep.spent_total == 0.0
+
+
+def test_timeouts_are_reported_as_unknown_and_kept_reserved(tmp_path: Path) -> None:
+    with FakeOpenAI(latency=1.0) as srv:
+        cat = catalogue(srv.base_url, defaults={"timeout_s": 0.2})
+        rep = dispatch(items(3), cat, tmp_path / "a.jsonl", concurrency=3, max_attempts=1, breaker=50, **FAST)
+        assert rep.errors == {"timeout": 3} and rep.answered == 0
+        assert rep.spent_uncertain == pytest.approx(rep.spent_this_run) and rep.spent_this_run > 0
+        st = ResumeState.read(tmp_path / "a.jsonl", ledger_path(tmp_path / "a.jsonl"))
+        assert st.spent_uncertain == pytest.approx(rep.spent_this_run) and st.spent_known == 0.0

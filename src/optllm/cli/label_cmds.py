@@ -68,6 +68,8 @@ def label(
         emit_json(rep.as_dict())
     else:
         _print_report(rep)
+    if rep.interrupted:
+        raise typer.Exit(130)
     if rep.missing:
         raise typer.Exit(1)
 

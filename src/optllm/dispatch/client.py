@@ -2,21 +2,36 @@
 OpenAI-compatible server), with bounded concurrency, per-model rate limits, retries, optional
 fallback along the query's hull, a hard spend cap, a durable ledger and resume.
 
-Guarantees:
+Guarantees (tested in tests/test_dispatch.py and the fault campaign, tests/test_faults.py):
 - Nothing is sent before the catalogue is valid, every model used is in it and every API-key
   variable is set (one `OptLLMError` naming what is missing).
-- A query with an answer in `answers.jsonl` is never sent again; answers are fsynced as they
-  arrive, so a crash or Ctrl-C loses at most the calls in flight.
+- A query with an answer in `answers.jsonl` is never sent again. Every request is journaled
+  (its reservation, fsynced) before it is sent and its answer is fsynced on arrival, before
+  anything else happens. Ctrl-C or SIGTERM stops sending, waits for the calls in flight and
+  records them (a second signal abandons them: they count as spent and are sent again on
+  resume); after SIGKILL, only the calls in flight at the kill can be sent again, once, and
+  the resume reports how many.
 - Spend (this and earlier runs together, counted conservatively; see `ledger`) plus the
-  reservations of calls in flight never exceeds `max_spend`. A call's reservation is its
-  upper-bound cost: prompt tokens counted (× 1 + margin for approximate tokenizers) × input
-  price + max_output_tokens × output price + per-request price. `max_output_tokens` is sent as
-  `max_tokens` (or `max_completion_tokens`), so the server bounds the completion. This holds
-  as long as the server bills no more prompt tokens than reserved; a call that costs more than
-  its reservation is counted (`overruns`) and that model's later reservations grow by the
-  observed ratio.
+  reservations of calls in flight never exceeds `max_spend` while the server bills no more
+  than reserved. A call's reservation is its upper-bound cost: prompt tokens counted (× 1 +
+  margin for approximate tokenizers) × input price + max_output_tokens × output price +
+  per-request price; `max_output_tokens` is sent as `max_tokens` (or `max_completion_tokens`).
+  A server that bills more (ignores max_tokens, counts more prompt tokens) is caught by
+  reconciling every answer with its billed usage: that model's later reservations grow to the
+  largest ratio seen (+5%), and calls to a model go one at a time until its bills have been
+  seen to fit (the window doubles with each call billed within its reservation and falls back
+  to one after an overrun). The worst case over the cap is therefore the excess of one call
+  per model at a time when a server starts billing more than ever before; it is reported
+  (`over_cap`, `overruns`), never silent.
+- Calls whose outcome is unknown (timeouts, dropped connections after sending, answers
+  without usage) keep their whole reservation counted as spent, in this run and on resume;
+  they are reported apart (`spent_uncertain`).
 - 429, 408, 409, 5xx, timeouts and dropped connections are retried with exponential backoff
-  and jitter (Retry-After honoured); 401/403/404 disable the model for the rest of the run.
+  and jitter (Retry-After honoured); 401/403/404 disable the model for the rest of the run;
+  `breaker` connection failures or timeouts in a row on one endpoint stop sending there.
+- Under a cap smaller than the plan's upper-bound cost, the cheapest calls go first, so the
+  cap answers as many queries as it can; what was left is reported per model.
+- No API key is written to the answers, the ledger or any message (`optllm.secrets`).
 """
 from __future__ import annotations
 
@@ -25,18 +40,23 @@ import itertools
 import math
 import os
 import random
+import signal
+import sys
+import threading
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from optllm.cost import Catalogue, ModelSpec, prompt_tokens
-from optllm.dispatch.ledger import DurableLog, ResumeState, ledger_path
-from optllm.dispatch.limits import RateLimiter, SpendGuard, backoff_delay
+from optllm.dispatch.ledger import USAGE_MISSING, DurableLog, ResumeState, ledger_path
+from optllm.dispatch.limits import CircuitBreaker, RateLimiter, SlowStart, SpendGuard, backoff_delay
 from optllm.errors import OptLLMError
 from optllm.planning.items import PlanItem
+from optllm.secrets import redact
 
 
 @dataclass
@@ -48,7 +68,13 @@ class DispatchReport:
     answered: int = 0
     failed: dict[str, str] = field(default_factory=dict)
     not_sent: int = 0
+    not_sent_by_model: dict[str, int] = field(default_factory=dict)
+    not_sent_upper_cost: float = 0.0
     stopped: str = ""
+    interrupted: str = ""
+    endpoints_down: dict[str, str] = field(default_factory=dict)
+    order: str = "as planned"
+    resent_after_crash: int = 0
     spent_before: float = 0.0
     spent_total: float = 0.0
     spent_uncertain: float = 0.0
@@ -67,6 +93,11 @@ class DispatchReport:
         return self.spent_total - self.spent_before
 
     @property
+    def over_cap(self) -> float:
+        """USD counted beyond --max-spend (only a server billing more than reserved can cause it)."""
+        return 0.0 if self.max_spend is None else max(0.0, self.spent_total - self.max_spend)
+
+    @property
     def remaining(self) -> int:
         """Queries of the plan still without an answer."""
         return self.planned - self.already_answered - self.answered
@@ -75,7 +106,11 @@ class DispatchReport:
         return {
             "planned": self.planned, "already_answered": self.already_answered, "answered": self.answered,
             "failed": len(self.failed), "failed_examples": dict(itertools.islice(self.failed.items(), 10)),
-            "not_sent": self.not_sent, "remaining": self.remaining, "stopped": self.stopped or None,
+            "not_sent": self.not_sent, "not_sent_by_model": self.not_sent_by_model,
+            "not_sent_upper_cost": self.not_sent_upper_cost, "remaining": self.remaining,
+            "stopped": self.stopped or None, "interrupted": self.interrupted or None,
+            "endpoints_down": self.endpoints_down, "order": self.order,
+            "resent_after_crash": self.resent_after_crash, "over_cap": self.over_cap,
             "spent_before": self.spent_before, "spent_this_run": self.spent_this_run,
             "spent_total": self.spent_total, "spent_uncertain": self.spent_uncertain,
             "max_spend": self.max_spend, "calls": self.calls, "retries": self.retries,
@@ -126,7 +161,7 @@ def classify(exc: BaseException) -> CallError:
     """How to treat a failed call: retry?, may it have been billed?, disable the model?"""
     import openai
 
-    msg = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+    msg = redact(str(exc).splitlines()[0][:300]) if str(exc) else type(exc).__name__
     if isinstance(exc, openai.APITimeoutError):
         return CallError("timeout", True, True, message=msg)
     if isinstance(exc, openai.APIConnectionError):
@@ -157,6 +192,23 @@ def check_ready(items: Sequence[PlanItem], catalogue: Catalogue, fallback: bool,
     cat = catalogue.select(used, what="the plan")
     keys = cat.check_keys(environ)
     return cat, keys
+
+
+def check_options(*, concurrency: int = 16, max_spend: float | None = None, max_attempts: int = 4,
+                  backoff_base: float = 0.5, backoff_cap: float = 30.0, breaker: int = 8) -> None:
+    """The dispatcher's options, checked before anything else happens (one error naming the option)."""
+    if concurrency < 1:
+        raise OptLLMError(f"--concurrency must be at least 1, got {concurrency}")
+    if max_spend is not None and not (max_spend >= 0 and math.isfinite(max_spend)):
+        raise OptLLMError(f"--max-spend must be a non-negative amount in USD, got {max_spend}")
+    if max_attempts < 1:
+        raise OptLLMError(f"--max-attempts must be at least 1, got {max_attempts}")
+    if not (backoff_base >= 0 and math.isfinite(backoff_base)):
+        raise OptLLMError(f"--backoff must be a non-negative number of seconds, got {backoff_base}")
+    if not (backoff_cap >= 0 and math.isfinite(backoff_cap)):
+        raise OptLLMError(f"backoff_cap must be a non-negative number of seconds, got {backoff_cap}")
+    if breaker < 1:
+        raise OptLLMError(f"breaker must be at least 1 failure, got {breaker}")
 
 
 class _Progress:
@@ -190,6 +242,16 @@ class _Progress:
             self.bar.stop()
 
 
+@dataclass(frozen=True)
+class _Outcome:
+    """How one attempt ended: "answered" (billed within its reservation or not), "error", "stopped"."""
+
+    kind: str
+    within: bool | None = None
+    error: CallError | None = None
+    message: str = ""
+
+
 class Dispatcher:
     """One run over a list of items (see `dispatch`)."""
 
@@ -206,18 +268,17 @@ class Dispatcher:
         max_attempts: int = 4,
         backoff_base: float = 0.5,
         backoff_cap: float = 30.0,
+        breaker: int = 8,
+        cheapest_first: bool = True,
         seed: int = 0,
         progress: bool = False,
         console: Any = None,
         client_factory: Callable[[ModelSpec, str], Any] | None = None,
         on_answer: Callable[[dict[str, Any]], None] | None = None,
+        handle_signals: bool = True,
     ) -> None:
-        if concurrency < 1:
-            raise OptLLMError(f"--concurrency must be at least 1, got {concurrency}")
-        if max_spend is not None and not (max_spend >= 0 and math.isfinite(max_spend)):
-            raise OptLLMError(f"--max-spend must be a non-negative amount in USD, got {max_spend}")
-        if max_attempts < 1:
-            raise OptLLMError(f"max_attempts must be at least 1, got {max_attempts}")
+        check_options(concurrency=concurrency, max_spend=max_spend, max_attempts=max_attempts,
+                      backoff_base=backoff_base, backoff_cap=backoff_cap, breaker=breaker)
         self.items = list(items)
         self.cat = catalogue
         self.out = Path(out)
@@ -229,18 +290,25 @@ class Dispatcher:
         self.max_attempts = max_attempts
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
+        self.cheapest_first = cheapest_first
         self.rng = random.Random(seed)
         self.show_progress = progress
         self.console = console
         self.client_factory = client_factory or self._default_client
         self.on_answer = on_answer
+        self.handle_signals = handle_signals
         self.report = DispatchReport(max_spend=max_spend, answers_path=str(self.out),
                                      ledger_path=str(self.ledger_file))
         self.run_id = uuid.uuid4().hex[:8]
         self._seq = itertools.count(1)
         self._disabled: dict[str, str] = {}
-        self._scale: dict[str, float] = {m.name: 1.0 for m in catalogue.models}
+        # growth of reservations for servers seen to bill more than reserved (prompt, completion)
+        self._pscale: dict[str, float] = {m.name: 1.0 for m in catalogue.models}
+        self._cscale: dict[str, float] = {m.name: 1.0 for m in catalogue.models}
+        self.breaker = CircuitBreaker(breaker)
         self._clients: dict[tuple[str, str], Any] = {}
+        self._answered_now: set[str] = set()
+        self._workers: list[asyncio.Task[None]] = []
 
     # ------------------------------------------------------------------ clients
     @staticmethod
@@ -264,7 +332,68 @@ class Dispatcher:
                 except Exception:  # noqa: BLE001 - closing must not mask the run's outcome
                     pass
 
+    # ------------------------------------------------------------------ signals
+    def _notice(self, text: str) -> None:
+        con = self.bar.bar.console if getattr(self, "bar", None) is not None and self.bar.bar is not None \
+            else self.console
+        if con is not None:
+            con.print(text, markup=False, highlight=False, emoji=False)
+        else:
+            print(text, file=sys.stderr, flush=True)
+
+    def _install_signals(self) -> list[int]:
+        if not self.handle_signals or threading.current_thread() is not threading.main_thread():
+            return []
+        loop = asyncio.get_running_loop()
+        installed = []
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, self._on_signal, sig)
+                installed.append(sig)
+            except (NotImplementedError, RuntimeError, ValueError):
+                pass
+        return installed
+
+    def _on_signal(self, sig: int) -> None:
+        name = signal.Signals(sig).name
+        if not self.report.interrupted:
+            self.report.interrupted = name
+            self._stop_event.set()
+            asyncio.ensure_future(self.guard.stop(f"interrupted by {name}"))
+            self._notice(f"{name}: no new calls; waiting for the {self.guard.in_flight} in flight to be recorded "
+                         f"(again to abandon them: they then count as spent and are sent again on resume)")
+        else:
+            self._notice(f"{name} again: abandoning {self.guard.in_flight} call(s) in flight")
+            for w in self._workers:
+                w.cancel()
+
+    async def _sleep(self, seconds: float) -> bool:
+        """Sleep unless interrupted first → False when interrupted."""
+        try:
+            await asyncio.wait_for(self._stop_event.wait(), timeout=seconds)
+            return False
+        except asyncio.TimeoutError:
+            return True
+
+    async def _unless_stopped(self, aw: Any) -> bool:
+        """Await `aw` (a wait such as a rate limit) unless interrupted first → False when interrupted."""
+        task = asyncio.ensure_future(aw)
+        stop = asyncio.ensure_future(self._stop_event.wait())
+        try:
+            done, _ = await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+        if task in done:
+            task.result()
+            return True
+        task.cancel()
+        return False
+
     # ------------------------------------------------------------------ run
+    def _reservation(self, spec: ModelSpec, pt: float) -> float:
+        cs = self._cscale[spec.name]
+        return spec.reservation(pt * self._pscale[spec.name], None if cs == 1.0 else spec.max_output_tokens * cs)
+
     async def run(self) -> DispatchReport:
         t0 = time.monotonic()
         rep = self.report
@@ -275,8 +404,11 @@ class Dispatcher:
         rep.spent_before = state.spent
         rep.spent_uncertain = state.spent_uncertain
         todo = [it for it in self.items if it.id not in state.answered]
+        rep.resent_after_crash = sum(1 for it in todo if it.id in state.unresolved_ids)
         self.guard = SpendGuard(self.max_spend, spent=state.spent)
         self.limiters = {m.name: RateLimiter(m.rpm, m.tpm) for m in self.cat.models}
+        self.window = SlowStart(self.concurrency, self.cat.names)
+        self._stop_event = asyncio.Event()
         # prompt tokens of each item under each model it may use
         self.ptok: dict[tuple[str, str], float] = {}
         if todo:
@@ -285,24 +417,41 @@ class Dispatcher:
             for i, it in enumerate(todo):
                 for name in (it.model, *(it.fallbacks if self.fallback else ())):
                     self.ptok[(it.id, name)] = float(counts[i, col[name]])
+        upper = {it.id: self._reservation(self.cat[it.model], self.ptok[(it.id, it.model)]) for it in todo}
+        if self.cheapest_first and self.max_spend is not None and sum(upper.values()) > self.guard.remaining:
+            todo.sort(key=lambda it: upper[it.id])
+            rep.order = "cheapest first (the cap is below the plan's upper-bound cost)"
         self.answers = DurableLog(self.out).open()
         self.ledger = DurableLog(self.ledger_file).open()
         self.ledger.write_now({"event": "run_start", "run": self.run_id, "time": _now(), "planned": rep.planned,
                                "to_send": len(todo), "max_spend": self.max_spend, "spent_before": state.spent,
-                               "fallback": self.fallback, "concurrency": self.concurrency})
+                               "fallback": self.fallback, "concurrency": self.concurrency, "order": rep.order,
+                               "resent_after_crash": rep.resent_after_crash})
         self.bar = _Progress(rep.planned, rep.already_answered, self.max_spend, self.show_progress, self.console)
         queue: asyncio.Queue[PlanItem] = asyncio.Queue()
         for it in todo:
             queue.put_nowait(it)
-        workers = [asyncio.create_task(self._worker(queue)) for _ in range(min(self.concurrency, max(1, len(todo))))]
+        signals = self._install_signals()
+        self._workers = [asyncio.create_task(self._worker(queue))
+                         for _ in range(min(self.concurrency, max(1, len(todo))))]
         try:
-            await asyncio.gather(*workers)
+            results = await asyncio.gather(*self._workers, return_exceptions=True)
+            for r in results:  # a worker's bug is raised; workers abandoned by a second signal are not
+                if isinstance(r, BaseException) and not isinstance(r, asyncio.CancelledError):
+                    raise r
         finally:
-            for w in workers:
+            loop = asyncio.get_running_loop()
+            for sig in signals:
+                loop.remove_signal_handler(sig)
+            for w in self._workers:
                 w.cancel()
             self.bar.stop()
             await self._close_clients()
-            rep.not_sent = queue.qsize() + rep.not_sent
+            left = [it for it in todo if it.id not in self._answered_now and it.id not in rep.failed]
+            rep.not_sent = len(left)
+            rep.not_sent_by_model = dict(Counter(it.model for it in left))
+            rep.not_sent_upper_cost = float(sum(upper[it.id] for it in left))
+            rep.endpoints_down = dict(self.breaker.open)
             rep.stopped = self.guard.stop_reason if self.guard.stopped else ""
             rep.spent_total = self.guard.spent + self.guard.reserved  # reserved > 0 only if interrupted
             rep.overruns = self.guard.overruns
@@ -318,7 +467,8 @@ class Dispatcher:
                                            "reason": rep.stopped, "not_sent": rep.not_sent})
                 self.ledger.write_now({"event": "run_end", "run": self.run_id, "time": _now(),
                                        "answered": rep.answered, "failed": len(rep.failed),
-                                       "not_sent": rep.not_sent, "spent_total": rep.spent_total})
+                                       "not_sent": rep.not_sent, "spent_total": rep.spent_total,
+                                       "over_cap": rep.over_cap, "interrupted": rep.interrupted or None})
             finally:
                 self.answers.close()
                 self.ledger.close()
@@ -330,9 +480,7 @@ class Dispatcher:
                 it = queue.get_nowait()
             except asyncio.QueueEmpty:
                 return
-            outcome = await self._process(it)
-            if outcome == "stopped":
-                self.report.not_sent += 1
+            if await self._process(it) == "stopped":
                 return
 
     async def _process(self, it: PlanItem) -> str:
@@ -359,63 +507,88 @@ class Dispatcher:
         return "failed"
 
     async def _try_model(self, it: PlanItem, spec: ModelSpec, fallback_from: str | None) -> str | None:
-        """None when answered; "stopped" when the spend cap stops sending; else why it failed."""
-        rep = self.report
+        """None when answered; "stopped" when the spend cap or a signal stops sending; else why it failed."""
         pt = self.ptok[(it.id, spec.name)]
         last = ""
         for attempt in range(1, self.max_attempts + 1):
             if spec.name in self._disabled:
                 return f"disabled ({self._disabled[spec.name]})"
-            amount = spec.reservation(pt * self._scale[spec.name])
-            if not await self.guard.reserve(amount):
+            if self._stop_event.is_set():
                 return "stopped"
-            call = f"{self.run_id}-{next(self._seq)}"
-            settled = logged = False
+            await self.window.acquire(spec.name)
+            outcome = _Outcome("stopped")
             try:
-                await self.limiters[spec.name].acquire(tokens=pt + spec.max_output_tokens)
-                await self.ledger.append({"event": "reserve", "call": call, "id": it.id, "model": spec.name,
-                                          "amount": amount, "attempt": attempt, "time": _now()})
-                logged = True
-                rep.calls += 1
-                if attempt > 1:
-                    rep.retries += 1
-                t0 = time.monotonic()
-                try:
-                    parsed = self._parse(await self._send(spec, it.prompt))
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:  # noqa: BLE001 - classified in _record_error
-                    err, last = await self._record_error(it, spec, call, amount, attempt, exc)
-                    settled = True
-                    if not err.retryable:
-                        return last
-                    if attempt < self.max_attempts:
-                        await asyncio.sleep(backoff_delay(attempt, self.backoff_base, self.backoff_cap, self.rng,
-                                                          err.retry_after))
-                    continue
-                rec = await self._record_answer(it, spec, call, amount, attempt, parsed, pt, t0, fallback_from)
-                settled = True
-                rep.answered += 1
-                self.bar.update(rep.answered, len(rep.failed), self.guard.spent)
-                if self.on_answer is not None:
-                    self.on_answer(rec)
-                return None
+                if spec.name in self._disabled:  # disabled while this call waited for its turn
+                    return f"disabled ({self._disabled[spec.name]})"
+                amount = self._reservation(spec, pt)
+                if await self.guard.reserve(amount):
+                    outcome = await self._attempt(it, spec, pt, amount, attempt, fallback_from)
             finally:
-                if not settled:
-                    # cancelled (Ctrl-C): a call that may have been sent stays counted as spent
-                    # (as the ledger's unresolved reservation will be on resume)
-                    self.guard.reserved -= amount
-                    self.guard.in_flight -= 1
-                    if logged:
-                        self.guard.spent += amount
-                        self.report.spent_uncertain += amount
+                self.window.release(spec.name, outcome.within)
+            if outcome.kind == "answered":
+                return None
+            if outcome.kind == "stopped":
+                return "stopped"
+            assert outcome.error is not None
+            last = outcome.message
+            if not outcome.error.retryable:
+                return last
+            if attempt < self.max_attempts:
+                delay = backoff_delay(attempt, self.backoff_base, self.backoff_cap, self.rng,
+                                      outcome.error.retry_after)
+                if not await self._sleep(delay):
+                    return "stopped"
         return last or "failed"
 
+    async def _attempt(self, it: PlanItem, spec: ModelSpec, pt: float, amount: float, attempt: int,
+                       fallback_from: str | None) -> _Outcome:
+        """One call under a reservation of `amount`: journal it, send it, record what came back."""
+        rep = self.report
+        call = f"{self.run_id}-{next(self._seq)}"
+        settled = logged = False
+        try:
+            if not await self._unless_stopped(self.limiters[spec.name].acquire(tokens=pt + spec.max_output_tokens)):
+                await self.guard.settle(amount, 0.0)
+                settled = True
+                return _Outcome("stopped")
+            await self.ledger.append({"event": "reserve", "call": call, "id": it.id, "model": spec.name,
+                                      "amount": amount, "attempt": attempt, "time": _now()})
+            logged = True
+            rep.calls += 1
+            if attempt > 1:
+                rep.retries += 1
+            t0 = time.monotonic()
+            try:
+                parsed = self._parse(await self._send(spec, it.prompt))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - classified in _record_error
+                err, message = await self._record_error(it, spec, call, amount, attempt, exc)
+                settled = True
+                return _Outcome("error", error=err, message=message)
+            rec, within = await self._record_answer(it, spec, call, amount, attempt, parsed, pt, t0, fallback_from)
+            settled = True
+            rep.answered += 1
+            self._answered_now.add(it.id)
+            self.bar.update(rep.answered, len(rep.failed), self.guard.spent)
+            if self.on_answer is not None:
+                self.on_answer(rec)
+            return _Outcome("answered", within=within)
+        finally:
+            if not settled:
+                # cancelled (a second signal, or the caller's task): a call that may have been sent
+                # stays counted as spent (as the ledger's unresolved reservation will be on resume)
+                self.guard.reserved -= amount
+                self.guard.in_flight -= 1
+                if logged:
+                    self.guard.spent += amount
+                    self.report.spent_uncertain += amount
+
     async def _record_error(self, it: PlanItem, spec: ModelSpec, call: str, amount: float, attempt: int,
-                            exc: Exception) -> tuple[Any, str]:
+                            exc: Exception) -> tuple[CallError, str]:
         """Classify a failed call, journal it, settle its reservation (kept as spent when the
-        call may have been charged), disable the model or pause its limiter where the error
-        says so; → (the classified error, the failure message)."""
+        call may have been charged), disable the model, pause its limiter or open the
+        endpoint's circuit where the error says so; → (the classified error, the failure message)."""
         rep = self.report
         err = classify(exc)
         charged = amount if err.maybe_charged else 0.0
@@ -427,37 +600,55 @@ class Dispatcher:
         await self.guard.settle(amount, charged)
         if err.disables_model:
             self._disabled[spec.name] = f"HTTP {err.kind}"
+        if err.kind in ("connection", "timeout"):
+            if self.breaker.failure(spec.base_url, err.message):
+                for m in self.cat.models:
+                    if m.base_url == spec.base_url:
+                        self._disabled.setdefault(m.name, f"endpoint {spec.base_url} unreachable")
+                self._notice(f"cannot reach {spec.base_url} (model {spec.name}): "
+                             f"{self.breaker.open[spec.base_url]}; nothing more is sent there this run")
+        else:
+            self.breaker.success(spec.base_url)  # an HTTP answer: the endpoint is up
         if err.retryable and err.kind == "429" and err.retry_after:
             self.limiters[spec.name].pause(min(err.retry_after, self.backoff_cap))
-        return err, f"{err.kind} after {attempt} attempt(s): {err.message}"
+        return err, f"{err.kind} after {attempt} attempt(s) at {spec.base_url}: {err.message}"
 
     async def _record_answer(self, it: PlanItem, spec: ModelSpec, call: str, amount: float, attempt: int,
                              parsed: tuple[Any, Any, Any, Any], pt: float, t0: float,
-                             fallback_from: str | None) -> dict[str, Any]:
+                             fallback_from: str | None) -> tuple[dict[str, Any], bool | None]:
         """Price an answered call from its billed usage (the reservation when usage is
-        missing), grow later reservations when the server counts more prompt tokens than
-        reserved, append the answer and journal it, and settle the reservation → the record."""
+        missing), grow that model's later reservations when the server billed more prompt or
+        completion tokens than reserved, append the answer and journal it, and settle the
+        reservation → (the record, whether it was billed within its reservation; None: unknown)."""
         answer, usage_p, usage_c, finish = parsed
+        name = spec.name
+        within: bool | None = None
         if usage_p is None or usage_c is None:
-            cost, usage_note = amount, "usage missing: charged the reservation"
+            cost, usage_note = amount, f"{USAGE_MISSING}: charged the reservation"
             self.report.spent_uncertain += amount
         else:
             cost, usage_note = float(spec.call_cost(usage_p, usage_c)), None
-            if usage_p > pt * self._scale[spec.name] * (1 + spec.margin) and pt > 0:
-                # the server counts more prompt tokens than reserved: grow later reservations
-                self._scale[spec.name] = max(self._scale[spec.name], usage_p / pt * 1.05)
-        rec = {"id": it.id, "model": spec.name, "answer": answer, "prompt_tokens": usage_p,
+            within = cost <= amount * (1 + 1e-9) + 1e-15
+            reserved_p = pt * self._pscale[name] * (1 + spec.margin)
+            if pt > 0 and usage_p > math.ceil(reserved_p):
+                self._pscale[name] = max(self._pscale[name], usage_p / (pt * (1 + spec.margin)) * 1.05)
+            if usage_c > spec.max_output_tokens * self._cscale[name]:
+                self._cscale[name] = max(self._cscale[name], usage_c / spec.max_output_tokens * 1.05)
+        self.breaker.success(spec.base_url)
+        rec = {"id": it.id, "model": name, "answer": answer, "prompt_tokens": usage_p,
                "completion_tokens": usage_c, "cost": cost, "finish_reason": finish,
                "latency_s": round(time.monotonic() - t0, 4), "attempt": attempt,
                "planned_model": it.model, "fallback": fallback_from is not None, "call": call,
                "time": _now()}
         if usage_note:
             rec["note"] = usage_note
+        if within is False:
+            rec["note"] = f"billed ${cost:.6f}, more than the ${amount:.6f} reserved"
         await self.answers.append(rec)
-        await self.ledger.append({"event": "answer", "call": call, "id": it.id, "model": spec.name,
-                                  "cost": cost, "time": rec["time"]})
+        await self.ledger.append({"event": "answer", "call": call, "id": it.id, "model": name,
+                                  "cost": cost, "reserved": amount, "time": rec["time"]})
         await self.guard.settle(amount, cost)
-        return rec
+        return rec, within
 
     async def _send(self, spec: ModelSpec, prompt: str) -> Any:
         kwargs: dict[str, Any] = dict(spec.params)

@@ -21,6 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from optllm.errors import OptLLMError
+from optllm.secrets import redact_known
+
+
+USAGE_MISSING = "usage missing"  # the note of an answer priced at its reservation (no usage in the response)
 
 
 def ledger_path(answers: str | os.PathLike[str]) -> Path:
@@ -90,15 +94,20 @@ class DurableLog:
         self._fh = open(self.path, "a", encoding="utf-8")
         return self
 
+    @staticmethod
+    def line(rec: dict[str, Any]) -> str:
+        """One record as written: JSON, with every API key optllm read replaced."""
+        return redact_known(json.dumps(rec, ensure_ascii=False)) + "\n"
+
     def write_now(self, rec: dict[str, Any]) -> None:
         """Synchronous append + fsync (for records outside the event loop)."""
-        self._fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
+        self._fh.write(self.line(rec))
         self._fh.flush()
         os.fsync(self._fh.fileno())
 
     async def append(self, rec: dict[str, Any]) -> None:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append((json.dumps(rec, ensure_ascii=False) + "\n", fut))
+        self._pending.append((self.line(rec), fut))
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._drain())
         await asyncio.shield(fut)
@@ -141,6 +150,7 @@ class ResumeState:
     spent_known: float = 0.0
     spent_uncertain: float = 0.0
     unresolved_calls: int = 0
+    unresolved_ids: set[str] = field(default_factory=set)  # queries of those calls (in flight at a kill)
     runs: int = 0
     calls: int = 0
 
@@ -148,6 +158,7 @@ class ResumeState:
     def read(cls, answers: Path, ledger: Path, repair: bool = True) -> "ResumeState":
         st = cls()
         cost_by_call: dict[str, float] = {}
+        usage_missing: set[str] = set()
         for rec in read_jsonl(answers, repair=repair):
             qid = str(rec.get("id"))
             if qid not in st.answered:
@@ -155,27 +166,40 @@ class ResumeState:
             call = rec.get("call")
             if call is not None:
                 cost_by_call[str(call)] = float(rec.get("cost") or 0.0)
+                if str(rec.get("note", "")).startswith(USAGE_MISSING):
+                    usage_missing.add(str(call))  # charged its reservation: unknown
         reserved: dict[str, float] = {}
+        query_of: dict[str, str] = {}
         resolved: dict[str, float] = {}
+        unknown: set[str] = set()
         for rec in read_jsonl(ledger, repair=repair):
             ev = rec.get("event")
             if ev == "reserve":
                 reserved[str(rec["call"])] = float(rec["amount"])
+                query_of[str(rec["call"])] = str(rec.get("id"))
             elif ev == "answer":
                 resolved[str(rec["call"])] = float(rec.get("cost") or 0.0)
-            elif ev == "error":
+            elif ev == "error":  # what it may have cost: unknown, kept reserved
                 resolved[str(rec["call"])] = float(rec.get("charged") or 0.0)
+                unknown.add(str(rec["call"]))
             elif ev == "run_start":
                 st.runs += 1
         known = uncertain = 0.0
         for call, amount in reserved.items():
             if call in cost_by_call:
-                known += cost_by_call[call]
+                if call in usage_missing:
+                    uncertain += cost_by_call[call]
+                else:
+                    known += cost_by_call[call]
+            elif call in unknown:
+                uncertain += resolved[call]
             elif call in resolved:
                 known += resolved[call]
             else:
                 uncertain += amount
                 st.unresolved_calls += 1
+                if query_of[call] not in st.answered:
+                    st.unresolved_ids.add(query_of[call])
         # answers whose reservation is missing from the ledger (ledger deleted): count them
         known += sum(c for call, c in cost_by_call.items() if call not in reserved)
         st.calls = len(reserved)

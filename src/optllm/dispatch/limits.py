@@ -123,3 +123,61 @@ def backoff_delay(attempt: int, base: float, cap: float, rng: random.Random,
     if retry_after is not None and retry_after > 0:
         delay = max(delay, min(retry_after, cap))
     return delay
+
+
+class SlowStart:
+    """Calls in flight per model, grown only as billed usage confirms the reservations.
+
+    A model starts at one call in flight; each call billed within its reservation doubles
+    its window (up to `limit`); a call billed more than reserved sets it back to one. So
+    before a server has shown how it bills, at most one of its calls can overrun the spend
+    cap, and after an overrun the next calls go one at a time under the grown reservation.
+    A waiter is always woken by a call of the same model finishing (the window is full only
+    while that model has calls in flight). `release` is synchronous, so it also runs in the
+    `finally` of a cancelled call."""
+
+    def __init__(self, limit: int, models: "list[str] | tuple[str, ...]") -> None:
+        self.limit = max(1, int(limit))
+        self.window = {m: 1 for m in models}
+        self.in_flight = {m: 0 for m in models}
+        self._changed = asyncio.Event()
+
+    async def acquire(self, model: str) -> None:
+        while self.in_flight[model] >= self.window[model]:
+            self._changed.clear()
+            await self._changed.wait()
+        self.in_flight[model] += 1
+
+    def release(self, model: str, billed_within: bool | None) -> None:
+        """`billed_within`: True/False for an answered call, None when nothing was billed
+        or its bill is unknown (the window stays as it is)."""
+        self.in_flight[model] -= 1
+        if billed_within is True:
+            self.window[model] = min(self.limit, self.window[model] * 2)
+        elif billed_within is False:
+            self.window[model] = 1
+        self._changed.set()
+
+
+class CircuitBreaker:
+    """Per endpoint (base URL): `threshold` connection failures or timeouts in a row, with no
+    answer or HTTP response in between, open the circuit for the rest of the run."""
+
+    def __init__(self, threshold: int) -> None:
+        self.threshold = max(1, int(threshold))
+        self.streak: dict[str, int] = {}
+        self.open: dict[str, str] = {}
+
+    def success(self, endpoint: str) -> None:
+        self.streak[endpoint] = 0
+
+    def failure(self, endpoint: str, message: str) -> bool:
+        """Count one failure; True when it opens the circuit."""
+        if endpoint in self.open:
+            return False
+        n = self.streak.get(endpoint, 0) + 1
+        self.streak[endpoint] = n
+        if n >= self.threshold:
+            self.open[endpoint] = f"{n} connection failures or timeouts in a row (last: {message})"
+            return True
+        return False

@@ -53,6 +53,7 @@ class LabelReport:
     spent_total: float = 0.0  # everything the journals count, both phases, all runs
     max_spend: float | None = None
     stopped: str = ""
+    interrupted: str = ""  # the signal that stopped the run, if one did
     failed_examples: dict[str, str] = field(default_factory=dict)
     out: str = ""
     work: str = ""
@@ -62,7 +63,7 @@ class LabelReport:
                 "labelled": self.labelled, "missing": self.missing, "unparsed": self.unparsed,
                 "accuracy": self.accuracy, "cost": self.cost, "judge_cost": self.judge_cost,
                 "judge_unclear": self.judge_unclear, "spent_total": self.spent_total,
-                "max_spend": self.max_spend, "stopped": self.stopped or None,
+                "max_spend": self.max_spend, "stopped": self.stopped or None, "interrupted": self.interrupted or None,
                 "failed_examples": self.failed_examples, "out": self.out, "work": self.work}
 
 
@@ -163,20 +164,22 @@ def label(ids: Sequence[str], prompts: Sequence[str], references: Mapping[str, s
     _check_writable(out, work)
     rep = LabelReport(queries=len(ids), models=names, pairs=len(items), max_spend=max_spend, out=str(out),
                       work=str(work))
+    # labels are worth most as whole rows (every model on the same prompts): keep the sample's order under a cap
     kw = dict(concurrency=concurrency, progress=progress, console=console, client_factory=client_factory,
-              **dispatch_kw)
+              cheapest_first=False, **dispatch_kw)
     import asyncio
 
     first = asyncio.run(Dispatcher(items, cat, answers_file, keys=keys, max_spend=_left(max_spend, judge_file),
                                    **kw).run())
     rep.stopped = first.stopped
+    rep.interrupted = first.interrupted
     rep.failed_examples.update(dict(list(first.failed.items())[:5]))
     journal = _answers(answers_file)
     answered = {(q, m): journal[it.id] for it, (q, m) in zip(items, ((q, m) for q in ids for m in names))
                 if it.id in journal}
     prompt_of = dict(zip(ids, prompts))
     verdicts: dict[tuple[str, str], dict[str, Any]] = {}
-    if judge is not None:
+    if judge is not None and not rep.interrupted:
         (work / "judge-rubric.txt").write_text(rubric, encoding="utf-8")
         jprompt = {qm: judge_prompt(prompt_of[qm[0]], a["answer"],
                                     None if references is None else references.get(qm[0]), rubric)
@@ -186,6 +189,7 @@ def label(ids: Sequence[str], prompts: Sequence[str], references: Mapping[str, s
         second = asyncio.run(Dispatcher(jitems, cat, judge_file, keys=keys, max_spend=_left(max_spend, answers_file),
                                         **kw).run())
         rep.stopped = rep.stopped or second.stopped
+        rep.interrupted = second.interrupted
         rep.failed_examples.update({f"judge {k}": v for k, v in list(second.failed.items())[:5]})
         jj = _answers(judge_file)
         verdicts = {qm: jj[k] for qm, k in jkey.items() if k in jj}
