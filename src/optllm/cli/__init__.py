@@ -13,6 +13,7 @@ import typer
 
 from optllm.cli.app import app, err_console
 from optllm.errors import OptLLMError
+from optllm.secrets import redact
 
 # Each module adds its commands to `app` on import.
 from optllm.cli import data_cmds  # noqa: F401,E402
@@ -27,13 +28,18 @@ from optllm.cli import label_cmds  # noqa: F401,E402
 from optllm.cli import label_budget_cmds  # noqa: F401,E402
 
 
+def one_line(e: BaseException) -> str:
+    """An error as printed: one line, keys and anything that looks like one hidden."""
+    return " ".join(redact(str(e)).split())
+
+
 def _one_line_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
         except OptLLMError as e:
-            err_console.print(f"error: {e}", markup=False, highlight=False, emoji=False, soft_wrap=True)
+            err_console.print(f"error: {one_line(e)}", markup=False, highlight=False, emoji=False, soft_wrap=True)
             raise typer.Exit(2) from None
 
     return wrapper
@@ -50,7 +56,7 @@ def main() -> None:
     try:
         app()
     except OptLLMError as e:  # raised outside a command (should not happen)
-        err_console.print(f"error: {e}", markup=False, highlight=False, emoji=False, soft_wrap=True)
+        err_console.print(f"error: {one_line(e)}", markup=False, highlight=False, emoji=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         err_console.print("interrupted")
