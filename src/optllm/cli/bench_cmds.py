@@ -39,6 +39,11 @@ def bench(
     json_out: bool = typer.Option(False, "--json", help="Print results as JSON."),
 ) -> None:
     """Reproduce the paper's protocol on DATASETS with every method on the same splits."""
+    if out:
+        from optllm.evaluate.report import BENCH_FILES
+        from optllm.io import check_output_dir
+
+        check_output_dir(out, "--out", BENCH_FILES)
     if bound not in ESTIMATORS:
         raise OptLLMError(f"--bound must be one of {', '.join(ESTIMATORS)}, got {bound!r}")
     chosen = tuple(m.strip() for m in methods.split(",") if m.strip())

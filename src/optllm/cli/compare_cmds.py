@@ -87,6 +87,10 @@ def compare_optimizers_cmd(
         raise OptLLMError(f"--gn: expected comma-separated integers, got {gn!r}") from None
     if not gns or min(gns) < 1:
         raise OptLLMError(f"--gn: need one or more integers >= 1, got {gn!r}")
+    if json_path and json_path != "-":
+        from optllm.io import check_output_file
+
+        check_output_file(json_path, "--json")
     outcomes = load(data)
     names = expand_methods(methods.split(","), gns)
     total = reps * len(names)

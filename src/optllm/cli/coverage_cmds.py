@@ -45,8 +45,12 @@ def coverage(
     and the certified saving (so a vacuous bound cannot pass); and the standardised error's
     mean and sd. No paper baselines run, so 50 splits are affordable.
     """
+    from optllm.evaluate.coverage import COVERAGE_FILES
+    from optllm.io import check_output_dir
     from optllm.predict import make_predictor
 
+    if out:
+        check_output_dir(out, "--out", COVERAGE_FILES)
     make_predictor(predictor)
     cfg = CoverageConfig(splits=splits, fractions=_floats(fractions, "--fractions"),
                          confidences=_floats(confidences, "--confidences"), targets=_floats(targets, "--targets"),
@@ -54,11 +58,6 @@ def coverage(
                          folds=folds, seed=seed)
     if workers < 1:
         raise OptLLMError(f"--workers must be at least 1, got {workers}")
-    if out:
-        from optllm.evaluate.coverage import COVERAGE_FILES
-        from optllm.io import check_out_dir
-
-        check_out_dir(out, COVERAGE_FILES, "--out")
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TimeRemainingColumn(), console=console, transient=True, disable=json_out) as prog:
         task = prog.add_task("coverage", total=None)

@@ -33,6 +33,12 @@ def front_cmd(
     if max_points < 0:
         raise OptLLMError(f"--max-points must be ≥ 0, got {max_points}")
     from optllm.data import load
+    from optllm.io import check_output_file
+
+    if out is not None:
+        check_output_file(out, "--out")
+    if plot is not None:
+        check_output_file(plot, "--plot")
     from optllm.optimize.front import pareto_front
 
     d = load(data)
@@ -111,8 +117,10 @@ def bench_speed_cmd(
     json_path: Path = typer.Option(None, "--json", help="Also write the results to this JSON file."),
 ) -> None:
     """Time the exact front on synthetic data against np.argsort of the same number of floats."""
-    from optllm.io import write_json
+    from optllm.io import check_output_file, write_json
 
+    if json_path is not None:
+        check_output_file(json_path, "--json")
     if repeat < 1:
         raise OptLLMError(f"--repeat must be ≥ 1, got {repeat}")
     wanted = [s for item in (sizes or DEFAULT_SIZES) for s in item.split(",") if s.strip()]

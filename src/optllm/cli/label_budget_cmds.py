@@ -36,13 +36,13 @@ def label_budget(
     against the best single LLM on every prompt, gross and net of the labels."""
     from optllm.data import load
     from optllm.evaluate.label_budget import LabelBudgetConfig, plot, report, run_label_budget, table_md
-    from optllm.io import atomic_dir, check_out_dir, write_json
+    from optllm.io import atomic_dir, check_output_dir, write_json
 
+    if out:
+        check_output_dir(out, "--out", LABEL_BUDGET_FILES)
     cfg = LabelBudgetConfig(splits=splits, fractions=_floats(fractions, "--fractions"),
                             shares=_floats(targets, "--targets"), confidence=confidence, max_rounds=rounds,
                             predictor=predictor, seed=seed)
-    if out:
-        check_out_dir(out, LABEL_BUDGET_FILES, "--out")
     data = {name: load(name) for name in datasets}
     total = len(data) * splits * len(cfg.shares) * len(cfg.methods)
     records = []

@@ -40,6 +40,9 @@ def label(
     from optllm.cost import load_catalogue
     from optllm.labelling import label as run_label
     from optllm.labelling import load_rubric, parse_scorer, read_references
+    from optllm.labelling.label import check_label_outputs
+
+    check_label_outputs(out, work)
     sc = parse_scorer(scorer)
     if rubric is not None and sc.judge_model is None:
         raise OptLLMError("--rubric is for --scorer judge:MODEL")

@@ -36,10 +36,12 @@ def sample(
     percentage --size is then of those)."""
     from dataclasses import replace
 
+    from optllm.io import check_output_file
     from optllm.planning.advisor import default_sample_size
     from optllm.planning.prompts import exclude_ids, read_prompt_table, write_prompts
     from optllm.sample import choose_sample
 
+    check_output_file(out, "--out")
     if seed < 0:
         raise OptLLMError(f"--seed must be a non-negative integer, got {seed}")
     ids, texts, extra = read_prompt_table(prompts)
@@ -106,14 +108,18 @@ def plan(
     says how many labels might do and the command that adds them), 2 on bad input."""
     from optllm.cost import load_catalogue
     from optllm.data import load_long
-    from optllm.io import check_out_dir
+    from optllm.io import check_output_dir
     from optllm.planning import PLAN_FILES, PlanSettings, build_plan, read_prompts, write_plan
     from optllm.selection import Goal
 
+    check_output_dir(out, "--out", PLAN_FILES)
+    if label_budget is not None:  # the labels file (and its journals) is written by the labelling rounds
+        from optllm.labelling.label import check_label_outputs
+
+        check_label_outputs(labels, option="--labels")
     goal = Goal(budget=budget, target_accuracy=target, confidence=confidence, safe=safe, risk=risk,
                 risk_method=risk_method)
     settings = PlanSettings(predictor=predictor, folds=folds, seed=seed, bound=bound)
-    check_out_dir(out, PLAN_FILES, "--out")
     cat = load_catalogue(models)
     if label_budget is not None:
         res, labelling = _plan_labelling(prompts, cat, labels, goal, settings, label_budget, scorer, reference_column,

@@ -37,8 +37,11 @@ def predict_eval(
     """Brier, log loss, per-model AUC, calibration error and time of each predictor, and the
     saving at the best single model's accuracy when the exact optimiser uses its predictions."""
     from optllm.data import load
-    from optllm.io import write_json
+    from optllm.io import check_output_file, write_json
     from optllm.evaluate.predictors import ALL, evaluate_predictors
+
+    if json_out:
+        check_output_file(json_out, "--json-out")
 
     names = list(ALL) if predictors.strip().lower() == "all" else [p.strip() for p in predictors.split(",") if p.strip()]
     if not names:

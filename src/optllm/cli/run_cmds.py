@@ -79,9 +79,9 @@ def run(
     cfg.validate()
     if out:
         from optllm.evaluate.pipeline import RUN_FILES
-        from optllm.io import check_out_dir
+        from optllm.io import check_output_dir
 
-        check_out_dir(out, RUN_FILES, "--out")
+        check_output_dir(out, "--out", RUN_FILES)
     outcomes = load(data)
     with stages(not json_out) as say:
         res = run_pipeline(outcomes, cfg, progress=say)
@@ -104,7 +104,11 @@ def demo(out: str = typer.Option("demo-out", help="Where to write the demo's pla
     for a budget of a quarter of gpt-4's cost, then for the cheapest plan certified to reach
     90% accuracy, and show what each plan really achieves on the true labels."""
     from optllm.cli.data_cmds import print_summary
+    from optllm.evaluate.pipeline import RUN_FILES
+    from optllm.io import check_output_dir
 
+    check_output_dir(out, "--out", RUN_FILES)
+    check_output_dir(f"{out}/target", "--out", RUN_FILES)
     outcomes = load("demo")
     print_summary(outcomes.summary())
     best = outcomes.best_model()

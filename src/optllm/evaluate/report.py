@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from optllm.io import atomic_open, write_json
+from optllm.io import atomic_dir, atomic_open, write_json
 
 
 def _fmt(a: dict[str, Any] | None, pct: bool = False, digits: int = 4) -> str:
@@ -103,28 +103,32 @@ def _safe(name: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name)
 
 
+BENCH_FILES = ("report.md", "results.json", "savings.png", "*_fronts.png")
+
+
 def write_report(results: dict[str, Any], out_dir: str | Path, command: str = "") -> dict[str, str]:
-    """Write report.md, results.json, one fronts PNG per dataset and savings.png."""
+    """Write report.md, results.json, one fronts PNG per dataset and savings.png to folder
+    `out_dir`, all-or-nothing (`optllm.io.atomic_dir`)."""
     from optllm.evaluate.plots import bar_chart, plot_front
 
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     paths = {"report": str(out / "report.md"), "results": str(out / "results.json"), "savings": str(out / "savings.png")}
-    for name, d in results["datasets"].items():
-        series = {m: (np.asarray(c["costs"]), np.asarray(c["true_acc"])) for m, c in d["curves_first_split"].items()}
-        p = out / f"{_safe(name)}_fronts.png"
-        plot_front(p, series=series, points={m: tuple(v) for m, v in d["singles_first_split"].items()},
-                   title=f"{name}: true accuracy of every method's plans (split 1)")
-        paths[f"fronts:{name}"] = str(p)
-    groups: dict[str, dict[str, float]] = {}
-    for name, d in results["datasets"].items():
-        groups[name] = {m: (f["saving_at_99"]["mean"] or 0.0) * 100 for m, f in d["methods"].items()}
-    bar_chart(paths["savings"], groups, ylabel="saving at 99% of best LLM accuracy (%, hindsight)",
-              title="Cost saving vs the best single LLM")
-    slim = {**results, "datasets": {k: {kk: vv for kk, vv in v.items() if kk != "curves_first_split"}
-                                    for k, v in results["datasets"].items()}}
-    slim["command"] = command
-    write_json(paths["results"], slim)
-    with atomic_open(paths["report"], "w", encoding="utf-8") as fh:
-        fh.write(markdown(results, command))
+    with atomic_dir(out, BENCH_FILES) as tmp:
+        for name, d in results["datasets"].items():
+            series = {m: (np.asarray(c["costs"]), np.asarray(c["true_acc"])) for m, c in d["curves_first_split"].items()}
+            p = f"{_safe(name)}_fronts.png"
+            plot_front(tmp / p, series=series, points={m: tuple(v) for m, v in d["singles_first_split"].items()},
+                       title=f"{name}: true accuracy of every method's plans (split 1)")
+            paths[f"fronts:{name}"] = str(out / p)
+        groups: dict[str, dict[str, float]] = {}
+        for name, d in results["datasets"].items():
+            groups[name] = {m: (f["saving_at_99"]["mean"] or 0.0) * 100 for m, f in d["methods"].items()}
+        bar_chart(tmp / "savings.png", groups, ylabel="saving at 99% of best LLM accuracy (%, hindsight)",
+                  title="Cost saving vs the best single LLM")
+        slim = {**results, "datasets": {k: {kk: vv for kk, vv in v.items() if kk != "curves_first_split"}
+                                        for k, v in results["datasets"].items()}}
+        slim["command"] = command
+        write_json(tmp / "results.json", slim)
+        with atomic_open(tmp / "report.md", "w", encoding="utf-8") as fh:
+            fh.write(markdown(results, command))
     return paths

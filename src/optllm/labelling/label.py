@@ -206,20 +206,20 @@ def _key(query_id: str, model: str, sent: str) -> str:
     return f"{query_id}{SEP}{model}{SEP}{hashlib.sha256(sent.encode('utf-8')).hexdigest()[:16]}"
 
 
+def check_label_outputs(out: str | Path, work: str | Path | None = None, option: str = "--out") -> None:
+    """Fail before any call is sent unless the labels file `out` (.csv or .parquet) and the
+    journal folder `work` (default: OUT.calls beside it) can be written."""
+    from optllm.io import check_output_dir, check_output_file
+
+    check_output_file(out, option)
+    if Path(out).suffix.lower() not in (".csv", ".parquet", ".pq"):
+        raise OptLLMError(f"{option} {out}: labels are written as .csv or .parquet")
+    check_output_dir(work if work is not None else work_dir_for(out), "--work")
+
+
 def _check_writable(out: str | Path, work: Path) -> None:
-    o = Path(out)
-    if o.exists() and o.is_dir():
-        raise OptLLMError(f"--out {o}: is a folder; give the labels file to write (e.g. labels.csv)")
-    if o.suffix.lower() not in (".csv", ".parquet", ".pq"):
-        raise OptLLMError(f"--out {o}: labels are written as .csv or .parquet")
-    for d in (o.parent if str(o.parent) else Path("."), work):
-        try:
-            d.mkdir(parents=True, exist_ok=True)
-            probe = d / ".optllm-write-test"
-            probe.write_text("")
-            probe.unlink()
-        except OSError as e:
-            raise OptLLMError(f"cannot write to {d} ({e.strerror})") from None
+    check_label_outputs(out, work)
+    work.mkdir(parents=True, exist_ok=True)
 
 
 def _answers(path: Path) -> dict[str, dict[str, Any]]:

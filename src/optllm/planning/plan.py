@@ -338,8 +338,6 @@ def write_plan(plan: Plan, out: str | Path, inputs: dict[str, Any] | None = None
     from optllm.io import atomic_dir, write_json, write_with
 
     d = Path(out)
-    if d.exists() and not d.is_dir():
-        raise OptLLMError(f"{d}: --out must be a folder")
     with atomic_dir(d, PLAN_FILES) as tmp:
         files = []
         if plan.choice is not None:
