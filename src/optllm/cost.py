@@ -399,14 +399,16 @@ def load_catalogue(path: str | os.PathLike[str]) -> Catalogue:
     p = Path(path)
     if not p.is_file():
         raise OptLLMError(f"{p}: catalogue file not found")
-    text = p.read_text(encoding="utf-8")
     suffix = p.suffix.lower()
+    if suffix not in (".toml", ".yaml", ".yml", ".json"):
+        raise OptLLMError(f"{p}: unknown catalogue type {suffix!r}; use .yaml or .toml")
+    text = _catalogue_text(p)
     if suffix == ".toml":
         try:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as e:
-            raise OptLLMError(f"{p}: invalid TOML: {e}") from None
-    elif suffix in (".yaml", ".yml", ".json"):
+            raise OptLLMError(f"{p}: invalid TOML: {_one_line(e)}") from None
+    else:
         import yaml
 
         try:
@@ -414,10 +416,34 @@ def load_catalogue(path: str | os.PathLike[str]) -> Catalogue:
         except yaml.YAMLError as e:
             mark = getattr(e, "problem_mark", None)
             where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-            raise OptLLMError(f"{p}: invalid YAML{where}: {getattr(e, 'problem', None) or e}") from None
-    else:
-        raise OptLLMError(f"{p}: unknown catalogue type {suffix!r}; use .yaml or .toml")
+            what = getattr(e, "problem", None) or getattr(e, "reason", None) or e
+            raise OptLLMError(f"{p}: invalid YAML{where}: {_one_line(what)}") from None
+        except RecursionError:
+            raise OptLLMError(f"{p}: invalid YAML: nested too deeply") from None
     return parse_catalogue(data, str(p))
+
+
+def _one_line(x: Any) -> str:
+    return " ".join(str(x).split())
+
+
+def _catalogue_text(p: Path) -> str:
+    """The file as UTF-8 text; a byte that is not UTF-8 is named by line and column."""
+    try:
+        raw = p.read_bytes()
+    except OSError as e:
+        raise OptLLMError(f"{p}: cannot read the catalogue: {e.strerror or e}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        col = e.start - (raw.rfind(b"\n", 0, e.start) + 1) + 1
+        raise OptLLMError(f"{p}: line {line}, column {col}: byte 0x{raw[e.start]:02x} is not UTF-8; "
+                          "save the catalogue as UTF-8") from None
+    if "\x00" in text:
+        line = text[: text.index("\x00")].count("\n") + 1
+        raise OptLLMError(f"{p}: line {line}: a NUL byte; is this a text file?")
+    return text.removeprefix("\ufeff")
 
 
 # ---------------------------------------------------------------------------- token counts

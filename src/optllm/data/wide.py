@@ -28,7 +28,8 @@ def read_table(path: str | Path, **kw: Any) -> pd.DataFrame:
     kind = suffixes[-1] if suffixes else ""
     try:
         if kind in (".csv", ".tsv", ".txt", ""):
-            return pd.read_csv(p, sep="\t" if kind == ".tsv" else ",", **kw)
+            sep = "\t" if kind == ".tsv" else ","
+            return _delimited(p, pd.read_csv(p, sep=sep, **kw), sep)
         if kind in (".jsonl", ".ndjson"):
             return pd.read_json(p, lines=True, **kw)
         if kind == ".json":
@@ -39,6 +40,20 @@ def read_table(path: str | Path, **kw: Any) -> pd.DataFrame:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise OptLLMError(f"{p}: cannot read as {kind or 'CSV'}: {msg}") from None
     raise OptLLMError(f"{p}: unknown file type {kind!r}; use .csv, .jsonl or .parquet")
+
+
+def _delimited(p: Path, df: pd.DataFrame, sep: str) -> pd.DataFrame:
+    """A CSV read into one column whose header holds another delimiter was written with it."""
+    if len(df.columns) == 1:
+        head = str(df.columns[0])
+        other = next((c for c in (";", "\t", "|", ",") if c != sep and c in head), None)
+        if other is not None:
+            say = {"\t": "a tab"}
+            fix = "rename it .tsv or save it comma-separated" if other == "\t" else (
+                "save it tab-separated" if sep == "\t" else "save it comma-separated")
+            raise OptLLMError(f"{p}: the delimiter looks like {say.get(other, repr(other))}, not "
+                              f"{say.get(sep, repr(sep))} (header {head[:40]!r}); {fix}")
+    return df
 
 
 def _numeric(df: pd.DataFrame, col: str, path: Path, kind: str) -> np.ndarray:

@@ -396,18 +396,25 @@ def read_plan(folder: str | Path) -> list[PlanItem]:
     for name in ("plan.csv", "prompts.jsonl"):
         if not (d / name).is_file():
             raise OptLLMError(f"{d}: {name} missing; is this a folder written by `optllm plan`?")
-    df = pd.read_csv(d / "plan.csv", dtype={"id": str, "model": str, "fallbacks": str}, keep_default_na=False)
+    from optllm.data.wide import read_table
+
+    where = d / "plan.csv"
+    df = read_table(where, dtype=str, keep_default_na=False)  # empty, binary, ragged: one line naming it
     missing = [c for c in ("id", "model") if c not in df.columns]
     if missing:
-        raise OptLLMError(f"{d / 'plan.csv'}: missing column(s) {missing}")
+        raise OptLLMError(f"{where}: missing column(s) {missing}")
     ids, prompts = read_prompts(d / "prompts.jsonl")
     text = dict(zip(ids, prompts))
     items = []
+    seen: set[str] = set()
     for r, (qid, model, fb) in enumerate(zip(df["id"], df["model"], df.get("fallbacks", [""] * len(df)))):
         if qid not in text:
-            raise OptLLMError(f"{d / 'plan.csv'}: row {r + 2}: id {qid!r} has no prompt in prompts.jsonl")
+            raise OptLLMError(f"{where}: row {r + 2}: id {qid!r} has no prompt in prompts.jsonl")
+        if qid in seen:
+            raise OptLLMError(f"{where}: row {r + 2}: id {qid!r} is planned twice")
+        seen.add(qid)
         if not model:
-            raise OptLLMError(f"{d / 'plan.csv'}: row {r + 2}: id {qid!r} has no model")
+            raise OptLLMError(f"{where}: row {r + 2}: id {qid!r} has no model")
         fbs = tuple(x for x in str(fb).split(";") if x) if fb else ()
         items.append(PlanItem(qid, text[qid], model, fbs))
     return items
