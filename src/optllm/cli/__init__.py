@@ -33,10 +33,18 @@ def one_line(e: BaseException) -> str:
     return " ".join(redact(str(e)).split())
 
 
+def _check_shared_options(kwargs: dict[str, Any]) -> None:
+    """Options several commands share, checked once for all of them before any work."""
+    seed = kwargs.get("seed")
+    if isinstance(seed, int) and not isinstance(seed, bool) and seed < 0:  # numpy's generators refuse it
+        raise OptLLMError(f"--seed must be a non-negative integer, got {seed}")
+
+
 def _one_line_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
+            _check_shared_options(kwargs)
             return fn(*args, **kwargs)
         except OptLLMError as e:
             err_console.print(f"error: {one_line(e)}", markup=False, highlight=False, emoji=False, soft_wrap=True)
