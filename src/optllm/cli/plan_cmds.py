@@ -259,30 +259,75 @@ def dispatch(
     Nothing is sent unless the catalogue is valid and every API-key variable is set. Answers
     are appended to --out as they arrive (fsynced); re-running resumes and never re-sends an
     answered query. Each call reserves its upper-bound cost before it is sent; sending stops
-    when the next reservation would exceed --max-spend. Exit code 0 when every planned query
-    has an answer, 1 when some failed or were not sent."""
+    when the next reservation would exceed --max-spend (when the cap is below the plan's cost,
+    the cheapest calls go first, so it answers as many queries as it can). A server that bills
+    more than reserved is caught from the billed usage (see README, Guarantees). Ctrl-C stops
+    sending and waits for the calls in flight (Ctrl-C again abandons them). Exit code 0 when
+    every planned query has an answer, 1 when some failed or were not sent, 130 when
+    interrupted."""
     from optllm.cost import load_catalogue
-    from optllm.dispatch.client import dispatch as run_dispatch
+    from optllm.dispatch.client import check_options, check_ready, dispatch as run_dispatch
     from optllm.planning import read_plan
 
+    from optllm.dispatch.ledger import ledger_path
+    from optllm.io import check_output_file
+
+    check_options(concurrency=concurrency, max_spend=max_spend, max_attempts=max_attempts, backoff_base=backoff)
+    check_output_file(out, "--out")
+    check_output_file(ledger_path(out), "--out (its ledger)")
     cat = load_catalogue(models)
     items = read_plan(plan_dir)
+    check_ready(items, cat, fallback)  # every problem is reported before anything else is printed
     if max_spend is None and not json_out:
         err_console.print("note: no --max-spend given, so spending is not capped", highlight=False)
     rep = run_dispatch(items, cat, out, concurrency=concurrency, max_spend=max_spend, fallback=fallback,
                        max_attempts=max_attempts, backoff_base=backoff, seed=seed,
                        progress=progress and not json_out, console=err_console)
-    d = rep.as_dict()
     if json_out:
-        emit_json(d)
+        emit_json(rep.as_dict())
     else:
-        console.print(f"answered {rep.answered:,} now, {rep.already_answered:,} before; failed {len(rep.failed):,}; "
-                      f"not sent {rep.not_sent:,}; spent ${rep.spent_this_run:.6f} this run, "
-                      f"${rep.spent_total:.6f} in all" + (f" of ${max_spend:.6f}" if max_spend is not None else ""))
-        if rep.stopped:
-            console.print(f"[yellow]stopped: {rep.stopped}[/]")
-        for qid, why in list(rep.failed.items())[:5]:
-            console.print(f"[red]failed[/] {qid}: {why}")
-        console.print(f"-> {rep.answers_path} (ledger {rep.ledger_path})")
+        _print_dispatch(rep)
+    if rep.interrupted:
+        raise typer.Exit(130)
     if rep.remaining > 0:
         raise typer.Exit(1)
+
+
+def _print_dispatch(rep) -> None:  # type: ignore[no-untyped-def]
+    """The run report for people: what was answered, what was left and why, and the money."""
+    left = ""
+    if rep.not_sent:
+        by = ", ".join(f"{m} {n:,}" for m, n in sorted(rep.not_sent_by_model.items(), key=lambda kv: -kv[1]))
+        left = f" ({by}; upper-bound cost ${rep.not_sent_upper_cost:.6f})"
+    console.print(f"answered {rep.answered:,} now, {rep.already_answered:,} before; failed {len(rep.failed):,}; "
+                  f"not sent {rep.not_sent:,}{left}", highlight=False)
+    cap = f" of ${rep.max_spend:.6f}" if rep.max_spend is not None else ""
+    unknown = ""
+    if rep.spent_uncertain > 0:
+        unknown = (f"; up to ${rep.spent_uncertain:.6f} of it is unknown: calls that timed out or lost their "
+                   "connection after sending may or may not be billed, so their reservations stay counted")
+    console.print(f"spent ${rep.spent_this_run:.6f} this run, ${rep.spent_total:.6f} in all{cap}{unknown}",
+                  highlight=False)
+    if rep.overruns:
+        console.print(f"[red]{rep.overruns} call(s) were billed more than reserved (the server ignores max_tokens or "
+                      "counts more prompt tokens than the local tokenizer); later calls reserved the larger amounts[/]")
+    if rep.over_cap > 0:
+        console.print(f"[bold red]over the cap by ${rep.over_cap:.6f}: calls in flight were billed more than "
+                      "reserved (see README, Guarantees)[/]")
+    if rep.order != "as planned":
+        console.print(f"order: {rep.order}", highlight=False)
+    if rep.resent_after_crash:
+        console.print(f"[yellow]{rep.resent_after_crash} queries were in flight when an earlier run was killed: they "
+                      "were sent again and may be billed twice[/]")
+    for url, why in rep.endpoints_down.items():
+        console.print(f"cannot reach {url}, {why}; nothing more was sent there", style="red", highlight=False,
+                      markup=False, soft_wrap=True)
+    if rep.interrupted:
+        console.print(f"[yellow]interrupted by {rep.interrupted}: calls in flight were recorded; re-run the same "
+                      "command to resume[/]")
+    elif rep.stopped:
+        console.print(f"[yellow]stopped: {rep.stopped}[/]", highlight=False)
+    shown = [(q, why) for q, why in rep.failed.items() if "unreachable" not in why][:5]
+    for qid, why in shown:
+        console.print(f"failed {qid}: {why}", highlight=False, markup=False)
+    console.print(f"-> {rep.answers_path} (ledger {rep.ledger_path})", highlight=False)

@@ -336,6 +336,7 @@ class Dispatcher:
     def _notice(self, text: str) -> None:
         con = self.bar.bar.console if getattr(self, "bar", None) is not None and self.bar.bar is not None \
             else self.console
+        text = redact(text)
         if con is not None:
             con.print(text, markup=False, highlight=False, emoji=False)
         else:
@@ -451,7 +452,9 @@ class Dispatcher:
             rep.not_sent = len(left)
             rep.not_sent_by_model = dict(Counter(it.model for it in left))
             rep.not_sent_upper_cost = float(sum(upper[it.id] for it in left))
-            rep.endpoints_down = dict(self.breaker.open)
+            rep.endpoints_down = {
+                redact(url): f"model(s) {', '.join(m.name for m in self.cat.models if m.base_url == url)}: {why}"
+                for url, why in self.breaker.open.items()}
             rep.stopped = self.guard.stop_reason if self.guard.stopped else ""
             rep.spent_total = self.guard.spent + self.guard.reserved  # reserved > 0 only if interrupted
             rep.overruns = self.guard.overruns
@@ -604,14 +607,12 @@ class Dispatcher:
             if self.breaker.failure(spec.base_url, err.message):
                 for m in self.cat.models:
                     if m.base_url == spec.base_url:
-                        self._disabled.setdefault(m.name, f"endpoint {spec.base_url} unreachable")
-                self._notice(f"cannot reach {spec.base_url} (model {spec.name}): "
-                             f"{self.breaker.open[spec.base_url]}; nothing more is sent there this run")
+                        self._disabled.setdefault(m.name, redact(f"endpoint {spec.base_url} unreachable"))
         else:
             self.breaker.success(spec.base_url)  # an HTTP answer: the endpoint is up
         if err.retryable and err.kind == "429" and err.retry_after:
             self.limiters[spec.name].pause(min(err.retry_after, self.backoff_cap))
-        return err, f"{err.kind} after {attempt} attempt(s) at {spec.base_url}: {err.message}"
+        return err, redact(f"{err.kind} after {attempt} attempt(s) at {spec.base_url}: {err.message}")
 
     async def _record_answer(self, it: PlanItem, spec: ModelSpec, call: str, amount: float, attempt: int,
                              parsed: tuple[Any, Any, Any, Any], pt: float, t0: float,
@@ -644,9 +645,10 @@ class Dispatcher:
             rec["note"] = usage_note
         if within is False:
             rec["note"] = f"billed ${cost:.6f}, more than the ${amount:.6f} reserved"
-        await self.answers.append(rec)
-        await self.ledger.append({"event": "answer", "call": call, "id": it.id, "model": name,
-                                  "cost": cost, "reserved": amount, "time": rec["time"]})
+        # both lines fsynced together: the answers file alone decides what is answered (see ledger)
+        await asyncio.gather(self.answers.append(rec),
+                             self.ledger.append({"event": "answer", "call": call, "id": it.id, "model": name,
+                                                 "cost": cost, "reserved": amount, "time": rec["time"]}))
         await self.guard.settle(amount, cost)
         return rec, within
 

@@ -172,6 +172,7 @@ class ResumeState:
         query_of: dict[str, str] = {}
         resolved: dict[str, float] = {}
         unknown: set[str] = set()
+        answered_calls: set[str] = set()
         for rec in read_jsonl(ledger, repair=repair):
             ev = rec.get("event")
             if ev == "reserve":
@@ -179,6 +180,7 @@ class ResumeState:
                 query_of[str(rec["call"])] = str(rec.get("id"))
             elif ev == "answer":
                 resolved[str(rec["call"])] = float(rec.get("cost") or 0.0)
+                answered_calls.add(str(rec["call"]))
             elif ev == "error":  # what it may have cost: unknown, kept reserved
                 resolved[str(rec["call"])] = float(rec.get("charged") or 0.0)
                 unknown.add(str(rec["call"]))
@@ -195,6 +197,8 @@ class ResumeState:
                 uncertain += resolved[call]
             elif call in resolved:
                 known += resolved[call]
+                if call in answered_calls and query_of[call] not in st.answered:
+                    st.unresolved_ids.add(query_of[call])  # killed between the ledger's line and the answer's
             else:
                 uncertain += amount
                 st.unresolved_calls += 1
