@@ -57,3 +57,22 @@ def test_negative_seed_is_one_line(command: str, tmp_path: Path, monkeypatch: py
     monkeypatch.chdir(tmp_path)
     r = runner.invoke(app, [command, *SEED_COMMANDS[command], "--seed", "-1"])
     one_line_error(r, "--seed must be a non-negative integer, got -1")
+
+
+@pytest.mark.parametrize("command", [["run", "synthetic:300x3"], ["bench", "synthetic:300x3", "--methods", "zero"],
+                                     ["predict-eval", "synthetic:300x3", "--predictors", "base"]])
+def test_train_frac_zero_is_refused_not_raised_to_two(command: list[str]) -> None:
+    r = runner.invoke(app, [*command, "--train-frac", "0"])
+    one_line_error(r, "--train-frac 0.0 leaves no labelled training queries")
+
+
+def test_split_counts() -> None:
+    from optllm.data import split
+    from optllm.errors import OptLLMError
+
+    assert split(500, 0.001, 0.01).train.size == 2  # a fraction too small for this data is raised to 2
+    assert split(500, 5, 0.01).train.size == 5
+    for bad, says in ((0, "leaves no labelled training queries"), (0.0, "leaves no labelled"),
+                      (1, "at least 2 labelled training queries"), (-0.5, "--train-frac must be a non-negative")):
+        with pytest.raises(OptLLMError, match=says):
+            split(500, bad, 0.01)

@@ -25,7 +25,7 @@ class Split:
 
 def _count(size: float | int, n: int, label: str) -> int:
     if isinstance(size, (bool, np.bool_)) or size < 0:
-        raise OptLLMError(f"{label} size must be a non-negative fraction or count, got {size!r}")
+        raise OptLLMError(f"{label} must be a non-negative fraction or count, got {size!r}")
     if isinstance(size, (int, np.integer)) and not (isinstance(size, float)):
         k = int(size)
     elif size < 1:
@@ -33,7 +33,7 @@ def _count(size: float | int, n: int, label: str) -> int:
     elif float(size).is_integer():
         k = int(size)
     else:
-        raise OptLLMError(f"{label} size {size!r}: give a fraction below 1 or a whole count")
+        raise OptLLMError(f"{label} {size!r}: give a fraction below 1 or a whole count")
     return k
 
 
@@ -47,11 +47,19 @@ def split(
     """Deterministic random split by fraction (< 1) or count (>= 1) for a given seed.
 
     A fraction that rounds to fewer than `min_train` training queries is raised to it, so
-    tiny datasets still get a usable labelled sample.
+    tiny datasets still get a usable labelled sample; 0, or a count below `min_train`, is an
+    error (nothing to fit the predictor on).
     """
     n = data if isinstance(data, int) else data.n
-    k_train = max(_count(train, n, "train"), min(min_train, n))
-    k_val = _count(val, n, "validation")
+    k_train = _count(train, n, "--train-frac")
+    if float(train) == 0:  # not a tiny fraction raised to min_train: none asked for
+        raise OptLLMError(f"--train-frac {train!r} leaves no labelled training queries; give a fraction "
+                          f"(0 < f < 1) or a count of at least {min_train}")
+    if k_train < min_train and float(train) >= 1:
+        raise OptLLMError(f"--train-frac {train!r}: the predictor needs at least {min_train} labelled "
+                          f"training queries")
+    k_train = max(k_train, min(min_train, n))
+    k_val = _count(val, n, "--val-frac")
     if k_train + k_val >= n:
         raise OptLLMError(
             f"train ({k_train}) + validation ({k_val}) leave no queries to assign out of {n}"
