@@ -616,17 +616,19 @@ class Dispatcher:
 
     async def _record_answer(self, it: PlanItem, spec: ModelSpec, call: str, amount: float, attempt: int,
                              parsed: tuple[Any, Any, Any, Any], pt: float, t0: float,
-                             fallback_from: str | None) -> tuple[dict[str, Any], bool | None]:
+                             fallback_from: str | None) -> tuple[dict[str, Any], bool]:
         """Price an answered call from its billed usage (the reservation when usage is
         missing), grow that model's later reservations when the server billed more prompt or
         completion tokens than reserved, append the answer and journal it, and settle the
-        reservation → (the record, whether it was billed within its reservation; None: unknown)."""
+        reservation → (the record, whether it was billed within its reservation)."""
         answer, usage_p, usage_c, finish = parsed
         name = spec.name
-        within: bool | None = None
+        within: bool
         if usage_p is None or usage_c is None:
+            # no usage, so no overrun can be seen: charged its reservation, and the window may grow
             cost, usage_note = amount, f"{USAGE_MISSING}: charged the reservation"
             self.report.spent_uncertain += amount
+            within = True
         else:
             cost, usage_note = float(spec.call_cost(usage_p, usage_c)), None
             within = cost <= amount * (1 + 1e-9) + 1e-15
