@@ -76,3 +76,32 @@ def test_split_counts() -> None:
                       (1, "at least 2 labelled training queries"), (-0.5, "--train-frac must be a non-negative")):
         with pytest.raises(OptLLMError, match=says):
             split(500, bad, 0.01)
+
+
+def _one_model_file(tmp_path: Path) -> Path:
+    d = load("synthetic:200x3").select_models([0])
+    p = tmp_path / "one.csv"
+    pd.DataFrame({"query_id": d.query_ids, "model": d.models[0], "correct": d.correct[:, 0],
+                  "cost": d.cost[:, 0]}).to_csv(p, index=False)
+    return p
+
+
+@pytest.mark.parametrize("command", [["run"], ["bench", "--reps", "1", "--methods", "zero"]])
+def test_one_model_is_a_clear_error_not_sklearn_warnings(command: list[str], tmp_path: Path) -> None:
+    r = runner.invoke(app, [command[0], str(_one_model_file(tmp_path)), *command[1:]])
+    one_line_error(r, "one.csv: one model only ('model_00'): there is nothing to route")
+    assert "Warning" not in r.output
+
+
+def test_plan_with_labels_of_one_model(tmp_path: Path) -> None:
+    prompts, labels = tmp_path / "prompts.jsonl", tmp_path / "labels.csv"
+    prompts.write_text("".join(json.dumps({"id": f"q{i}", "prompt": f"question {i}"}) + "\n" for i in range(20)))
+    labels.write_text("query_id,model,correct\n" + "".join(f"q{i},gpt-4,{i % 2}\n" for i in range(6)))
+    r = runner.invoke(app, ["plan", str(prompts), "--models", str(EXAMPLE), "--labels", str(labels), "--budget", "1",
+                            "--out", str(tmp_path / "p")])
+    one_line_error(r, "one model only ('gpt-4'): there is nothing to route")
+
+
+def test_describe_still_works_on_one_model(tmp_path: Path) -> None:
+    r = runner.invoke(app, ["describe", str(_one_model_file(tmp_path)), "--json"])
+    assert r.exit_code == 0, r.output

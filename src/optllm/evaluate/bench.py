@@ -421,6 +421,9 @@ def _wilcoxon_ours_vs_optllm(raw: dict[str, list[dict[str, Any]]]) -> dict[str, 
 
 def bench_dataset(data: Outcomes, cfg: BenchConfig, say: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
     """All splits of one dataset → per-method aggregated figures (and the raw per-split ones)."""
+    from optllm.planning.core import need_two_models
+
+    need_two_models(data.models, str(data.metadata.get("source", data.name)))
     splits = [run_split(data, r, cfg, say) for r in range(cfg.reps)]
     methods = ["oracle"] + [m for m in cfg.methods if any(m in s.curves for s in splits)]
     per_method: dict[str, Any] = {}

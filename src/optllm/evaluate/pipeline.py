@@ -134,7 +134,10 @@ class RunResult:
 def run_pipeline(data: Outcomes, cfg: RunConfig, progress: Progress | None = None) -> RunResult:
     """The whole job on a dataset with labels (the labels of the test part are used only to
     evaluate, never to choose)."""
+    from optllm.planning.core import need_two_models
+
     goal, settings = cfg.goal(), cfg.settings()
+    need_two_models(data.models, str(data.metadata.get("source", data.name)))
     say = progress or (lambda s: None)
     t0 = time.perf_counter()
     sp = split(data, train=cfg.train_frac, val=cfg.val_frac, seed=cfg.seed)

@@ -78,6 +78,13 @@ class Planned:
     timings: dict[str, float] = field(default_factory=dict)
 
 
+def need_two_models(models: tuple[str, ...] | list[str], where: str) -> None:
+    """With one model there is nothing to route: say so, instead of fitting a predictor on it."""
+    if len(models) < 2:
+        raise OptLLMError(f"{where}: one model only ({', '.join(map(repr, models)) or 'none'}): there is nothing to "
+                          "route; optllm chooses between at least 2 models per query")
+
+
 def plan_queries(train: Outcomes, val: Outcomes, inputs: Any, cost: np.ndarray, goal: Goal,
                  settings: PlanSettings, *, extra_cost: float = 0.0, estimated: CostMatrix | None = None,
                  feasible: np.ndarray | None = None, progress: Progress | None = None) -> Planned:
@@ -95,6 +102,7 @@ def plan_queries(train: Outcomes, val: Outcomes, inputs: Any, cost: np.ndarray, 
     say = progress or (lambda s: None)
     t: dict[str, float] = {}
     models = train.models
+    need_two_models(models, train.name)
     say("fit predictor")
     t1 = time.perf_counter()
     model = make_predictor(settings.predictor, seed=settings.seed)

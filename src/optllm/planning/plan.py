@@ -29,7 +29,7 @@ from optllm.cost import Catalogue, CostMatrix, estimate_costs, fit_output_tokens
 from optllm.data.outcomes import Outcomes
 from optllm.errors import OptLLMError
 from optllm.optimize.types import thin_indices
-from optllm.planning.core import PlanSettings, Planned, plan_queries
+from optllm.planning.core import PlanSettings, Planned, need_two_models, plan_queries
 from optllm.planning.items import PlanItem
 from optllm.planning.prompts import id_str, read_prompts, write_prompts
 from optllm.selection import Goal, Selection
@@ -139,6 +139,7 @@ def build_plan(prompt_ids: Sequence[Any], prompts: Sequence[str], catalogue: Cat
     if not 0 <= val_share < 1:
         raise OptLLMError(f"--val-share must lie in [0, 1), got {val_share}")
     cat = catalogue.select(list(labelled.models), what=labels_source)
+    need_two_models(cat.names, f"{labels_source} (labelled models of the catalogue)")
     unused = [n for n in catalogue.names if n not in cat.names]
     ids = np.array([id_str(x) for x in prompt_ids], dtype=object)
     _check_labels(labelled, ids, labels_source)
