@@ -105,3 +105,32 @@ def test_plan_with_labels_of_one_model(tmp_path: Path) -> None:
 def test_describe_still_works_on_one_model(tmp_path: Path) -> None:
     r = runner.invoke(app, ["describe", str(_one_model_file(tmp_path)), "--json"])
     assert r.exit_code == 0, r.output
+
+
+def test_labels_must_be_0_or_1_for_plan(tmp_path: Path) -> None:
+    prompts, labels = tmp_path / "prompts.jsonl", tmp_path / "labels.csv"
+    prompts.write_text("".join(json.dumps({"id": f"q{i}", "prompt": f"question {i}"}) + "\n" for i in range(20)))
+    rows = [f"q{i},{m},{(i + k) % 2}\n" for i in range(8) for k, m in enumerate(("gpt-4", "gpt-3.5-turbo"))]
+    rows[3] = "q1,gpt-3.5-turbo,0.5\n"
+    labels.write_text("query_id,model,correct\n" + "".join(rows))
+    r = runner.invoke(app, ["plan", str(prompts), "--models", str(EXAMPLE), "--labels", str(labels), "--budget", "1",
+                            "--out", str(tmp_path / "p")])
+    one_line_error(r, "labels.csv: row 5, column 'correct': 0.5 is not 0 or 1")
+
+
+def test_graded_scores_stay_allowed_in_outcome_files(tmp_path: Path) -> None:
+    p = tmp_path / "graded.csv"
+    p.write_text("query_id,model,correct,cost\nq1,a,0.5,0.1\nq1,b,1,0.2\nq2,a,0.25,0.1\nq2,b,0,0.2\n")
+    assert load(p).correct[0, 0] == 0.5
+
+
+@pytest.mark.parametrize("col", ["prompt_tokens", "completion_tokens"])
+@pytest.mark.parametrize("value", ["inf", "-inf", "1e999"])
+def test_infinite_token_counts_in_labels_are_refused(tmp_path: Path, col: str, value: str) -> None:
+    from optllm.data import load_long
+    from optllm.errors import OptLLMError
+
+    p = tmp_path / "labels.csv"
+    p.write_text(f"query_id,model,correct,{col}\nq1,a,1,10\nq1,b,0,{value}\n")
+    with pytest.raises(OptLLMError, match=f"row 3, column '{col}': token count -?inf is not a finite number"):
+        load_long(p, require_cost=False)

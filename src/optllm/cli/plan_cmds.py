@@ -143,7 +143,7 @@ def plan(
             raise typer.Exit(1)
         return
     ids, texts = read_prompts(prompts)
-    labelled = load_long(labels, require_cost=False)
+    labelled = load_long(labels, require_cost=False, binary=True)
     with stages(not json_out) as say:
         res = build_plan(ids, texts, cat, labelled, goal, settings, quantile=quantile,
                          length_regression=length_regression, val_share=val_share, labels_source=str(labels),

@@ -174,20 +174,23 @@ def load_long(
     df: pd.DataFrame | None = None,
     require_cost: bool = True,
     on_missing: str = "error",
+    binary: bool = False,
 ) -> Outcomes:
     """Read the long format: one row per (query, model) with `query_id, model, correct, cost`
     and optional `prompt, prompt_tokens, completion_tokens`.
 
     Queries that lack some models are reported: `on_missing="error"` (default) stops with
     the count and an example; `"drop"` drops those queries and records them in metadata.
-    Missing pairs are never silently filled.
+    Missing pairs are never silently filled. With `binary` (a labelled sample for `optllm
+    plan`, whose bounds count correct answers) `correct` must be 0 or 1; otherwise a graded
+    score in [0, 1] is allowed.
     """
     p = Path(path)
     if df is None:
         kinds = {x.lower() for x in p.suffixes}
         text_ids = {} if kinds & {".parquet", ".pq", ".json", ".jsonl", ".ndjson"} else {"dtype": {"query_id": str}}
         df = read_table(p, **text_ids)  # ids stay text in CSV ("007" is not 7)
-    df = _checked_long(df, p, require_cost)
+    df = _checked_long(df, p, require_cost, binary)
     cells = _Cells.of(df)
     meta: dict[str, Any] = {"source": str(p), "format": "long"}
     keep = _complete_queries(cells, p, on_missing, meta)
@@ -209,7 +212,7 @@ def load_long(
     )
 
 
-def _checked_long(df: pd.DataFrame, p: Path, require_cost: bool) -> pd.DataFrame:
+def _checked_long(df: pd.DataFrame, p: Path, require_cost: bool, binary: bool = False) -> pd.DataFrame:
     """The long table with its columns checked: the required ones present, no missing query
     id or model, `correct` (and `cost`, 0 when optional and absent) numeric and in range,
     model names as text, no (query, model) pair twice. Errors name the first bad row."""
@@ -226,6 +229,11 @@ def _checked_long(df: pd.DataFrame, p: Path, require_cost: bool) -> pd.DataFrame
             raise OptLLMError(f"{p}: row {r + 2}, column {col!r}: missing value")
     corr = _numeric(df, "correct", p, "correct")
     _check_values(corr, p, "correct", "correct")
+    if binary and not np.isin(corr, (0.0, 1.0)).all():
+        bad = ~np.isin(corr, (0.0, 1.0))
+        r = int(np.flatnonzero(bad)[0])
+        raise OptLLMError(f"{p}: row {r + 2}, column 'correct': {corr[r]:g} is not 0 or 1 ({int(bad.sum())} such "
+                          "rows); labels are 0/1 (the plan's bounds count correct answers)")
     df = df.assign(correct=corr)
     if "cost" in df.columns:
         cst = _numeric(df, "cost", p, "cost")
@@ -236,6 +244,10 @@ def _checked_long(df: pd.DataFrame, p: Path, require_cost: bool) -> pd.DataFrame
     for col in ("prompt_tokens", "completion_tokens"):  # optional; missing (NaN) means unknown
         if col in df.columns:
             v = _numeric(df, col, p, "token count")
+            inf = np.isinf(v)
+            if inf.any():
+                r = int(np.flatnonzero(inf)[0])
+                raise OptLLMError(f"{p}: row {r + 2}, column {col!r}: token count {v[r]:g} is not a finite number")
             neg = v < 0
             if neg.any():
                 r = int(np.flatnonzero(neg)[0])

@@ -71,7 +71,7 @@ def plan_with_labelling(ids: Sequence[str], prompts: Sequence[str], references: 
         spent = rep.spent_total
         have = want
         # a pair the cap or a failure left without a label leaves its prompt unlabelled: planned
-        labelled = load_long(labels_out, require_cost=False, on_missing="drop")
+        labelled = load_long(labels_out, require_cost=False, on_missing="drop", binary=True)
         level = adaptive.level(goal.confidence, r)
         g = Goal(target_accuracy=goal.target_accuracy, confidence=level, safe=goal.safe)
         say(f"round {r}: plan {n - have} prompts at level {level:.3f}")
