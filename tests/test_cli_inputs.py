@@ -134,3 +134,25 @@ def test_infinite_token_counts_in_labels_are_refused(tmp_path: Path, col: str, v
     p.write_text(f"query_id,model,correct,{col}\nq1,a,1,10\nq1,b,0,{value}\n")
     with pytest.raises(OptLLMError, match=f"row 3, column '{col}': token count -?inf is not a finite number"):
         load_long(p, require_cost=False)
+
+
+def test_bench_reports_half_budget_below_the_cheapest_plan_as_unreachable(tmp_path: Path) -> None:
+    """Issue 16: where even the cheapest plan costs more than half the best LLM's cost (two models
+    of nearly the same price), the half-budget pick is 'not reachable' for that split, not the end."""
+    rng = np.random.default_rng(0)
+    n = 300
+    rows = [{"query_id": f"q{i}", "model": m, "correct": int(rng.random() < acc), "cost": c,
+             "prompt": f"question {i} about {rng.integers(20)}"}
+            for i in range(n) for m, acc, c in (("a", 0.5, 1.0), ("b", 0.8, 1.2))]
+    p = tmp_path / "close.csv"
+    pd.DataFrame(rows).to_csv(p, index=False)
+    r = runner.invoke(app, ["bench", str(p), "--reps", "2", "--methods", "zero,ours", "--train-frac", "0.05",
+                            "--val-frac", "0.05", "--json"])
+    assert r.exit_code == 0, r.output
+    honest = json.loads(r.stdout)["datasets"][str(p)]["honest"]
+    half = honest["ours_at_half_best_cost"]
+    assert half["reachable"] == 0 and half["of"] == 2 and half["cost"]["defined"] == 0
+    assert honest["ours_at_best_cost"]["of"] == 2 and honest["ours_at_best_cost"]["cost"]["defined"] == 2
+    table = runner.invoke(app, ["bench", str(p), "--reps", "1", "--methods", "zero,ours", "--train-frac", "0.05",
+                                "--val-frac", "0.05"])
+    assert table.exit_code == 0 and "0/1 reachable" in table.stdout, table.output

@@ -220,10 +220,15 @@ def _ours(s: SplitInputs) -> MethodResult:
         return select(front, b, Goal(budget=budget, confidence=cfg.confidence, safe=True), p=mean, cost=test.cost,
                       held=held, models=test.models, seed=s.seed)
 
-    sel = safe_at(s.best_cost)
-    assert sel.plan is not None  # a budget goal always has a plan
-    r.picks = {"ours": {**_realised(sel.plan, test.correct), "rule": sel.rule},
-               "ours:half": _realised(safe_at(0.5 * s.best_cost).plan, test.correct),  # type: ignore[arg-type]
+    def pick_at(budget: float) -> dict[str, Any]:
+        if budget < float(np.asarray(front.costs)[0]) - 1e-12:  # below the cheapest plan of this split's front
+            return dict(UNREACHABLE)
+        sel = safe_at(budget)
+        assert sel.plan is not None  # a reachable budget goal always has a plan
+        return {**_realised(sel.plan, test.correct), "rule": sel.rule}
+
+    r.picks = {"ours": pick_at(s.best_cost),
+               "ours:half": pick_at(0.5 * s.best_cost),
                "ours_unsafe": _realised(front.at_budget(s.best_cost), test.correct),
                # ours' own half-budget pick is the safe rule above; this is its --no-safe
                "ours_unsafe:half": _budget_pick(r.curve, 0.5 * s.best_cost)}
@@ -266,11 +271,17 @@ def _realised(plan: Assignment, correct: np.ndarray) -> dict[str, float]:
             "predicted_accuracy": float(plan.accuracy)}
 
 
+# a budget below the cheapest plan of a split's front: no plan there (counted, not an error)
+UNREACHABLE: dict[str, Any] = {"cost": None, "realised_accuracy": None, "reachable": False}
+
+
 def _budget_pick(c: Curve, budget: float) -> dict[str, Any]:
     """What a user gets asking for the best plan at the best single model's cost: the point
     with the highest PREDICTED accuracy within budget, and its realised accuracy."""
     ok = np.flatnonzero(c.costs <= budget * (1 + 1e-9))
-    if not ok.size or c.pred_acc is None:
+    if not ok.size:
+        return dict(UNREACHABLE)
+    if c.pred_acc is None:
         return {"cost": None, "realised_accuracy": None}
     k = int(ok[np.argmax(c.pred_acc[ok])])
     return {"cost": float(c.costs[k]), "realised_accuracy": float(c.true_acc[k]), "predicted_accuracy": float(c.pred_acc[k])}
@@ -358,9 +369,11 @@ def _honest(splits: list[SplitResult], cfg: BenchConfig) -> dict[str, Any]:
     for m in ("ours", "ours_unsafe", "optllm", "knn"):
         half = [s.picks[f"{m}:half"] for s in splits if f"{m}:half" in s.picks]
         if half:  # the budget that matters where the saving at the best accuracy is ~0 (routerbench)
+            # a split whose cheapest plan costs more than half the best LLM's cost has no plan there
             honest[f"{m}_at_half_best_cost"] = {
                 "realised_accuracy": aggregate([v["realised_accuracy"] for v in half]),
-                "cost": aggregate([v["cost"] for v in half]), "of": len(half)}
+                "cost": aggregate([v["cost"] for v in half]),
+                "reachable": int(sum(v.get("reachable", True) for v in half)), "of": len(half)}
         vals = [s.picks[m] for s in splits if m in s.picks]
         if vals:
             honest[f"{m}_at_best_cost"] = {
