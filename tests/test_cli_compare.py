@@ -17,7 +17,7 @@ SMALL = ["synthetic:120x5", "--reps", "2", "--generations", "2", "--gn", "3,8"]
 
 
 def test_json_every_method_dominated_by_exact():
-    r = runner.invoke(app, ["compare-optimizers", *SMALL, "--json", "-"])
+    r = runner.invoke(app, ["compare-optimizers", *SMALL, "--json"])
     assert r.exit_code == 0, r.output
     d = json.loads(r.stdout)
     methods = d["methods"]
@@ -43,7 +43,7 @@ def test_json_every_method_dominated_by_exact():
 def test_table_and_json_file(tmp_path):
     out = tmp_path / "cmp.json"
     r = runner.invoke(app, ["compare-optimizers", "synthetic:60x3", "--reps", "1", "--generations", "1",
-                            "--gn", "4", "--methods", "exact,optllm-m,nsga2", "--json", str(out)])
+                            "--gn", "4", "--methods", "exact,optllm-m,nsga2", "--json-out", str(out)])
     assert r.exit_code == 0, r.output
     assert "optllm-m:4" in r.stdout and "nsga2" in r.stdout and "dominated by exact" in r.stdout
     d = json.loads(out.read_text())
@@ -74,3 +74,11 @@ def test_noisy_predictions():
 def test_expand_methods():
     assert expand_methods(["nsga2", "optllm-m"], (10, 50)) == ["exact", "nsga2", "optllm-m:10", "optllm-m:50"]
     assert expand_methods(["optllm-m:7", "exact"], (10,)) == ["exact", "optllm-m:7"]
+
+
+def test_json_flag_and_json_out_together(tmp_path):
+    out = tmp_path / "cmp.json"
+    r = runner.invoke(app, ["compare-optimizers", "synthetic:60x3", "--reps", "1", "--generations", "1",
+                            "--gn", "4", "--methods", "exact,optllm-m", "--json", "--json-out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout) == json.loads(out.read_text())

@@ -62,7 +62,7 @@ def test_errors_exit_2_one_line(args: list[str], needle: str) -> None:
 
 def test_bench_speed_small(tmp_path) -> None:
     out = tmp_path / "speed.json"
-    r = runner.invoke(app, ["bench-speed", "--sizes", "2e3x6,1000x3", "--repeat", "1", "--json", str(out)])
+    r = runner.invoke(app, ["bench-speed", "--sizes", "2e3x6,1000x3", "--repeat", "1", "--json-out", str(out)])
     assert r.exit_code == 0, r.output
     rows = json.loads(out.read_text())["rows"]
     assert [(x["n"], x["m"]) for x in rows] == [(2000, 6), (1000, 3)]
@@ -70,3 +70,12 @@ def test_bench_speed_small(tmp_path) -> None:
         assert x["argsort_s"] > 0 and x["front_s"] > 0 and x["ratio"] == pytest.approx(x["front_s"] / x["argsort_s"])
         assert x["points"] == x["moves"] + 1 and x["peak_extra_mb"] > 0
     assert "ratio" in r.stdout
+
+
+def test_bench_speed_json_flag_and_sizes_without_m() -> None:
+    """The README's `--sizes 10000,100000,1000000`: n alone means 12 models; `--json` is a flag
+    that prints JSON only on stdout, as on every other command."""
+    r = runner.invoke(app, ["bench-speed", "--sizes", "1000,2e3x3", "--repeat", "1", "--json"])
+    assert r.exit_code == 0, r.output
+    rows = json.loads(r.stdout)["rows"]
+    assert [(x["n"], x["m"]) for x in rows] == [(1000, 12), (2000, 3)]

@@ -2,7 +2,8 @@
 (`optllm.evaluate.compare.compare_optimizers`), printed as one table."""
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import Any, Optional
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -77,7 +78,8 @@ def compare_optimizers_cmd(
     methods: str = typer.Option(",".join(ALL_METHODS), "--methods",
                                 help=f"Comma-separated: {_METHODS_HELP}. 'exact' always runs."),
     seed: int = typer.Option(0, "--seed", help="Seed of the noise and of every optimiser."),
-    json_path: str = typer.Option(None, "--json", help="Write the full results as JSON to PATH ('-': stdout, no table)."),
+    json_flag: bool = typer.Option(False, "--json", help="Print the full results as JSON on stdout instead of the table."),
+    json_out: Optional[Path] = typer.Option(None, "--json-out", help="Also write the full results as JSON to this file."),
 ) -> None:
     """Run the exact front, OptLLM-M and the six MOEAs on the same predictions; compare
     IGD, IGD+, HV, Δ, points, best accuracy and time, and check the exact front dominates."""
@@ -87,10 +89,10 @@ def compare_optimizers_cmd(
         raise OptLLMError(f"--gn: expected comma-separated integers, got {gn!r}") from None
     if not gns or min(gns) < 1:
         raise OptLLMError(f"--gn: need one or more integers >= 1, got {gn!r}")
-    if json_path and json_path != "-":
+    if json_out is not None:
         from optllm.io import check_output_file
 
-        check_output_file(json_path, "--json")
+        check_output_file(json_out, "--json-out")
     outcomes = load(data)
     names = expand_methods(methods.split(","), gns)
     total = reps * len(names)
@@ -104,13 +106,13 @@ def compare_optimizers_cmd(
         res = compare_optimizers(outcomes, reps=reps, generations=generations, noise=noise, gns=gns,
                                  methods=methods.split(","), seed=seed, on_step=on_step)
         bar.update(task, completed=total)
-    if json_path == "-":
-        emit_json(res)
-        return
-    if json_path:
+    if json_out is not None:
         from optllm.io import write_json
 
-        write_json(json_path, res)
+        write_json(json_out, res)
+    if json_flag:
+        emit_json(res)
+        return
     print_comparison(res)
-    if json_path:
-        err_console.print(f"JSON written to {json_path}")
+    if json_out is not None:
+        err_console.print(f"JSON written to {json_out}")

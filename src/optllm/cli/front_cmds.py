@@ -9,7 +9,7 @@ from typing import Any, Sequence
 import typer
 from rich.table import Table
 
-from optllm.cli.app import app, console, emit_json
+from optllm.cli.app import app, console, emit_json, err_console
 from optllm.errors import OptLLMError
 from optllm.evaluate.truth import truth_summary
 from optllm.optimize.speed import DEFAULT_SIZES, bench_speed, parse_size
@@ -107,28 +107,35 @@ def print_speed_table(rows: Sequence[dict[str, Any]]) -> None:
 
 @app.command("bench-speed")
 def bench_speed_cmd(
-    sizes: list[str] = typer.Option(None, "--sizes", help="n×m sizes, repeat or comma-separate "
-                                                          "(default 1e4x12,1e5x12,1e6x12,1e6x40)."),
+    sizes: list[str] = typer.Option(None, "--sizes", help="n×m sizes (n alone: 12 models), repeat or "
+                                                          "comma-separate (default 1e4x12,1e5x12,1e6x12,1e6x40)."),
     repeat: int = typer.Option(3, help="Timed runs per size (best is kept)."),
     seed: int = typer.Option(0, help="Seed of the synthetic instances."),
     backend: str = typer.Option("auto", help="auto (numba if installed), numba or numpy."),
     paper: bool = typer.Option(False, "--paper", help="Also time the paper's OptLLM-M (n ≤ --paper-max-n)."),
     paper_max_n: int = typer.Option(100_000, help="Largest n for --paper."),
-    json_path: Path = typer.Option(None, "--json", help="Also write the results to this JSON file."),
+    json_flag: bool = typer.Option(False, "--json", help="Print the results as JSON on stdout instead of the table."),
+    json_out: Path = typer.Option(None, "--json-out", help="Also write the results to this JSON file."),
 ) -> None:
     """Time the exact front on synthetic data against np.argsort of the same number of floats."""
     from optllm.io import check_output_file, write_json
 
-    if json_path is not None:
-        check_output_file(json_path, "--json")
+    if json_out is not None:
+        check_output_file(json_out, "--json-out")
     if repeat < 1:
         raise OptLLMError(f"--repeat must be ≥ 1, got {repeat}")
     wanted = [s for item in (sizes or DEFAULT_SIZES) for s in item.split(",") if s.strip()]
     for s in wanted:
         parse_size(s)
     rows = bench_speed(wanted, repeat=repeat, seed=seed, backend=backend, paper=paper, paper_max_n=paper_max_n,
-                       progress=lambda s: console.print(f"[dim]{s}[/]"))
+                       progress=(lambda s: err_console.print(f"[dim]{s}[/]")) if json_flag else
+                       (lambda s: console.print(f"[dim]{s}[/]")))
+    res = {"rows": rows, "repeat": repeat, "seed": seed}
+    if json_out is not None:
+        write_json(json_out, res)
+    if json_flag:
+        emit_json(res)
+        return
     print_speed_table(rows)
-    if json_path is not None:
-        write_json(json_path, {"rows": rows, "repeat": repeat, "seed": seed})
-        console.print(f"wrote {json_path}")
+    if json_out is not None:
+        console.print(f"wrote {json_out}")

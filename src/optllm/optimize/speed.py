@@ -17,14 +17,20 @@ __all__ = ["DEFAULT_SIZES", "bench_speed", "parse_size"]
 DEFAULT_SIZES = ("1e4x12", "1e5x12", "1e6x12", "1e6x40")
 
 
+DEFAULT_M = 12  # models when a size gives n alone (the paper's overruling has 12)
+
+
 def parse_size(text: str) -> tuple[int, int]:
-    """'1e6x12' (or 1000000×12, 1e6*12) → (1000000, 12)."""
+    """'1e6x12' (or 1000000×12, 1e6*12) → (1000000, 12); n alone ('10000', '1e6') has 12 models."""
     t = text.strip().lower().replace("×", "x").replace("*", "x")
     try:
-        n_s, m_s = t.split("x")
-        n, m = int(float(n_s)), int(m_s)
-    except ValueError:
-        raise OptLLMError(f"--sizes: cannot read {text!r}; write n×m like 1e6x12") from None
+        n_s, m_s = t.split("x") if "x" in t else (t, str(DEFAULT_M))
+        n_f = float(n_s)
+        if not n_f.is_integer():
+            raise ValueError
+        n, m = int(n_f), int(m_s)
+    except (ValueError, OverflowError):
+        raise OptLLMError(f"--sizes: cannot read {text!r}; write n×m like 1e6x12 (or n alone for {DEFAULT_M} models)") from None
     if n < 1 or m < 1:
         raise OptLLMError(f"--sizes: {text!r} needs n ≥ 1 and m ≥ 1")
     return n, m
