@@ -156,3 +156,34 @@ def test_bench_reports_half_budget_below_the_cheapest_plan_as_unreachable(tmp_pa
     table = runner.invoke(app, ["bench", str(p), "--reps", "1", "--methods", "zero,ours", "--train-frac", "0.05",
                                 "--val-frac", "0.05"])
     assert table.exit_code == 0 and "0/1 reachable" in table.stdout, table.output
+
+
+@pytest.mark.parametrize("args, says", [
+    (["run", "synthetic:300x3", "--alpha", "nan"], "--alpha must be a finite number, got nan"),
+    (["predict-eval", "synthetic:300x3", "--alpha", "inf"], "--alpha must be a finite number, got inf"),
+    (["run", "synthetic:300x3", "--folds", "-3"], "--folds must be 0 (no cross-fitting) or at least 2, got -3"),
+    (["bench", "synthetic:300x3", "--methods", "zero,ours", "--folds", "-3"], "--folds must be 0"),
+    (["coverage", "synthetic:300x3", "--folds", "1"], "--folds must be 0"),
+    (["describe", "synthetic:0x3"], "synthetic:0x3: needs at least 2 queries"),
+])
+def test_bad_numbers_name_their_option(args: list[str], says: str) -> None:
+    one_line_error(runner.invoke(app, args), says)
+
+
+@pytest.mark.parametrize("name", ["synthetic:5x0", "synthetic:-5x3", "synthetic:0x3", "demo:x"])
+def test_bad_selectors_from_the_python_api(name: str) -> None:
+    from optllm.errors import OptLLMError
+
+    with pytest.raises(OptLLMError) as e:
+        load(name)
+    assert name in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_query_planned_twice_is_refused(tmp_path: Path) -> None:
+    from optllm.errors import OptLLMError
+    from optllm.planning import read_plan
+
+    (tmp_path / "plan.csv").write_text("id,model,fallbacks\nq0,a,\nq1,a,b\nq0,b,\n")
+    (tmp_path / "prompts.jsonl").write_text('{"id": "q0", "prompt": "x"}\n{"id": "q1", "prompt": "y"}\n')
+    with pytest.raises(OptLLMError, match=r"plan.csv: row 4: id 'q0' is planned twice"):
+        read_plan(tmp_path)

@@ -6,6 +6,7 @@ on stderr and exits with code 2 (also under typer's test runner).
 from __future__ import annotations
 
 import functools
+import math
 import sys
 from typing import Any, Callable
 
@@ -38,6 +39,12 @@ def _check_shared_options(kwargs: dict[str, Any]) -> None:
     seed = kwargs.get("seed")
     if isinstance(seed, int) and not isinstance(seed, bool) and seed < 0:  # numpy's generators refuse it
         raise OptLLMError(f"--seed must be a non-negative integer, got {seed}")
+    folds = kwargs.get("folds")  # cross-fitting folds wherever the option exists
+    if isinstance(folds, int) and not isinstance(folds, bool) and not (folds == 0 or folds >= 2):
+        raise OptLLMError(f"--folds must be 0 (no cross-fitting) or at least 2, got {folds}")
+    alpha = kwargs.get("alpha")
+    if isinstance(alpha, float) and not math.isfinite(alpha):
+        raise OptLLMError(f"--alpha must be a finite number, got {alpha}")
 
 
 def _one_line_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
