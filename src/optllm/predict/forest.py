@@ -144,3 +144,74 @@ class FastForest(Predictor):
         mean, std = s1 / T, np.sqrt(np.maximum(s2 / T - (s1 / T) ** 2, 0.0))
         a = self.prior_strength / (self.n_train_ + self.prior_strength)
         return (1 - a) * mean + a * self.rate_, (1 - a) * std
+
+    def _predict_mean(self, F: Any, n: int) -> np.ndarray:
+        """The mean alone. A few queries (a router's one) walk every tree at once on stacked
+        node arrays (`_StackedTrees`, ~0.1 ms for 100 trees); more go tree by tree through
+        the compiled `tree_.predict` (what `predict` calls after its input checks)."""
+        T = len(self.forest_.estimators_)
+        if n <= _STACKED_ROWS:
+            s1 = self._stacked().sum(F)
+        else:
+            Fc = _as_tree_input(F)
+            s1 = None
+            for t in self.forest_.estimators_:
+                p = t.tree_.predict(Fc).reshape(n, -1)
+                s1 = p.copy() if s1 is None else s1 + p
+        a = self.prior_strength / (self.n_train_ + self.prior_strength)
+        return (1 - a) * (s1 / T) + a * self.rate_
+
+    def _stacked(self) -> "_StackedTrees":
+        st = self.__dict__.get("_stacked_trees")
+        if st is None:
+            st = self.__dict__["_stacked_trees"] = _StackedTrees(self.forest_.estimators_)
+        return st
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.pop("_stacked_trees", None)  # a cache: rebuilt on first use
+        return state
+
+
+_STACKED_ROWS = 4
+
+
+class _StackedTrees:
+    """The nodes of a forest's trees in padded [tree, node] arrays, walked level by level for
+    all trees at once: the same comparisons as sklearn (float32 feature ≤ float64 threshold,
+    absent sparse entries are 0), so the same leaves; their values summed over the trees."""
+
+    def __init__(self, trees: Any) -> None:
+        ts = [t.tree_ for t in trees]
+        T, N = len(ts), max(t.node_count for t in ts)
+        self.left = np.full((T, N), -1, dtype=np.int64)
+        self.right = np.full((T, N), -1, dtype=np.int64)
+        self.feature = np.zeros((T, N), dtype=np.int64)
+        self.threshold = np.zeros((T, N), dtype=np.float64)
+        out = ts[0].value.shape[1]
+        self.value = np.zeros((T, N, out), dtype=np.float64)
+        for j, t in enumerate(ts):
+            c = t.node_count
+            self.left[j, :c], self.right[j, :c] = t.children_left, t.children_right
+            self.feature[j, :c] = np.maximum(t.feature, 0)
+            self.threshold[j, :c] = t.threshold
+            self.value[j, :c] = t.value[:, :, 0]
+        self.depth = max(t.max_depth for t in ts)
+        self.n_features = int(ts[0].n_features)
+        self.rows = np.arange(T)
+
+    def sum(self, F: Any) -> np.ndarray:
+        """Σ over trees of each row's leaf value, (n, outputs)."""
+        X = F.toarray() if sp.issparse(F) else np.asarray(F)
+        X = np.asarray(X, dtype=np.float32)
+        out = np.empty((X.shape[0], self.value.shape[2]))
+        r = self.rows
+        for i in range(X.shape[0]):
+            x = X[i]
+            node = np.zeros(r.size, dtype=np.int64)
+            for _ in range(self.depth):
+                left = self.left[r, node]
+                go = np.where(x[self.feature[r, node]] <= self.threshold[r, node], left, self.right[r, node])
+                node = np.where(left < 0, node, go)
+            out[i] = self.value[r, node].sum(axis=0)
+        return out

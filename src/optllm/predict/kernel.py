@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 
 from optllm.predict.base import dense_dot
 from optllm.predict.features import row_normalise
@@ -48,7 +49,25 @@ class KernelMap:
     def cross(self, F: Any, cos: np.ndarray | None = None) -> np.ndarray:
         """Kernel between new rows and the training rows, (n_new, n_train); `cos`: their
         cosines, when already computed."""
-        return self._k(dense_dot(row_normalise(F), self.F_) if cos is None else cos)
+        if cos is None:
+            G = row_normalise(F)
+            if sp.issparse(G) and sp.issparse(self.F_):
+                cos = np.asarray((G @ self._transposed()).toarray())  # one query: no CSR->CSC per call
+            else:
+                cos = dense_dot(G, self.F_)
+        return self._k(cos)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.pop("_FT", None)  # a cache: rebuilt on first use
+        return state
+
+    def _transposed(self) -> Any:
+        """F_ᵀ in CSR, built once (a lazily cached copy; not part of the fitted state)."""
+        FT = self.__dict__.get("_FT")
+        if FT is None or FT.shape != (self.F_.shape[1], self.F_.shape[0]):
+            FT = self.__dict__["_FT"] = sp.csr_matrix(self.F_.T)
+        return FT
 
     def transform(self, F: Any, cos: np.ndarray | None = None) -> np.ndarray:
         """Φ* (n_new, r), the coordinates of new rows (`cos` as in `cross`)."""

@@ -290,3 +290,20 @@ class Selector(Predictor):
         mean = sum(w * p.mean for w, p in preds)
         var = sum(w * (p.std ** 2 + (p.mean - mean) ** 2) for w, p in preds)
         return Prediction(np.clip(mean, 0, 1), np.sqrt(var), self.models_)
+
+    def predict_mean(self, X: Any) -> np.ndarray:
+        """`predict(X).mean` alone (each candidate's `predict_mean`; candidates of weight 0 skipped)."""
+        if not getattr(self, "fitted_", False):
+            raise OptLLMError(f"{self.name}: call fit() before predict()")
+        n = self._length(X)
+        if n == 0:
+            return np.zeros((0, len(self.models_)))
+        if self.texts_ != is_texts(X):
+            raise OptLLMError(f"{self.name}: fitted on {'texts' if self.texts_ else 'features'}; predict() needs the same")
+        F = self.featurizer_.transform(list(X)) if self.featurizer_ is not None else X
+        mean = np.zeros((n, len(self.models_)))
+        for w, c in self.fitted_cands_:
+            if w > 0:
+                arg = self._arg(c, F, X)
+                mean += w * (c.predict_mean(arg) if hasattr(c, "predict_mean") else c.predict(arg).mean)
+        return np.clip(mean, 0, 1)
