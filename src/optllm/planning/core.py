@@ -67,7 +67,7 @@ class PlanSettings:
 class Planned:
     """What one planning pass produced: predictions of the assigned queries (`p`, `p_std`,
     [n, m]), the front built on them, the held-out sample and the bounds along the front,
-    and the `Selection` for the goal."""
+    and the `Selection` for the goal; `predictor` is the fitted predictor itself."""
 
     p: np.ndarray
     p_std: np.ndarray
@@ -76,6 +76,7 @@ class Planned:
     bounds: AccuracyBounds
     selection: Selection
     timings: dict[str, float] = field(default_factory=dict)
+    predictor: Any = None  # the fitted predictor (featuriser inside) that gave `p`: what `optllm serve` routes with
 
 
 def need_two_models(models: tuple[str, ...] | list[str], where: str) -> None:
@@ -127,7 +128,7 @@ def plan_queries(train: Outcomes, val: Outcomes, inputs: Any, cost: np.ndarray, 
     t["bounds"] = time.perf_counter() - t1
     sel = select(front, bounds, goal, p=mean, cost=cost, held=held, models=models, extra_cost=extra_cost,
                  estimated=estimated, seed=settings.seed, feasible=feasible)
-    return Planned(mean, std, front, held, bounds, sel, t)
+    return Planned(mean, std, front, held, bounds, sel, t, model)
 
 
 def cross_fit(name: str, train: Outcomes, val: Outcomes, folds: int, seed: int,

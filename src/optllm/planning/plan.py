@@ -12,7 +12,8 @@ A plan folder holds, written all-or-nothing:
   cost/accuracy staircase, cheapest first, then those below it; ';'-separated);
 - `prompts.jsonl`: id, prompt of every planned query (so `optllm dispatch` needs nothing else);
 - `front.csv` (cost, predicted accuracy and bounds of the front's points), `front.png`,
-  `summary.json` (the `Selection` under "selection").
+  `summary.json` (the `Selection` under "selection"), `predictor.joblib` and
+  `output_tokens.json` (the fit itself, for `optllm serve --from`; `planning.fitted`).
 When the goal cannot be certified there is no plan: the folder holds `summary.json`,
 `front.csv` and `front.png` only, and `summary.json` says how many labels might do.
 """
@@ -29,6 +30,7 @@ from optllm.cost import Catalogue, CostMatrix, estimate_costs, fit_output_tokens
 from optllm.data.outcomes import Outcomes
 from optllm.errors import OptLLMError
 from optllm.optimize.types import thin_indices
+from optllm.planning.fitted import FITTED_FILES, write_fitted
 from optllm.planning.core import PlanSettings, Planned, need_two_models, plan_queries
 from optllm.planning.items import PlanItem
 from optllm.planning.prompts import id_str, read_prompts, write_prompts
@@ -48,6 +50,7 @@ class Plan:
     planned: Planned
     fallbacks: list[tuple[str, ...]]
     summary: dict[str, Any] = field(default_factory=dict)
+    output_tokens: Any = None  # the output-length model the costs rest on (kept for `optllm serve`)
 
     @property
     def selection(self) -> Selection:
@@ -172,7 +175,8 @@ def build_plan(prompt_ids: Sequence[Any], prompts: Sequence[str], catalogue: Cat
                  if choice is not None else [])
     summary = _summary(ids, sample, plan_ids, choice, costs, planned, cat, goal, settings, quantile, unused,
                        dropped, out_model, keep)
-    return Plan(plan_ids, plan_texts, cat.names, choice, costs, planned, fallbacks, summary)
+    return Plan(plan_ids, plan_texts, cat.names, choice, costs, planned, fallbacks, summary,
+                output_tokens=out_model)
 
 
 def output_tokens_of(labelled: Outcomes, cat: Catalogue, texts: Sequence[str], quantile: float = 0.95,
@@ -331,7 +335,7 @@ def _notes(cat: Catalogue, goal: Goal, quantile: float, unused: list[str], plann
 
 
 # ---------------------------------------------------------------------------- files
-PLAN_FILES = ("plan.csv", "prompts.jsonl", "front.csv", "front.png", "summary.json")
+PLAN_FILES = ("plan.csv", "prompts.jsonl", "front.csv", "front.png", "summary.json", *FITTED_FILES)
 
 
 def write_plan(plan: Plan, out: str | Path, inputs: dict[str, Any] | None = None) -> Path:
@@ -346,6 +350,8 @@ def write_plan(plan: Plan, out: str | Path, inputs: dict[str, Any] | None = None
             write_with(tmp / "plan.csv", lambda t: table.to_csv(t, index=False))
             write_prompts(tmp / "prompts.jsonl", plan.ids, plan.prompts)
             files += ["plan.csv", "prompts.jsonl"]
+        if plan.planned.predictor is not None:  # what `optllm serve --from` routes with
+            files += write_fitted(tmp, plan.planned.predictor, plan.output_tokens)
         fr = front_table(plan.planned)
         write_with(tmp / "front.csv", lambda t: fr.to_csv(t, index=False))
         _plot(plan, fr, tmp / "front.png")
