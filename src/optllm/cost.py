@@ -17,6 +17,8 @@ Catalogue file (YAML or TOML; see `examples/models.yaml`)::
         max_output_tokens: 256         # sent as max_tokens; bounds every call's cost
         rpm: 500                       # optional rate limits
         tpm: 300000
+        batch: {discount: 0.5}         # optional batch tier (/v1/batches): a discount or
+                                       # {input_per_million, output_per_million}; completion_window: 24h
 
 `models` may also be a mapping from name to fields. Unknown fields are errors (typos must not
 be silently ignored); every error names the file, the model and the field.
@@ -47,7 +49,7 @@ from pathlib import Path
 from typing import Any, Iterable, Literal, Mapping, Sequence
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from optllm.errors import OptLLMError
 from optllm.secrets import looks_like_secret, remember
@@ -147,6 +149,31 @@ def count_tokens(texts: Iterable[str], encoding: str = OFFLINE_DEFAULT) -> np.nd
 
 
 # ---------------------------------------------------------------------------- catalogue
+TIERS = ("online", "batch", "auto")
+
+
+class BatchTier(BaseModel):
+    """A model's batch price (a provider's `/v1/batches`): its own prices per million tokens,
+    or a `discount` off the online prices (0.5 = half price), and the completion window."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    input_per_million: float | None = Field(None, ge=0, allow_inf_nan=False)
+    output_per_million: float | None = Field(None, ge=0, allow_inf_nan=False)
+    discount: float | None = Field(None, gt=0, le=1, allow_inf_nan=False)
+    per_request: float | None = Field(None, ge=0, allow_inf_nan=False)
+    completion_window: str = Field("24h", pattern=r"^[0-9]+h$")
+
+    @model_validator(mode="after")
+    def _one_way(self) -> "BatchTier":
+        prices = (self.input_per_million, self.output_per_million)
+        if self.discount is None and None in prices:
+            raise ValueError("give input_per_million and output_per_million, or a discount (e.g. 0.5 = half price)")
+        if self.discount is not None and prices != (None, None):
+            raise ValueError("give either prices or a discount, not both")
+        return self
+
+
 class ModelSpec(BaseModel):
     """One candidate model: where to call it, what it costs, how to count its tokens."""
 
@@ -171,6 +198,7 @@ class ModelSpec(BaseModel):
     temperature: float | None = Field(0.0, ge=0, allow_inf_nan=False)
     timeout_s: float = Field(60.0, gt=0, allow_inf_nan=False)
     params: dict[str, Any] = Field(default_factory=dict)
+    batch: BatchTier | None = None
 
     @field_validator("api_key_env")
     @classmethod
@@ -256,6 +284,19 @@ class ModelSpec(BaseModel):
         """USD of one call with these token counts."""
         return prompt_tokens * self.input_price + completion_tokens * self.output_price + self.per_request
 
+    def at_batch_price(self) -> "ModelSpec":
+        """This model priced at its batch tier (an error when it has none)."""
+        b = self.batch
+        if b is None:
+            raise OptLLMError(f"model {self.name!r} has no batch tier in the catalogue (add batch: {{discount: 0.5}})")
+        if b.discount is not None:
+            prices = dict(input_per_million=self.input_per_million * b.discount,
+                          output_per_million=self.output_per_million * b.discount)
+        else:
+            prices = dict(input_per_million=b.input_per_million, output_per_million=b.output_per_million)
+        return self.model_copy(update={**prices, "per_request": self.per_request if b.per_request is None
+                                       else b.per_request})
+
     def reservation(self, prompt_tokens: float, completion_tokens: float | None = None) -> float:
         """Upper bound of one call's cost, reserved by the spend guard before sending:
         ceil(prompt_tokens·(1+margin))·input + max_output_tokens·output + per_request
@@ -298,6 +339,23 @@ class Catalogue:
             )
         return Catalogue(tuple(self[n] for n in names), self.source)
 
+    def batch_models(self) -> tuple[str, ...]:
+        """The models that offer a batch tier."""
+        return tuple(m.name for m in self.models if m.batch is not None)
+
+    def priced(self, tier: str) -> "Catalogue":
+        """The catalogue at the prices of `tier`: `online` (as written), `batch` (every model at
+        its batch price; an error naming those without one) or `auto` (batch where offered)."""
+        if tier not in TIERS:
+            raise OptLLMError(f"--tier must be one of {', '.join(TIERS)}, got {tier!r}")
+        if tier == "online":
+            return self
+        lacking = [m.name for m in self.models if m.batch is None]
+        if tier == "batch" and lacking:
+            raise OptLLMError(f"{self.source}: --tier batch: model(s) {', '.join(lacking)} have no batch tier "
+                              "(add batch: {discount: 0.5} or batch prices, or use --tier auto)")
+        return Catalogue(tuple(m if m.batch is None else m.at_batch_price() for m in self.models), self.source)
+
     def check_keys(self, environ: Mapping[str, str] | None = None) -> dict[str, str]:
         """API key per model from the environment; one error naming every missing variable."""
         env = os.environ if environ is None else environ
@@ -329,6 +387,7 @@ class Catalogue:
                 "per_request": m.per_request, "tokenizer": tc.encoding, "tokenizer_approximate": tc.approximate,
                 "tokenizer_note": tc.note, "context": m.context, "max_output_tokens": m.max_output_tokens,
                 "rpm": m.rpm, "tpm": m.tpm,
+                "batch": None if m.batch is None else m.batch.model_dump(exclude_none=True),
             })
         return rows
 

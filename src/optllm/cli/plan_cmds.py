@@ -92,6 +92,7 @@ def plan(
     predictor: str = typer.Option("default", "--predictor", help=opt.PREDICTOR),
     val_share: float = typer.Option(0.5, "--val-share", help="Share of the labelled sample the predictor validates on (the rest trains it), drawn by --seed; a 'split' column in the labels fixes the roles instead."),
     seed: int = typer.Option(0, "--seed", help=opt.SEED),
+    tier: str = typer.Option("online", "--tier", help="Prices to plan at: online (as in the catalogue), batch (every model at its batch tier, e.g. batch: {discount: 0.5}; dispatch --via batch sends through the provider's /v1/batches) or auto (batch where a model offers it). The summary gives the plan's cost at both."),
     out: Path = typer.Option(..., "--out", help="Folder for plan.csv, prompts.jsonl, front.csv, front.png, summary.json (written all or nothing)."),
     json_out: bool = typer.Option(False, "--json", help="Print summary.json to stdout."),
 ) -> None:
@@ -121,9 +122,10 @@ def plan(
                 risk_method=risk_method)
     settings = PlanSettings(predictor=predictor, folds=folds, seed=seed, bound=bound)
     cat = load_catalogue(models)
+    cat.priced(tier)  # an unknown tier, or a model without a batch tier under --tier batch: said now
     if label_budget is not None:
         res, labelling = _plan_labelling(prompts, cat, labels, goal, settings, label_budget, scorer, reference_column,
-                                         rounds, val_share, seed, json_out)
+                                         rounds, val_share, seed, json_out, tier)
         s = res.summary
         s["labelling"] = labelling.as_dict()
         sel = s["selection"]
@@ -147,7 +149,7 @@ def plan(
     with stages(not json_out) as say:
         res = build_plan(ids, texts, cat, labelled, goal, settings, quantile=quantile,
                          length_regression=length_regression, val_share=val_share, labels_source=str(labels),
-                         progress=say)
+                         progress=say, tier=tier)
         s = res.summary
         sel = s["selection"]
         s["next_step"] = (None if sel["reachable"] else
@@ -163,7 +165,7 @@ def plan(
 
 
 def _plan_labelling(prompts: Path, cat, labels: Path, goal, settings, budget: float, scorer: str,  # type: ignore[no-untyped-def]
-                    reference_column: str, rounds: int, val_share: float, seed: int, quiet: bool):
+                    reference_column: str, rounds: int, val_share: float, seed: int, quiet: bool, tier: str):
     """`plan --label-budget`: `labelling.until.plan_with_labelling` on PROMPTS' own references."""
     from optllm.labelling import parse_scorer, read_references
     from optllm.labelling.until import plan_with_labelling
@@ -184,7 +186,7 @@ def _plan_labelling(prompts: Path, cat, labels: Path, goal, settings, budget: fl
                           "journal beside it); give a new file, or plan on it without --label-budget")
     with stages(not quiet) as say:
         lp = plan_with_labelling(list(ids), texts, refs, cat, sc, goal, labels, settings=settings, adaptive=adaptive,
-                                 val_share=val_share, seed=seed, progress=say, console=err_console)
+                                 val_share=val_share, seed=seed, progress=say, console=err_console, tier=tier)
     return lp.plan, lp
 
 
@@ -224,6 +226,11 @@ def _print_plan(s: dict, out: Path) -> None:
         console.print(t)
         console.print(f"estimated cost ${c['cost_mean']:.4f} (sd ${c['cost_sd']:.4f}; "
                       f"{c['cost_at_risk_probability']:.0%} sure under ${c['cost_at_risk']:.4f})")
+        tr = s.get("tier") or {}
+        if tr.get("tier", "online") != "online":
+            console.print(f"priced at --tier {tr['tier']}: {tr['queries_batch']:,} queries at batch prices "
+                          f"({', '.join(tr['batch_models']) or 'no model offers one'}); the same plan online: "
+                          f"${tr['cost_mean_online']:.4f}; send it with `optllm dispatch --via batch`")
         console.print(f"suggested --max-spend for dispatch: ${c['spend_cap_hint']:.4f}, the sum of the per-call "
                       "worst cases dispatch reserves before each call (max_output_tokens, token margin); a cap "
                       "below it may stop sending before every prompt is answered")
@@ -252,6 +259,10 @@ def dispatch(
     backoff: float = typer.Option(0.5, "--backoff", help="First retry delay in seconds (doubles each try, with jitter)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the retry jitter."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the progress bar."),
+    via: str = typer.Option("plan", "--via", help="plan: each query the way the plan priced it (plan --tier); batch: through the provider's batch API (/v1/files + /v1/batches, at the batch price) for every model with a batch tier; online: one request per query."),
+    retry_failed: str = typer.Option("online", "--retry-failed", help="With batches: lines a batch failed or did not run (expired, cancelled) are retried online (at the online price), in a follow-up batch, or not at all (none)."),
+    wait: bool = typer.Option(True, "--wait/--no-wait", help="With batches: poll until they end (Ctrl-C stops polling; they keep running), or submit and return; the same command collects them later."),
+    poll_interval: float = typer.Option(30.0, "--poll-interval", help="With batches: seconds between polls at first (grows 1.5x per poll, to 10 minutes)."),
     json_out: bool = typer.Option(False, "--json", help="Print the run report as JSON."),
 ) -> None:
     """Send each planned prompt to its model (any OpenAI-compatible server) and record the answers.
@@ -264,7 +275,11 @@ def dispatch(
     more than reserved is caught from the billed usage (see README, Guarantees). Ctrl-C stops
     sending and waits for the calls in flight (Ctrl-C again abandons them). Exit code 0 when
     every planned query has an answer, 1 when some failed or were not sent, 130 when
-    interrupted."""
+    interrupted.
+
+    With batches (`--via batch`, or a plan made with `--tier batch|auto`): one batch per
+    endpoint and model at the batch price; the batch ids are journaled, so a re-run polls them
+    again and never submits twice; answers go to the same --out and ledger."""
     from optllm.cost import load_catalogue
     from optllm.dispatch.client import check_options, check_ready, dispatch as run_dispatch
     from optllm.planning import read_plan
@@ -280,9 +295,25 @@ def dispatch(
     check_ready(items, cat, fallback)  # every problem is reported before anything else is printed
     if max_spend is None and not json_out:
         err_console.print("note: no --max-spend given, so spending is not capped", highlight=False)
-    rep = run_dispatch(items, cat, out, concurrency=concurrency, max_spend=max_spend, fallback=fallback,
-                       max_attempts=max_attempts, backoff_base=backoff, seed=seed,
-                       progress=progress and not json_out, console=err_console)
+    if via not in ("plan", "batch", "online"):
+        raise OptLLMError(f"--via must be plan, batch or online, got {via!r}")
+    batched = via == "batch" or (via == "plan" and any(it.tier == "batch" for it in items))
+    if via == "online" and any(it.tier == "batch" for it in items) and not json_out:
+        err_console.print("note: the plan was priced at batch prices; sent online it costs more (the plan's "
+                          "summary.json gives both totals)", highlight=False)
+    if batched:
+        from optllm.dispatch.batch import dispatch_batch
+
+        if fallback:
+            raise OptLLMError("--fallback is for online dispatch; batches retry failed lines with --retry-failed")
+        rep = dispatch_batch(items, cat, out, max_spend=max_spend, retry=retry_failed, wait=wait,
+                             poll_interval=poll_interval, follow_plan=via == "plan", concurrency=concurrency,
+                             max_attempts=max_attempts, backoff_base=backoff, seed=seed,
+                             console=None if json_out else err_console)
+    else:
+        rep = run_dispatch(items, cat, out, concurrency=concurrency, max_spend=max_spend, fallback=fallback,
+                           max_attempts=max_attempts, backoff_base=backoff, seed=seed,
+                           progress=progress and not json_out, console=err_console)
     if json_out:
         emit_json(rep.as_dict())
     else:
@@ -295,6 +326,18 @@ def dispatch(
 
 def _print_dispatch(rep) -> None:  # type: ignore[no-untyped-def]
     """The run report for people: what was answered, what was left and why, and the money."""
+    if rep.batches:
+        t = Table(title="Provider batches")
+        for col in ("batch", "model", "queries", "status", "answered", "failed", "not run"):
+            t.add_column(col, justify="right" if col in ("queries", "answered", "failed", "not run") else "left")
+        for b in rep.batches:
+            t.add_row(str(b["batch_id"] or "-"), b["model"], f"{b['lines']:,}",
+                      b["status"] or f"running ({b.get('provider_status') or 'submitted'})", f"{b['answered']:,}",
+                      f"{b['failed']:,}", f"{b['not_run']:,}")
+        console.print(t)
+    if rep.in_pending_batches:
+        console.print(f"[yellow]{rep.in_pending_batches:,} queries are in batches still running; the same command "
+                      "collects them (and sends nothing twice)[/]")
     left = ""
     if rep.not_sent:
         by = ", ".join(f"{m} {n:,}" for m, n in sorted(rep.not_sent_by_model.items(), key=lambda kv: -kv[1]))

@@ -75,6 +75,9 @@ class DispatchReport:
     endpoints_down: dict[str, str] = field(default_factory=dict)
     order: str = "as planned"
     resent_after_crash: int = 0
+    via: str = "online"
+    batches: list[dict[str, Any]] = field(default_factory=list)  # with --via batch: one row per provider batch
+    in_pending_batches: int = 0  # queries held back: inside a provider batch not collected yet
     spent_before: float = 0.0
     spent_total: float = 0.0
     spent_uncertain: float = 0.0
@@ -110,7 +113,8 @@ class DispatchReport:
             "not_sent_upper_cost": self.not_sent_upper_cost, "remaining": self.remaining,
             "stopped": self.stopped or None, "interrupted": self.interrupted or None,
             "endpoints_down": self.endpoints_down, "order": self.order,
-            "resent_after_crash": self.resent_after_crash, "over_cap": self.over_cap,
+            "resent_after_crash": self.resent_after_crash, "over_cap": self.over_cap, "via": self.via,
+            "batches": self.batches, "in_pending_batches": self.in_pending_batches,
             "spent_before": self.spent_before, "spent_this_run": self.spent_this_run,
             "spent_total": self.spent_total, "spent_uncertain": self.spent_uncertain,
             "max_spend": self.max_spend, "calls": self.calls, "retries": self.retries,
@@ -211,6 +215,35 @@ def check_options(*, concurrency: int = 16, max_spend: float | None = None, max_
         raise OptLLMError(f"breaker must be at least 1 failure, got {breaker}")
 
 
+def default_client(spec: ModelSpec, key: str) -> Any:
+    """The official async client for one endpoint (optllm does its own retries)."""
+    from openai import AsyncOpenAI
+
+    return AsyncOpenAI(api_key=key, base_url=spec.base_url, max_retries=0, timeout=spec.timeout_s)
+
+
+def install_stop_signals(handler: Callable[[int], None]) -> list[int]:
+    """Route SIGINT and SIGTERM to `handler(sig)` in the running loop (main thread only) → the
+    signals installed, for `remove_stop_signals`."""
+    if threading.current_thread() is not threading.main_thread():
+        return []
+    loop = asyncio.get_running_loop()
+    installed = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, handler, sig)
+            installed.append(sig)
+        except (NotImplementedError, RuntimeError, ValueError):
+            pass
+    return installed
+
+
+def remove_stop_signals(signals: list[int]) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in signals:
+        loop.remove_signal_handler(sig)
+
+
 class _Progress:
     """Rich progress bar (answers, failures, spend, ETA), or nothing."""
 
@@ -294,7 +327,7 @@ class Dispatcher:
         self.rng = random.Random(seed)
         self.show_progress = progress
         self.console = console
-        self.client_factory = client_factory or self._default_client
+        self.client_factory = client_factory or default_client
         self.on_answer = on_answer
         self.handle_signals = handle_signals
         self.report = DispatchReport(max_spend=max_spend, answers_path=str(self.out),
@@ -311,12 +344,6 @@ class Dispatcher:
         self._workers: list[asyncio.Task[None]] = []
 
     # ------------------------------------------------------------------ clients
-    @staticmethod
-    def _default_client(spec: ModelSpec, key: str) -> Any:
-        from openai import AsyncOpenAI
-
-        return AsyncOpenAI(api_key=key, base_url=spec.base_url, max_retries=0, timeout=spec.timeout_s)
-
     def _client(self, spec: ModelSpec) -> Any:
         k = (spec.base_url, spec.api_key_env or "")
         if k not in self._clients:
@@ -343,17 +370,7 @@ class Dispatcher:
             print(text, file=sys.stderr, flush=True)
 
     def _install_signals(self) -> list[int]:
-        if not self.handle_signals or threading.current_thread() is not threading.main_thread():
-            return []
-        loop = asyncio.get_running_loop()
-        installed = []
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                loop.add_signal_handler(sig, self._on_signal, sig)
-                installed.append(sig)
-            except (NotImplementedError, RuntimeError, ValueError):
-                pass
-        return installed
+        return install_stop_signals(self._on_signal) if self.handle_signals else []
 
     def _on_signal(self, sig: int) -> None:
         name = signal.Signals(sig).name
@@ -404,7 +421,9 @@ class Dispatcher:
         rep.already_answered = sum(1 for q in state.answered if q in plan_ids)
         rep.spent_before = state.spent
         rep.spent_uncertain = state.spent_uncertain
-        todo = [it for it in self.items if it.id not in state.answered]
+        held = state.in_pending_batch  # a provider batch still holds them: collect it, never send twice
+        rep.in_pending_batches = sum(1 for it in self.items if it.id in held)
+        todo = [it for it in self.items if it.id not in state.answered and it.id not in held]
         rep.resent_after_crash = sum(1 for it in todo if it.id in state.unresolved_ids)
         self.guard = SpendGuard(self.max_spend, spent=state.spent)
         self.limiters = {m.name: RateLimiter(m.rpm, m.tpm) for m in self.cat.models}
@@ -441,9 +460,7 @@ class Dispatcher:
                 if isinstance(r, BaseException) and not isinstance(r, asyncio.CancelledError):
                     raise r
         finally:
-            loop = asyncio.get_running_loop()
-            for sig in signals:
-                loop.remove_signal_handler(sig)
+            remove_stop_signals(signals)
             for w in self._workers:
                 w.cancel()
             self.bar.stop()

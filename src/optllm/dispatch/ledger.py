@@ -99,6 +99,10 @@ class DurableLog:
         """One record as written: JSON, with every API key optllm read replaced."""
         return redact_known(json.dumps(rec, ensure_ascii=False)) + "\n"
 
+    def write_many(self, recs: list[dict[str, Any]]) -> None:
+        """Synchronous append of many records with one fsync."""
+        self._write_batch([self.line(r) for r in recs])
+
     def write_now(self, rec: dict[str, Any]) -> None:
         """Synchronous append + fsync (for records outside the event loop)."""
         self._fh.write(self.line(rec))
@@ -153,6 +157,18 @@ class ResumeState:
     unresolved_ids: set[str] = field(default_factory=set)  # queries of those calls (in flight at a kill)
     runs: int = 0
     calls: int = 0
+    # provider batches (`dispatch --via batch`): token -> model, endpoint, ids, batch_id, status
+    batches: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def pending_batches(self) -> dict[str, dict[str, Any]]:
+        """Batches prepared or submitted by an earlier run whose results are not collected yet."""
+        return {t: b for t, b in self.batches.items() if b.get("status") is None}
+
+    @property
+    def in_pending_batch(self) -> set[str]:
+        """Queries inside a pending batch: never sent another way until it is collected."""
+        return {q for b in self.pending_batches.values() for q in b["ids"] if q not in self.answered}
 
     @classmethod
     def read(cls, answers: Path, ledger: Path, repair: bool = True) -> "ResumeState":
@@ -186,6 +202,13 @@ class ResumeState:
                 unknown.add(str(rec["call"]))
             elif ev == "run_start":
                 st.runs += 1
+            elif ev == "batch_prepare":
+                st.batches[str(rec["token"])] = {"model": rec.get("model"), "endpoint": rec.get("endpoint"),
+                                                 "ids": list(rec.get("ids") or []), "batch_id": None, "status": None}
+            elif ev == "batch_submit" and str(rec.get("token")) in st.batches:
+                st.batches[str(rec["token"])]["batch_id"] = rec.get("batch_id")
+            elif ev == "batch_end" and str(rec.get("token")) in st.batches:
+                st.batches[str(rec["token"])]["status"] = rec.get("status") or "ended"
         known = uncertain = 0.0
         for call, amount in reserved.items():
             if call in cost_by_call:
@@ -202,7 +225,7 @@ class ResumeState:
             else:
                 uncertain += amount
                 st.unresolved_calls += 1
-                if query_of[call] not in st.answered:
+                if query_of[call] not in st.answered and not _in_batch(call, st.batches):
                     st.unresolved_ids.add(query_of[call])
         # answers whose reservation is missing from the ledger (ledger deleted): count them
         known += sum(c for call, c in cost_by_call.items() if call not in reserved)
@@ -210,3 +233,8 @@ class ResumeState:
         st.spent_known, st.spent_uncertain = known, uncertain
         st.spent = known + uncertain
         return st
+
+
+def _in_batch(call: str, batches: dict[str, dict[str, Any]]) -> bool:
+    """A call of a provider batch (`TOKEN:ID`): still in flight at the provider, not lost."""
+    return ":" in call and call.split(":", 1)[0] in batches

@@ -41,9 +41,10 @@ def plan_with_labelling(ids: Sequence[str], prompts: Sequence[str], references: 
                         catalogue: Catalogue, scorer: Scorer, goal: Goal, labels_out: str | Path, *,
                         settings: PlanSettings = PlanSettings(), adaptive: AdaptiveSettings = AdaptiveSettings(),
                         val_share: float = 0.5, seed: int = 0, progress: Callable[[str], None] | None = None,
-                        **label_kw: Any) -> LabelledPlan:
-    """Label in rounds and plan (module docstring); `label_kw` go to `label` (work folder,
-    concurrency, rubric, console, environ ...)."""
+                        tier: str = "online", **label_kw: Any) -> LabelledPlan:
+    """Label in rounds and plan (module docstring); labels are bought online, the plan is
+    priced at `tier` (see `build_plan`); `label_kw` go to `label` (work folder, concurrency,
+    rubric, console, environ ...)."""
     from optllm.data import load_long
 
     if goal.target_accuracy is None:
@@ -76,7 +77,7 @@ def plan_with_labelling(ids: Sequence[str], prompts: Sequence[str], references: 
         g = Goal(target_accuracy=goal.target_accuracy, confidence=level, safe=goal.safe)
         say(f"round {r}: plan {n - have} prompts at level {level:.3f}")
         res = build_plan(ids, prompts, catalogue.select(active), labelled, g, settings, val_share=val_share,
-                         labels_source=str(labels_out), progress=None)
+                         labels_source=str(labels_out), progress=None, tier=tier)
         totals = res.costs.mean.sum(axis=0)
         Y = _labels_matrix(labelled, res.models)
         per_model = (float(np.sum([rep.cost.get(m, 0.0) for m in res.models]) + rep.judge_cost)

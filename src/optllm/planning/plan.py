@@ -50,6 +50,7 @@ class Plan:
     planned: Planned
     fallbacks: list[tuple[str, ...]]
     summary: dict[str, Any] = field(default_factory=dict)
+    batch_models: tuple[str, ...] = ()  # models priced (and to be sent) at their batch tier
     output_tokens: Any = None  # the output-length model the costs rest on (kept for `optllm serve`)
 
     @property
@@ -72,12 +73,13 @@ class Plan:
             "p": self.p[rows, c],
             "prompt_tokens": self.costs.prompt_tokens[rows, c].astype(np.int64),
             "fallbacks": [";".join(f) for f in self.fallbacks],
+            "tier": ["batch" if self.models[k] in self.batch_models else "online" for k in c],
         })
 
     def items(self) -> list[PlanItem]:
         if self.choice is None:
             return []
-        return [PlanItem(str(i), t, self.models[k], fb)
+        return [PlanItem(str(i), t, self.models[k], fb, "batch" if self.models[k] in self.batch_models else "online")
                 for i, t, k, fb in zip(self.ids, self.prompts, self.choice, self.fallbacks)]
 
 
@@ -136,12 +138,16 @@ def _check_labels(labelled: Outcomes, ids: np.ndarray, source: str) -> None:
 def build_plan(prompt_ids: Sequence[Any], prompts: Sequence[str], catalogue: Catalogue, labelled: Outcomes,
                goal: Goal, settings: PlanSettings = PlanSettings(), *, quantile: float = 0.95,
                length_regression: bool = False, val_share: float = 0.5, labels_source: str = "labels",
-               progress: Any = None) -> Plan:
+               progress: Any = None, tier: str = "online") -> Plan:
     """Plan every unlabelled prompt for `goal`: estimate costs, fit and cross-fit the predictor
-    on the labelled sample, build the exact front and select with the same rules as `optllm run`."""
+    on the labelled sample, build the exact front and select with the same rules as `optllm run`.
+    `tier`: the prices planned at (`Catalogue.priced`: online, batch, or auto = batch where a
+    model offers it); the summary gives the plan's cost at both."""
     if not 0 <= val_share < 1:
         raise OptLLMError(f"--val-share must lie in [0, 1), got {val_share}")
-    cat = catalogue.select(list(labelled.models), what=labels_source)
+    online = catalogue.select(list(labelled.models), what=labels_source)
+    cat = online.priced(tier)
+    batch_models = () if tier == "online" else online.batch_models()
     need_two_models(cat.names, f"{labels_source} (labelled models of the catalogue)")
     unused = [n for n in catalogue.names if n not in cat.names]
     ids = np.array([id_str(x) for x in prompt_ids], dtype=object)
@@ -175,8 +181,23 @@ def build_plan(prompt_ids: Sequence[Any], prompts: Sequence[str], catalogue: Cat
                  if choice is not None else [])
     summary = _summary(ids, sample, plan_ids, choice, costs, planned, cat, goal, settings, quantile, unused,
                        dropped, out_model, keep)
-    return Plan(plan_ids, plan_texts, cat.names, choice, costs, planned, fallbacks, summary,
+    summary["tier"] = _tier_summary(tier, batch_models, choice, costs, plan_texts, plan_ids, online, out_model)
+    return Plan(plan_ids, plan_texts, cat.names, choice, costs, planned, fallbacks, summary, batch_models,
                 output_tokens=out_model)
+
+
+def _tier_summary(tier: str, batch_models: tuple[str, ...], choice: np.ndarray | None, costs: CostMatrix,
+                  texts: list[str], ids: np.ndarray, online: Catalogue, out_model: Any) -> dict[str, Any]:
+    """The prices planned at, and the plan's estimated cost at them and at online prices."""
+    out: dict[str, Any] = {"tier": tier, "batch_models": list(batch_models), "cost_mean": None,
+                           "cost_mean_online": None, "queries_batch": 0}
+    if choice is None:
+        return out
+    at_online = costs if tier == "online" else estimate_costs(texts, online, out_model, query_ids=ids)
+    out["cost_mean"] = float(costs.total(choice)["mean"])
+    out["cost_mean_online"] = float(at_online.total(choice)["mean"])
+    out["queries_batch"] = int(sum(online.names[k] in batch_models for k in choice))
+    return out
 
 
 def output_tokens_of(labelled: Outcomes, cat: Catalogue, texts: Sequence[str], quantile: float = 0.95,
@@ -414,7 +435,8 @@ def read_plan(folder: str | Path) -> list[PlanItem]:
     text = dict(zip(ids, prompts))
     items = []
     seen: set[str] = set()
-    for r, (qid, model, fb) in enumerate(zip(df["id"], df["model"], df.get("fallbacks", [""] * len(df)))):
+    tiers = df["tier"] if "tier" in df.columns else [""] * len(df)
+    for r, (qid, model, fb, tier) in enumerate(zip(df["id"], df["model"], df.get("fallbacks", [""] * len(df)), tiers)):
         if qid not in text:
             raise OptLLMError(f"{where}: row {r + 2}: id {qid!r} has no prompt in prompts.jsonl")
         if qid in seen:
@@ -423,5 +445,7 @@ def read_plan(folder: str | Path) -> list[PlanItem]:
         if not model:
             raise OptLLMError(f"{where}: row {r + 2}: id {qid!r} has no model")
         fbs = tuple(x for x in str(fb).split(";") if x) if fb else ()
-        items.append(PlanItem(qid, text[qid], model, fbs))
+        if tier not in ("", "online", "batch"):
+            raise OptLLMError(f"{where}: row {r + 2}: tier {tier!r} is not online or batch")
+        items.append(PlanItem(qid, text[qid], model, fbs, tier or "online"))
     return items
