@@ -94,8 +94,10 @@ class TokenizerChoice:
     note: str = ""
 
 
+@lru_cache(maxsize=1024)
 def resolve_tokenizer(tokenizer: str | None, model_id: str) -> TokenizerChoice:
-    """Which offline encoding counts a model's tokens (see the module docstring)."""
+    """Which offline encoding counts a model's tokens (see the module docstring); cached, as
+    every price and reservation asks it again (a router prices each request)."""
     if tokenizer:
         off = offline_name(tokenizer)
         if off is None:

@@ -106,8 +106,20 @@ class TfidfFeaturizer:
 
     def transform(self, texts: Sequence[str]) -> sp.csr_matrix:
         docs = self._prep(texts)
-        return self._combine((self.word_.transform(docs) if self.word_ok_ else None,
-                              self.char_.transform(docs) if self.char_ok_ else None), len(docs))
+        tf = _one_tfidf if len(docs) == 1 else (lambda vec, d, cache: vec.transform(d))
+        return self._combine((tf(self.word_, docs, self._analyzers()) if self.word_ok_ else None,
+                              tf(self.char_, docs, self._analyzers()) if self.char_ok_ else None), len(docs))
+
+    def _analyzers(self) -> dict[int, Any]:
+        cache = self.__dict__.get("_analyzer_cache")
+        if cache is None:
+            cache = self.__dict__["_analyzer_cache"] = {}
+        return cache
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.pop("_analyzer_cache", None)  # a cache: rebuilt on first use
+        return state
 
     def _combine(self, parts: tuple[Any, Any], n: int) -> sp.csr_matrix:
         word, char = parts
@@ -120,6 +132,39 @@ class TfidfFeaturizer:
         if not blocks:
             return sp.csr_matrix((n, 1))
         return sp.hstack(blocks, format="csr")
+
+
+def _one_tfidf(vec: Any, docs: list[str], cache: dict[int, Any]) -> sp.csr_matrix:
+    """`vec.transform(docs)` for one document without sklearn's per-call input checks (a
+    router featurises one prompt at a time): the same analyzer, vocabulary, counts, sublinear
+    tf, idf and L2 norm, so the same row (up to the order of one float sum)."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    if type(vec) is not TfidfVectorizer or vec.norm not in ("l2", None):
+        return vec.transform(docs)
+    an = cache.get(id(vec))
+    if an is None:
+        an = cache[id(vec)] = vec.build_analyzer()
+    vocab = vec.vocabulary_
+    counts: dict[int, int] = {}
+    for tok in an(docs[0]):
+        j = vocab.get(tok)
+        if j is not None:
+            counts[j] = counts.get(j, 0) + 1
+    idx = np.array(sorted(counts), dtype=np.int32)
+    data = np.array([counts[j] for j in idx.tolist()], dtype=vec.dtype)
+    if vec.binary:
+        data.fill(1)
+    if vec.sublinear_tf:
+        np.log(data, data)
+        data += 1.0
+    if vec.use_idf:
+        data *= vec.idf_[idx]
+    if vec.norm == "l2" and data.size:
+        norm = np.sqrt(np.dot(data, data))
+        if norm > 0:
+            data /= norm
+    return sp.csr_matrix((data, idx, np.array([0, idx.size], dtype=np.int32)), shape=(1, len(vec.idf_)))
 
 
 _PUNCT = set(string.punctuation)
