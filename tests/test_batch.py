@@ -87,6 +87,12 @@ def test_batch_dispatch_end_to_end_at_the_batch_price(tmp_path: Path) -> None:
                 assert r["cost"] == pytest.approx(spec.call_cost(r["prompt_tokens"], r["completion_tokens"]))
         assert sum(1 for r in got if r.get("tier") == "batch") == 300 - failed_lines
         assert rep.spent_total == pytest.approx(sum(r["cost"] for r in got))
+        at_online = sum(cat[r["model"]].call_cost(r["prompt_tokens"], r["completion_tokens"]) for r in got)
+        print(f"\nbatch dispatch: {len(got)} queries, {len(rep.batches)} batches "
+              f"({', '.join(b['model'] + ' ' + b['status'] for b in rep.batches)}), "
+              f"{300 - failed_lines} answered in batches, {failed_lines} failed lines answered online; "
+              f"submitted at most {max(srv.submitted.values())}x per query; spent ${rep.spent_total:.4f} "
+              f"against ${at_online:.4f} at online prices")
 
 
 def test_interrupted_batch_is_polled_again_never_submitted_twice(tmp_path: Path) -> None:

@@ -167,3 +167,26 @@ def test_capped_dispatch_says_what_was_left(tmp_path: Path) -> None:
     assert r.exit_code == 1
     assert "order: cheapest first" in r.output and "not sent" in r.output and "upper-bound cost" in r.output
     assert "stopped: the next call's upper-bound cost" in r.output
+
+
+@pytest.mark.parametrize("args, option", [(["--backoff", "-5"], "--backoff"), (["--backoff", "nan"], "--backoff"),
+                                          (["--concurrency", "0"], "--concurrency"),
+                                          (["--max-attempts", "0"], "--max-attempts"),
+                                          (["--max-spend", "-1"], "--max-spend"), (["--via", "fax"], "--via"),
+                                          (["--poll-interval", "0", "--via", "batch"], "--poll-interval")])
+def test_bad_dispatch_options_are_one_line_before_anything_else(tmp_path: Path, args: list, option: str) -> None:
+    plan = plan_folder(tmp_path / "plan", 3)
+    cat = catalogue_file(tmp_path / "models.yaml", "http://127.0.0.1:9/v1")
+    r = runner.invoke(app, ["dispatch", str(plan), "--models", str(cat), "--out", str(tmp_path / "a.jsonl"), *args])
+    lines = r.output.strip().splitlines()
+    assert r.exit_code == 2 and len(lines) == 1 and lines[0].startswith("error: ") and option in lines[0], r.output
+    assert not (tmp_path / "a.jsonl").exists()
+
+
+def test_a_missing_key_is_the_only_line_printed(tmp_path: Path) -> None:
+    plan = plan_folder(tmp_path / "plan", 3)
+    cat = catalogue_file(tmp_path / "models.yaml", "http://127.0.0.1:9/v1", key_env="SURELY_UNSET_KEY_VAR")
+    r = runner.invoke(app, ["dispatch", str(plan), "--models", str(cat), "--out", str(tmp_path / "a.jsonl")],
+                      env={"SURELY_UNSET_KEY_VAR": ""})
+    lines = r.output.strip().splitlines()
+    assert r.exit_code == 2 and len(lines) == 1 and "SURELY_UNSET_KEY_VAR" in lines[0], r.output

@@ -287,7 +287,12 @@ def dispatch(
     from optllm.dispatch.ledger import ledger_path
     from optllm.io import check_output_file
 
+    from optllm.dispatch.batch import check_batch_options
+
+    if via not in ("plan", "batch", "online"):
+        raise OptLLMError(f"--via must be plan, batch or online, got {via!r}")
     check_options(concurrency=concurrency, max_spend=max_spend, max_attempts=max_attempts, backoff_base=backoff)
+    check_batch_options(retry=retry_failed, poll_interval=poll_interval)
     check_output_file(out, "--out")
     check_output_file(ledger_path(out), "--out (its ledger)")
     cat = load_catalogue(models)
@@ -295,8 +300,6 @@ def dispatch(
     check_ready(items, cat, fallback)  # every problem is reported before anything else is printed
     if max_spend is None and not json_out:
         err_console.print("note: no --max-spend given, so spending is not capped", highlight=False)
-    if via not in ("plan", "batch", "online"):
-        raise OptLLMError(f"--via must be plan, batch or online, got {via!r}")
     batched = via == "batch" or (via == "plan" and any(it.tier == "batch" for it in items))
     if via == "online" and any(it.tier == "batch" for it in items) and not json_out:
         err_console.print("note: the plan was priced at batch prices; sent online it costs more (the plan's "

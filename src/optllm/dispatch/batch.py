@@ -55,6 +55,18 @@ def _field(obj: Any, name: str, default: Any = None) -> Any:
     return obj.get(name, default) if isinstance(obj, dict) else getattr(obj, name, default)
 
 
+def check_batch_options(*, retry: str = "online", poll_interval: float = 30.0, poll_max: float = 600.0,
+                        max_lines: int = 50_000, max_rounds: int = 4) -> None:
+    """The batch options, checked before anything else happens (one error naming the option)."""
+    if retry not in RETRY:
+        raise OptLLMError(f"--retry-failed must be one of {', '.join(RETRY)}, got {retry!r}")
+    if not (poll_interval > 0 and math.isfinite(poll_interval)) or not (poll_max >= poll_interval):
+        raise OptLLMError(f"--poll-interval must be a positive number of seconds (at most the longest wait "
+                          f"{poll_max:g}), got {poll_interval}")
+    if max_lines < 1 or max_rounds < 1:
+        raise OptLLMError("a batch needs at least one line and one round")
+
+
 class BatchDispatcher:
     """One `dispatch --via batch` run (see the module docstring)."""
 
@@ -65,13 +77,8 @@ class BatchDispatcher:
                  console: Any = None, handle_signals: bool = True, follow_plan: bool = False,
                  **online_kw: Any) -> None:
         check_options(concurrency=concurrency, max_spend=max_spend)
-        if retry not in RETRY:
-            raise OptLLMError(f"--retry-failed must be one of {', '.join(RETRY)}, got {retry!r}")
-        if not (poll_interval > 0 and math.isfinite(poll_interval)) or not (poll_max >= poll_interval):
-            raise OptLLMError(f"--poll-interval must be a positive number of seconds (at most the longest wait "
-                              f"{poll_max}), got {poll_interval}")
-        if max_lines < 1 or max_rounds < 1:
-            raise OptLLMError("a batch needs at least one line and one round")
+        check_batch_options(retry=retry, poll_interval=poll_interval, poll_max=poll_max, max_lines=max_lines,
+                            max_rounds=max_rounds)
         self.items = list(items)
         self.cat = catalogue
         self.out = Path(out)
