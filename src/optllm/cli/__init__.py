@@ -27,6 +27,7 @@ from optllm.cli import front_cmds  # noqa: F401,E402
 from optllm.cli import coverage_cmds  # noqa: F401,E402
 from optllm.cli import label_cmds  # noqa: F401,E402
 from optllm.cli import label_budget_cmds  # noqa: F401,E402
+from optllm.cli import serve_cmds  # noqa: F401,E402
 
 
 def one_line(e: BaseException) -> str:

@@ -1,0 +1,263 @@
+"""The OpenAI-compatible app: `POST /v1/chat/completions` (plain and streamed), `GET
+/v1/models`, `GET /metrics`, `GET /healthz`.
+
+Request `model`:
+- `optllm-auto` (or `auto`, or none): routed (`optllm.serve.router`) at the pacer's λ, with
+  fallbacks along the query's hull; the answer's cost moves λ (`optllm.serve.pacing`);
+- a catalogue model name: sent to that model only (retries, no fallback); spends under the
+  hard cap but does not move λ;
+- anything else: 404 `model_not_found`, as OpenAI answers.
+The response's `model` field and the `x-optllm-model` header name the model that answered;
+`x-optllm-routed-model`, `x-optllm-route-ms`, `x-optllm-lambda`, `x-optllm-fallback` and
+`x-optllm-cost-usd` say how it was chosen and what it cost (streams: all but the cost).
+
+With `shadow` set, every request goes to that model and the router's choice, with its
+predicted accuracy and cost, is only logged (and λ moves on the router's estimated costs).
+"""
+from __future__ import annotations
+
+import contextlib
+import hmac
+import json
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import FastAPI, Request  # the `serve` extra
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from optllm.cost import Catalogue, prompt_tokens
+from optllm.errors import OptLLMError
+from optllm.secrets import redact
+from optllm.serve.metrics import Metrics
+from optllm.serve.pacing import Pacer
+from optllm.serve.router import Decision, Router
+from optllm.serve.upstream import Answer, Exhausted, Upstreams
+
+AUTO = "optllm-auto"
+AUTO_ALIASES = (AUTO, "auto", "", None)
+EXTRA_MESSAGE_TOKENS = 4  # chat framing of every message after the first (the catalogue's overhead covers one)
+
+
+@dataclass
+class Server:
+    """Everything the app needs (built from files by `optllm.serve.setup.build_server`)."""
+
+    router: Router
+    upstreams: Upstreams
+    catalogue: Catalogue  # every model that may be called (the router's and direct-call ones)
+    metrics: Metrics
+    token: str | None = None  # clients' bearer token; None: no auth (loopback only, see the CLI)
+    shadow: str | None = None  # the fixed model every request goes to in shadow mode
+    log_path: str | None = None  # JSONL of every routed decision (no prompt text)
+    info: dict[str, Any] = field(default_factory=dict)
+    _log: Any = None
+
+    @property
+    def pacer(self) -> Pacer:
+        return self.router.pacer
+
+    def log(self, rec: dict[str, Any]) -> None:
+        if self.log_path is None:
+            return
+        if self._log is None:
+            self._log = open(self.log_path, "a", encoding="utf-8")
+        clean = {k: (None if isinstance(v, float) and v != v else v) for k, v in rec.items()}  # NaN: not a router model
+        self._log.write(redact(json.dumps(clean)) + "\n")
+        self._log.flush()
+
+    async def close(self) -> None:
+        await self.upstreams.close()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+
+def _error(status: int, message: str, kind: str, code: str | None = None, headers: dict[str, str] | None = None) -> Any:
+    return JSONResponse({"error": {"message": redact(message), "type": kind, "param": None, "code": code}},
+                        status_code=status, headers=headers)
+
+
+def message_text(messages: list[dict[str, Any]], last_user: bool) -> str:
+    """The text of the last user message (what the router reads) or of all messages (what the
+    reservation counts); list contents keep their text parts."""
+    def text(m: dict[str, Any]) -> str:
+        c = m.get("content")
+        if isinstance(c, str):
+            return c
+        if isinstance(c, list):
+            return "\n".join(str(p.get("text", "")) for p in c if isinstance(p, dict))
+        return "" if c is None else str(c)
+
+    if last_user:
+        users = [m for m in messages if m.get("role") == "user"]
+        return text(users[-1] if users else messages[-1])
+    return "\n".join(text(m) for m in messages)
+
+
+def _check_body(body: Any) -> tuple[list[dict[str, Any]], str | None, bool, dict[str, Any]]:
+    if not isinstance(body, dict):
+        raise ValueError("the request body must be a JSON object")
+    msgs = body.get("messages")
+    if not isinstance(msgs, list) or not msgs or not all(isinstance(m, dict) for m in msgs):
+        raise ValueError("'messages' must be a non-empty list of message objects")
+    model = body.get("model")
+    if model is not None and not isinstance(model, str):
+        raise ValueError("'model' must be a string")
+    n = body.get("n", 1)
+    if n is not None and (not isinstance(n, int) or n < 1):
+        raise ValueError("'n' must be a positive integer")
+    for k in ("max_tokens", "max_completion_tokens"):
+        v = body.get(k)
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+            raise ValueError(f"'{k}' must be a positive integer")
+    params = {k: v for k, v in body.items() if k not in ("model", "messages", "stream")}
+    return msgs, model, bool(body.get("stream")), params
+
+
+def create_app(server: Server) -> Any:
+    """The FastAPI app over `server` (closed with the app)."""
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Any) -> Any:
+        yield
+        await server.close()
+
+    app = FastAPI(title="optllm serve", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
+    m = server.metrics
+    m.lam.set(server.pacer.lam)
+    if server.pacer.mode == "budget":
+        m.budget_rate.set(server.pacer.rate)
+
+    def authorised(request: Request) -> bool:
+        if server.token is None:
+            return True
+        got = request.headers.get("authorization", "")
+        return hmac.compare_digest(got.encode(), f"Bearer {server.token}".encode())
+
+    def unauthorised() -> Any:
+        return _error(401, "missing or wrong bearer token (Authorization: Bearer ...)", "invalid_request_error",
+                      "invalid_api_key")
+
+    @app.get("/healthz")
+    async def healthz() -> Any:
+        g = server.upstreams.guard
+        return {"status": "ok", "models": len(server.catalogue), "lambda": server.pacer.lam,
+                "spent": g.spent, "cap": g.cap}
+
+    @app.get("/metrics")
+    async def metrics(request: Request) -> Any:
+        if not authorised(request):
+            return unauthorised()
+        g = server.upstreams.guard
+        m.cap_left.set(g.remaining)
+        body, ctype = m.render()
+        return Response(body, media_type=ctype)
+
+    @app.get("/v1/models")
+    async def models(request: Request) -> Any:
+        if not authorised(request):
+            return unauthorised()
+        now = int(server.info.get("started", time.time()))
+        data = [{"id": AUTO, "object": "model", "created": now, "owned_by": "optllm"}]
+        data += [{"id": s.name, "object": "model", "created": now, "owned_by": "optllm-catalogue"}
+                 for s in server.catalogue.models]
+        return {"object": "list", "data": data}
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request) -> Any:
+        t_start = time.perf_counter()
+        if not authorised(request):
+            return unauthorised()
+        try:
+            body = json.loads(await request.body())
+            messages, model, stream, params = _check_body(body)
+        except ValueError as e:
+            return _error(400, f"invalid request: {e}", "invalid_request_error")
+        decision: Decision | None = None
+        if model in AUTO_ALIASES:
+            try:
+                decision = server.router.route(message_text(messages, last_user=True))
+            except OptLLMError as e:
+                return _error(400, str(e), "invalid_request_error", "context_length_exceeded")
+            m.routing.observe(decision.route_s)
+            mode = "shadow" if server.shadow else "auto"
+            chain = (server.shadow,) if server.shadow else decision.chain
+        elif model in server.catalogue:
+            mode, chain = "forced", (model,)
+        else:
+            return _error(404, f"The model `{model}` does not exist; use {AUTO} or one of "
+                          f"{', '.join(server.catalogue.names)}", "invalid_request_error", "model_not_found")
+        full = message_text(messages, last_user=False)
+        sub = server.catalogue.select(list(chain), what="the request")
+        pt = prompt_tokens([full], sub)[0] + EXTRA_MESSAGE_TOKENS * (len(messages) - 1)
+        ptok = {name: float(pt[k]) for k, name in enumerate(sub.names)}
+        try:
+            ans = await server.upstreams.send(chain, messages, params, ptok, stream=stream)
+        except Exhausted as e:
+            m.failed(mode, e.status)
+            hdr = {"x-should-retry": "false"} if e.kind == "insufficient_quota" else None
+            return _error(e.status, e.message, "insufficient_quota" if e.status == 429 else "api_error", e.kind,
+                          headers=hdr)
+        headers = {"x-optllm-model": ans.model, "x-optllm-fallback": str(ans.position),
+                   "x-optllm-lambda": f"{server.pacer.lam:.6g}"}
+        if decision is not None:
+            headers["x-optllm-routed-model"] = decision.model
+            headers["x-optllm-route-ms"] = f"{decision.route_s * 1e3:.3f}"
+
+        def finish(a: Answer) -> None:
+            _after(server, a, decision, mode, stream, t_start)
+
+        if not stream:
+            finish(ans)
+            out = ans.response.to_dict() if hasattr(ans.response, "to_dict") else dict(ans.response)
+            out["model"] = ans.model
+            headers["x-optllm-cost-usd"] = f"{ans.cost:.8g}"
+            return JSONResponse(out, headers=headers)
+
+        want_usage = bool((params.get("stream_options") or {}).get("include_usage"))
+
+        async def events() -> Any:
+            chunks = server.upstreams.stream_rest(ans)
+            try:
+                async for chunk in chunks:
+                    d = chunk.to_dict() if hasattr(chunk, "to_dict") else dict(chunk)
+                    d["model"] = ans.model
+                    if not want_usage:
+                        if not d.get("choices"):
+                            continue  # the usage chunk we asked for to meter the stream
+                        d.pop("usage", None)
+                    yield f"data: {json.dumps(d, ensure_ascii=False)}\n\n"
+                yield "data: [DONE]\n\n"
+            finally:
+                await chunks.aclose()
+                finish(ans)
+
+        return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
+
+    return app
+
+
+def _after(server: Server, ans: Answer, decision: Decision | None, mode: str, stream: bool, t_start: float) -> None:
+    """Metrics, λ and the decision log once an answer's cost is known."""
+    m = server.metrics
+    m.answered(ans.model, mode, ans.prompt_tokens, ans.completion_tokens, ans.cost, ans.position)
+    m.latency.labels(str(stream).lower()).observe(time.perf_counter() - t_start)
+    if decision is None:
+        return
+    if mode == "shadow":  # the router's choice was not sent: λ follows its estimated cost
+        server.pacer.observe(decision.cost_of(decision.model), decision.p_of(decision.model))
+        if decision.model != ans.model:
+            m.shadow.inc()
+    else:
+        server.pacer.observe(ans.cost, decision.p_of(ans.model))
+    m.lam.set(server.pacer.lam)
+    s = server.pacer.state
+    if s.requests:
+        m.spend_rate.set(s.spend / s.requests)
+    server.log({"time": time.time(), "id": uuid.uuid4().hex[:12], "mode": mode, "served": ans.model,
+                "routed": decision.model, "p_routed": decision.p_of(decision.model),
+                "cost_routed_est": decision.cost_of(decision.model), "p_served": decision.p_of(ans.model),
+                "cost_served_est": decision.cost_of(ans.model), "cost": ans.cost, "fallback": ans.position,
+                "lambda": decision.lam, "route_ms": round(decision.route_s * 1e3, 3),
+                "prompt_tokens": int(decision.prompt_tokens.min())})

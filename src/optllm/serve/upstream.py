@@ -1,0 +1,280 @@
+"""Calls to the upstream OpenAI-compatible servers, with dispatch's rules (imported, not
+copied): `classify` decides what a failure means (retry? may it have been billed? disable
+the model?), `backoff_delay` spaces the retries, a `CircuitBreaker` per endpoint stops
+calling a server that keeps refusing connections, and the `SpendGuard` holds every call's
+upper-bound cost (`ModelSpec.reservation`, as in dispatch) before it is sent, so spend plus
+reservations in flight never exceeds the hard cap while servers bill no more than reserved.
+
+A request walks its chain (the routed model, then its hull fallbacks): a model whose
+reservation does not fit under the cap, which is disabled (401/403/404) or whose endpoint's
+circuit is open is skipped; a retryable failure is retried up to `max_attempts` times, then
+the next model is tried. A streamed request can fall back only until its first chunk has
+arrived; after that it is metered from the final usage chunk (`stream_options.include_usage`)
+or, when none arrives or the stream breaks, charged its whole reservation (unknown spend).
+
+Unlike a dispatch run, a server lives on: a disabled model or an open circuit is tried
+again after `cooldown_s`.
+"""
+from __future__ import annotations
+
+import asyncio
+import itertools
+import math
+import random
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator, Callable, Mapping, Sequence
+
+from optllm.cost import Catalogue, ModelSpec
+from optllm.dispatch.client import classify, default_client
+from optllm.dispatch.limits import CircuitBreaker, SpendGuard, backoff_delay
+from optllm.secrets import redact
+
+
+class Exhausted(Exception):
+    """No model of the chain answered; `status` is the HTTP status to give the client."""
+
+    def __init__(self, status: int, message: str, kind: str) -> None:
+        super().__init__(message)
+        self.status, self.message, self.kind = status, message, kind
+
+
+@dataclass
+class Answer:
+    """An answered call. For a stream, `first` is its first chunk and `rest` the iterator of
+    the others; `settle` must be awaited once the stream has ended (or was abandoned)."""
+
+    model: str
+    response: Any = None
+    cost: float = 0.0
+    reserved: float = 0.0
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    attempts: int = 1
+    position: int = 0  # 0: the routed model; k: the k-th fallback
+    skipped: list[str] = field(default_factory=list)
+    first: Any = None
+    rest: Any = None
+    call: str = ""
+
+
+class Upstreams:
+    def __init__(self, catalogue: Catalogue, keys: Mapping[str, str], guard: SpendGuard, *, max_attempts: int = 3,
+                 backoff_base: float = 0.2, backoff_cap: float = 5.0, breaker: int = 5, cooldown_s: float = 30.0,
+                 seed: int = 0, client_factory: Callable[[ModelSpec, str], Any] | None = None,
+                 ledger: Any = None, on_error: Callable[[str, str], None] | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.cat = catalogue
+        self.keys = dict(keys)
+        self.guard = guard
+        self.max_attempts = max(1, int(max_attempts))
+        self.backoff_base, self.backoff_cap = backoff_base, backoff_cap
+        self.breaker = CircuitBreaker(breaker)
+        self.cooldown_s = cooldown_s
+        self.rng = random.Random(seed)
+        self.client_factory = client_factory or default_client
+        self.ledger = ledger
+        self.on_error = on_error or (lambda model, kind: None)
+        self.clock = clock
+        self.disabled: dict[str, tuple[str, float]] = {}  # model -> (why, since)
+        self._opened: dict[str, float] = {}  # endpoint -> when its circuit opened
+        self._clients: dict[tuple[str, str], Any] = {}
+        self._run = uuid.uuid4().hex[:8]
+        self._seq = itertools.count(1)
+
+    # ------------------------------------------------------------------ state
+    def client(self, spec: ModelSpec) -> Any:
+        k = (spec.base_url, spec.api_key_env or "")
+        if k not in self._clients:
+            self._clients[k] = self.client_factory(spec, self.keys[spec.name])
+        return self._clients[k]
+
+    async def close(self) -> None:
+        for c in self._clients.values():
+            close = getattr(c, "close", None)
+            if close is not None:
+                try:
+                    await close()
+                except Exception:  # noqa: BLE001 - closing must not fail the shutdown
+                    pass
+        self._clients.clear()
+        if self.ledger is not None:
+            try:
+                await self.ledger.flush()
+            finally:
+                self.ledger.close()
+
+    def unavailable(self, spec: ModelSpec) -> str | None:
+        """Why `spec` is not called now (disabled, circuit open), or None; expired ones reopen."""
+        now = self.clock()
+        d = self.disabled.get(spec.name)
+        if d is not None:
+            if now - d[1] < self.cooldown_s:
+                return f"disabled ({d[0]})"
+            del self.disabled[spec.name]
+        url = spec.base_url
+        if url in self.breaker.open:
+            since = self._opened.setdefault(url, now)
+            if now - since < self.cooldown_s:
+                return redact(f"endpoint {url} unreachable ({self.breaker.open[url]})")
+            del self.breaker.open[url]  # half-open: the next call decides
+            self._opened.pop(url, None)
+            self.breaker.streak[url] = max(0, self.breaker.threshold - 1)
+        return None
+
+    @staticmethod
+    def reservation(spec: ModelSpec, prompt_tokens: float, n: int = 1, max_tokens: int | None = None) -> float:
+        """The spend guard's amount for one call (dispatch's rule, `ModelSpec.reservation`)."""
+        out = spec.max_output_tokens if max_tokens is None else min(int(max_tokens), spec.max_output_tokens)
+        return spec.reservation(prompt_tokens, None if (n == 1 and max_tokens is None) else n * out)
+
+    async def _journal(self, rec: dict[str, Any]) -> None:
+        if self.ledger is not None:
+            await self.ledger.append({**rec, "time": time.time()})
+
+    # ------------------------------------------------------------------ calls
+    def _kwargs(self, spec: ModelSpec, params: Mapping[str, Any], stream: bool) -> dict[str, Any]:
+        body = dict(spec.params)
+        body.update({k: v for k, v in params.items() if k not in ("max_tokens", "max_completion_tokens")})
+        if spec.temperature is not None and "temperature" not in params:
+            body["temperature"] = spec.temperature
+        asked = params.get("max_tokens") or params.get("max_completion_tokens")
+        body[spec.max_tokens_param] = min(int(asked), spec.max_output_tokens) if asked else spec.max_output_tokens
+        if stream:
+            body["stream"] = True
+            body["stream_options"] = {**(params.get("stream_options") or {}), "include_usage": True}
+        return body
+
+    async def send(self, chain: Sequence[str], messages: list[dict[str, Any]], params: Mapping[str, Any],
+                   prompt_tokens: Mapping[str, float], *, stream: bool = False) -> Answer:
+        """Answer from the first model of `chain` that can; raises `Exhausted` when none can."""
+        reasons: list[str] = []
+        n = int(params.get("n") or 1)
+        asked = params.get("max_tokens") or params.get("max_completion_tokens")
+        cap_refused, tried = 0, [False]
+        for pos, name in enumerate(chain):
+            spec = self.cat[name]
+            why = self.unavailable(spec)
+            if why:
+                reasons.append(f"{name}: {why}")
+                continue
+            amount = self.reservation(spec, prompt_tokens[name], n, asked)
+            if not self.guard.fits(amount):
+                cap_refused += 1
+                reasons.append(f"{name}: its upper-bound cost ${amount:.6f} does not fit under the spend cap "
+                               f"(${self.guard.remaining:.6f} left)")
+                continue
+            ans = await self._try(spec, amount, messages, params, stream, reasons, tried)
+            if ans is not None:
+                ans.position, ans.skipped = pos, list(reasons)
+                return ans
+        if cap_refused and not tried[0]:
+            raise Exhausted(429, "spend cap reached: " + "; ".join(reasons), "insufficient_quota")
+        raise Exhausted(502, "no upstream model answered: " + "; ".join(reasons), "upstream_error")
+
+    async def _try(self, spec: ModelSpec, amount: float, messages: list[dict[str, Any]], params: Mapping[str, Any],
+                   stream: bool, reasons: list[str], tried: list[bool]) -> Answer | None:
+        kwargs = self._kwargs(spec, params, stream)
+        for attempt in range(1, self.max_attempts + 1):
+            if self.unavailable(spec):
+                reasons.append(f"{spec.name}: {self.unavailable(spec)}")
+                return None
+            if not self.guard.fits(amount) or not await self.guard.reserve(amount):
+                reasons.append(f"{spec.name}: spend cap reached")
+                return None
+            call = f"{self._run}-{next(self._seq)}"
+            tried[0] = True
+            await self._journal({"event": "reserve", "call": call, "id": call, "model": spec.name, "amount": amount,
+                                 "attempt": attempt})
+            try:
+                resp = await self.client(spec).chat.completions.create(model=spec.model_id, messages=messages,
+                                                                      **kwargs)
+                first = None
+                if stream:
+                    try:
+                        first = await resp.__anext__()
+                    except StopAsyncIteration:
+                        raise ValueError("the stream ended before its first chunk") from None
+            except asyncio.CancelledError:
+                await self._settle(spec, call, amount, amount, unknown=True)  # may have been sent: counted
+                raise
+            except Exception as exc:  # noqa: BLE001 - classified
+                err = classify(exc)
+                charged = amount if err.maybe_charged else 0.0
+                await self._journal({"event": "error", "call": call, "id": call, "model": spec.name,
+                                     "kind": err.kind, "retryable": err.retryable, "charged": charged,
+                                     "message": err.message})
+                await self.guard.settle(amount, charged)
+                self.on_error(spec.name, err.kind)
+                if err.disables_model:
+                    self.disabled[spec.name] = (f"HTTP {err.kind}", self.clock())
+                if err.kind in ("connection", "timeout"):
+                    if self.breaker.failure(spec.base_url, err.message):
+                        self._opened[spec.base_url] = self.clock()
+                else:
+                    self.breaker.success(spec.base_url)
+                last = redact(f"{err.kind} after {attempt} attempt(s) at {spec.base_url}: {err.message}")
+                if not err.retryable or attempt == self.max_attempts:
+                    reasons.append(f"{spec.name}: {last}")
+                    return None
+                await asyncio.sleep(backoff_delay(attempt, self.backoff_base, self.backoff_cap, self.rng,
+                                                  err.retry_after))
+                continue
+            self.breaker.success(spec.base_url)
+            if stream:
+                return Answer(spec.name, reserved=amount, attempts=attempt, first=first, rest=resp, call=call)
+            pt, ct = _usage(resp)
+            cost = amount if pt is None or ct is None else float(spec.call_cost(pt, ct))
+            await self._settle(spec, call, amount, cost, unknown=pt is None or ct is None)
+            return Answer(spec.name, resp, cost, amount, pt, ct, attempt, call=call)
+        return None  # pragma: no cover - the loop returns
+
+    async def _settle(self, spec: ModelSpec, call: str, amount: float, cost: float, unknown: bool = False) -> None:
+        await self._journal({"event": "answer", "call": call, "id": call, "model": spec.name, "cost": cost,
+                             "reserved": amount, **({"note": "usage unknown: charged the reservation"}
+                                                    if unknown else {})})
+        await self.guard.settle(amount, cost)
+
+    async def stream_rest(self, ans: Answer) -> AsyncIterator[Any]:
+        """The chunks of a streamed answer (its first one included); on the end of the stream
+        (or its abandonment) the call is settled from the usage chunk, else at its reservation."""
+        spec = self.cat[ans.model]
+        usage: tuple[int | None, int | None] = (None, None)
+        done = False
+        try:
+            chunk = ans.first
+            while True:
+                u = _usage(chunk)
+                if u[0] is not None:
+                    usage = u
+                yield chunk
+                try:
+                    chunk = await ans.rest.__anext__()
+                except StopAsyncIteration:
+                    done = True
+                    break
+        finally:
+            pt, ct = usage
+            if done and pt is not None and ct is not None:
+                ans.prompt_tokens, ans.completion_tokens = pt, ct
+                ans.cost = float(spec.call_cost(pt, ct))
+                unknown = False
+            else:
+                ans.cost, unknown = ans.reserved, True
+            try:
+                close = getattr(ans.rest, "close", None)
+                if close is not None and not done:
+                    await close()
+            finally:
+                await asyncio.shield(self._settle(spec, ans.call, ans.reserved, ans.cost, unknown=unknown))
+
+
+def _usage(resp: Any) -> tuple[int | None, int | None]:
+    u = getattr(resp, "usage", None)
+    if u is None:
+        return None, None
+    p, c = getattr(u, "prompt_tokens", None), getattr(u, "completion_tokens", None)
+    if p is None or c is None or not (math.isfinite(p) and math.isfinite(c)):
+        return None, None
+    return int(p), int(c)
