@@ -110,8 +110,7 @@ def plan_queries(train: Outcomes, val: Outcomes, inputs: Any, cost: np.ndarray, 
     has_val = val.n > 0
     model.fit(inputs_of(train), train.correct, inputs_of(val) if has_val else None,
               val.correct if has_val else None, models=models)
-    pred = model.predict(inputs)
-    mean, std = np.asarray(pred.mean, dtype=np.float64), np.asarray(pred.std, dtype=np.float64)
+    mean, std = predict_in_chunks(model, inputs)
     if feasible is not None:
         mean, std = np.where(feasible, mean, 0.0), np.where(feasible, std, 0.0)
     t["predict"] = time.perf_counter() - t1
@@ -176,6 +175,22 @@ def cross_fit(name: str, train: Outcomes, val: Outcomes, folds: int, seed: int,
             model.fit(_rows(X, tr), Y[tr], models=train.models)
         P[held] = model.predict(_rows(X, held)).mean
     return HeldOut(P, Y.astype(float), C, estimator, fold)
+
+
+PREDICT_CHUNK = 32_768  # rows featurised and predicted at once: bounds the (rows x n_train) kernel blocks
+
+
+def predict_in_chunks(model: Any, inputs: Any, rows: int = PREDICT_CHUNK) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, std) of `model` on `inputs`, `rows` at a time: the fitted featuriser and
+    predictor are fixed, so chunks give the same numbers with memory bounded by the chunk."""
+    n = len(inputs) if isinstance(inputs, list) else inputs.shape[0]
+    means, stds = [], []
+    for lo in range(0, max(n, 1), rows):
+        idx = np.arange(lo, min(n, lo + rows))
+        pred = model.predict(inputs if n <= rows else _rows(inputs, idx))
+        means.append(np.asarray(pred.mean, dtype=np.float64))
+        stds.append(np.asarray(pred.std, dtype=np.float64))
+    return np.concatenate(means), np.concatenate(stds)
 
 
 def _rows(X: Any, idx: np.ndarray) -> Any:
