@@ -27,12 +27,12 @@ from typing import Any
 from fastapi import FastAPI, Request  # the `serve` extra
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from optllm.cost import Catalogue, prompt_tokens
+from optllm.cost import Catalogue
 from optllm.errors import OptLLMError
 from optllm.secrets import redact
 from optllm.serve.metrics import Metrics
 from optllm.serve.pacing import Pacer
-from optllm.serve.router import Decision, Router
+from optllm.serve.router import Decision, Router, tokens_one
 from optllm.serve.upstream import Answer, Exhausted, Upstreams
 
 AUTO = "optllm-auto"
@@ -188,10 +188,12 @@ def create_app(server: Server) -> Any:
         else:
             return _error(404, f"The model `{model}` does not exist; use {AUTO} or one of "
                           f"{', '.join(server.catalogue.names)}", "invalid_request_error", "model_not_found")
-        full = message_text(messages, last_user=False)
-        sub = server.catalogue.select(list(chain), what="the request")
-        pt = prompt_tokens([full], sub)[0] + EXTRA_MESSAGE_TOKENS * (len(messages) - 1)
-        ptok = {name: float(pt[k]) for k, name in enumerate(sub.names)}
+        if decision is not None and len(messages) == 1 and not server.shadow:
+            ptok = {name: float(decision.prompt_tokens[k]) for k, name in enumerate(decision.models)}
+        else:  # the whole conversation, as the reservation must bound it
+            specs = [server.catalogue[name] for name in chain]
+            pt = tokens_one(message_text(messages, last_user=False), specs) + EXTRA_MESSAGE_TOKENS * (len(messages) - 1)
+            ptok = {name: float(pt[k]) for k, name in enumerate(chain)}
         try:
             ans = await server.upstreams.send(chain, messages, params, ptok, stream=stream)
         except Exhausted as e:

@@ -60,6 +60,19 @@ def choose(p: np.ndarray, cost: np.ndarray, lam: float) -> np.ndarray:
     return np.argmin(cc, axis=1)
 
 
+def tokens_one(text: str, specs: Sequence[Any]) -> np.ndarray:
+    """`cost.prompt_tokens([text], catalogue)[0]` (the same encodings and chat overhead) for one
+    prompt, without a thread pool per call: (m,) for the model specs `specs`."""
+    counts: dict[str, int] = {}
+    out = np.empty(len(specs), dtype=np.float64)
+    for k, m in enumerate(specs):
+        enc = m.encoding
+        if enc not in counts:
+            counts[enc] = len(get_encoding(enc).encode_ordinary(text))
+        out[k] = counts[enc] + m.prompt_overhead_tokens
+    return out
+
+
 class Router:
     """Routes prompts among the predictor's models (all in `catalogue`) at the pacer's λ."""
 
@@ -87,16 +100,7 @@ class Router:
         return p, cm.mean, pt
 
     def _tokens_one(self, text: str) -> np.ndarray:
-        """`cost.prompt_tokens([text], catalogue)` (the same encodings and chat overhead) for one
-        prompt, without a thread pool per call: (1, m)."""
-        counts: dict[str, int] = {}
-        out = np.empty((1, len(self._specs)), dtype=np.float64)
-        for k, m in enumerate(self._specs):
-            enc = m.encoding
-            if enc not in counts:
-                counts[enc] = len(get_encoding(enc).encode_ordinary(text))
-            out[0, k] = counts[enc] + m.prompt_overhead_tokens
-        return out
+        return tokens_one(text, self._specs)[None, :]
 
     def route(self, text: str | Sequence[str], lam: float | None = None) -> Decision:
         """The decision for one prompt (a list: its parts are joined, as the predictor saw prompts)."""

@@ -174,6 +174,7 @@ def build_server(models: str | os.PathLike[str], from_path: str | os.PathLike[st
     ups = Upstreams(cat, keys, guard, max_attempts=max_attempts, backoff_base=backoff, breaker=breaker,
                     cooldown_s=cooldown_s, seed=seed, client_factory=client_factory, ledger=log,
                     on_error=lambda model, kind: metrics.errors.labels(model, kind).inc())
+    ups.warm()
     info = {"started": time.time(), "from": str(fp), "mode": mode, "rate": rate, "start": start.as_dict(),
             "spent_before": spent, "routing_models": list(router.models)}
     return Server(router, ups, cat, metrics, token=token, shadow=shadow, log_path=log_path, info=info)

@@ -188,8 +188,7 @@ class Upstreams:
             await self._journal({"event": "reserve", "call": call, "id": call, "model": spec.name, "amount": amount,
                                  "attempt": attempt})
             try:
-                resp = await self.client(spec).chat.completions.create(model=spec.model_id, messages=messages,
-                                                                      **kwargs)
+                resp = await self._post(spec, {"model": spec.model_id, "messages": messages, **kwargs}, stream)
                 first = None
                 if stream:
                     try:
@@ -229,6 +228,21 @@ class Upstreams:
             await self._settle(spec, call, amount, cost, unknown=pt is None or ct is None)
             return Answer(spec.name, resp, cost, amount, pt, ct, attempt, call=call)
         return None  # pragma: no cover - the loop returns
+
+    async def _post(self, spec: ModelSpec, body: dict[str, Any], stream: bool) -> Any:
+        """POST /chat/completions through the official client's own request path (its errors,
+        timeouts and SSE parsing), the request body passed as the client sent it: no per-call
+        re-validation of the messages, which `chat.completions.create` would do."""
+        from openai import AsyncStream
+        from openai.types.chat import ChatCompletion, ChatCompletionChunk
+
+        return await self.client(spec).post("/chat/completions", body=body, cast_to=ChatCompletion, stream=stream,
+                                            stream_cls=AsyncStream[ChatCompletionChunk])
+
+    def warm(self) -> None:
+        """Build every endpoint's client now (imports, TLS context), not on the first request."""
+        for spec in self.cat.models:
+            self.client(spec)
 
     async def _settle(self, spec: ModelSpec, call: str, amount: float, cost: float, unknown: bool = False) -> None:
         await self._journal({"event": "answer", "call": call, "id": call, "model": spec.name, "cost": cost,
