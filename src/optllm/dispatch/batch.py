@@ -39,8 +39,8 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from optllm.cost import Catalogue, ModelSpec, prompt_tokens
-from optllm.dispatch.client import (DispatchReport, Dispatcher, _now, check_options, check_ready, classify,
-                                    default_client, install_stop_signals, remove_stop_signals)
+from optllm.dispatch.client import (ClientPool, DispatchReport, Dispatcher, _now, check_options, check_ready,
+                                    classify, install_stop_signals, remove_stop_signals)
 from optllm.dispatch.ledger import DurableLog, ResumeState, ledger_path
 from optllm.errors import OptLLMError
 from optllm.planning.items import PlanItem
@@ -89,22 +89,19 @@ class BatchDispatcher:
         self.poll_interval, self.poll_max = poll_interval, poll_max
         self.max_lines, self.max_rounds = max_lines, max_rounds
         self.concurrency = concurrency
-        self.client_factory = client_factory or default_client
+        self.client_factory = client_factory
+        self.clients = ClientPool(keys, client_factory)
         self.console = console
         self.handle_signals = handle_signals
         self.online_kw = online_kw
         self.follow_plan = follow_plan  # batch only the queries the plan priced at the batch tier
         self.report = DispatchReport(max_spend=max_spend, answers_path=str(self.out), ledger_path=str(self.ledger_file),
                                      via="batch")
-        self._clients: dict[tuple[str, str], Any] = {}
         self._stop = False
 
     # ------------------------------------------------------------------ plumbing
     def _client(self, spec: ModelSpec) -> Any:
-        k = (spec.base_url, spec.api_key_env or "")
-        if k not in self._clients:
-            self._clients[k] = self.client_factory(spec, self.keys[spec.name])
-        return self._clients[k]
+        return self.clients.get(spec)
 
     def _say(self, text: str) -> None:
         if self.console is not None:
@@ -121,10 +118,7 @@ class BatchDispatcher:
         t0 = time.monotonic()
         rep = self.report
         state = ResumeState.read(self.out, self.ledger_file, repair=True)
-        plan_ids = {it.id for it in self.items}
-        rep.planned = len(self.items)
-        rep.already_answered = sum(1 for q in state.answered if q in plan_ids)
-        rep.spent_before = state.spent
+        rep.resume_from(state, self.items)
         self.spent = state.spent  # conservative: pending batches count at their reservations
         self.by_id = {it.id: it for it in self.items}
         self.answers = DurableLog(self.out).open()
@@ -163,13 +157,7 @@ class BatchDispatcher:
                 await self._collect(answered)
         finally:
             remove_stop_signals(signals)
-            for c in self._clients.values():
-                close = getattr(c, "close", None)
-                if close is not None:
-                    try:
-                        await close()
-                    except Exception:  # noqa: BLE001 - closing must not mask the run's outcome
-                        pass
+            await self.clients.close()
             self.answers.close()
             self.ledger.close()
         held = self._held()
@@ -182,7 +170,7 @@ class BatchDispatcher:
             # models without a batch tier, and the lines batches could not answer: online, same cap and files
             sub = await Dispatcher(online, self.cat, self.out, keys=self.keys, concurrency=self.concurrency,
                                    max_spend=self.max_spend, handle_signals=self.handle_signals,
-                                   console=self.console, **self.online_kw).run()
+                                   console=self.console, client_factory=self.client_factory, **self.online_kw).run()
             rep.answered += sub.answered
             for it in online:
                 rep.failed.pop(it.id, None)

@@ -95,6 +95,14 @@ class DispatchReport:
     def spent_this_run(self) -> float:
         return self.spent_total - self.spent_before
 
+    def resume_from(self, state: ResumeState, items: Sequence[PlanItem]) -> None:
+        """Start from what earlier runs on the same answers file left."""
+        plan_ids = {it.id for it in items}
+        self.planned = len(items)
+        self.already_answered = sum(1 for q in state.answered if q in plan_ids)
+        self.spent_before = state.spent
+        self.spent_uncertain = state.spent_uncertain
+
     @property
     def over_cap(self) -> float:
         """USD counted beyond --max-spend (only a server billing more than reserved can cause it)."""
@@ -222,6 +230,32 @@ def default_client(spec: ModelSpec, key: str) -> Any:
     return AsyncOpenAI(api_key=key, base_url=spec.base_url, max_retries=0, timeout=spec.timeout_s)
 
 
+class ClientPool:
+    """One official client per endpoint and key variable, built on first use, closed together."""
+
+    def __init__(self, keys: Mapping[str, str], factory: Callable[[ModelSpec, str], Any] | None = None) -> None:
+        self.keys = dict(keys)
+        self.factory = factory or default_client
+        self._clients: dict[tuple[str, str], Any] = {}
+
+    def get(self, spec: ModelSpec) -> Any:
+        k = (spec.base_url, spec.api_key_env or "")
+        if k not in self._clients:
+            self._clients[k] = self.factory(spec, self.keys[spec.name])
+        return self._clients[k]
+
+    async def close(self) -> None:
+        """Close every client; a failure to close never masks what the caller is doing."""
+        for c in self._clients.values():
+            close = getattr(c, "close", None)
+            if close is not None:
+                try:
+                    await close()
+                except Exception:  # noqa: BLE001
+                    pass
+        self._clients.clear()
+
+
 def install_stop_signals(handler: Callable[[int], None]) -> list[int]:
     """Route SIGINT and SIGTERM to `handler(sig)` in the running loop (main thread only) → the
     signals installed, for `remove_stop_signals`."""
@@ -327,7 +361,7 @@ class Dispatcher:
         self.rng = random.Random(seed)
         self.show_progress = progress
         self.console = console
-        self.client_factory = client_factory or default_client
+        self.clients = ClientPool(keys, client_factory)
         self.on_answer = on_answer
         self.handle_signals = handle_signals
         self.report = DispatchReport(max_spend=max_spend, answers_path=str(self.out),
@@ -339,25 +373,12 @@ class Dispatcher:
         self._pscale: dict[str, float] = {m.name: 1.0 for m in catalogue.models}
         self._cscale: dict[str, float] = {m.name: 1.0 for m in catalogue.models}
         self.breaker = CircuitBreaker(breaker)
-        self._clients: dict[tuple[str, str], Any] = {}
         self._answered_now: set[str] = set()
         self._workers: list[asyncio.Task[None]] = []
 
     # ------------------------------------------------------------------ clients
     def _client(self, spec: ModelSpec) -> Any:
-        k = (spec.base_url, spec.api_key_env or "")
-        if k not in self._clients:
-            self._clients[k] = self.client_factory(spec, self.keys[spec.name])
-        return self._clients[k]
-
-    async def _close_clients(self) -> None:
-        for c in self._clients.values():
-            close = getattr(c, "close", None)
-            if close is not None:
-                try:
-                    await close()
-                except Exception:  # noqa: BLE001 - closing must not mask the run's outcome
-                    pass
+        return self.clients.get(spec)
 
     # ------------------------------------------------------------------ signals
     def _notice(self, text: str) -> None:
@@ -416,11 +437,7 @@ class Dispatcher:
         t0 = time.monotonic()
         rep = self.report
         state = ResumeState.read(self.out, self.ledger_file, repair=True)
-        plan_ids = {it.id for it in self.items}
-        rep.planned = len(self.items)
-        rep.already_answered = sum(1 for q in state.answered if q in plan_ids)
-        rep.spent_before = state.spent
-        rep.spent_uncertain = state.spent_uncertain
+        rep.resume_from(state, self.items)
         held = state.in_pending_batch  # a provider batch still holds them: collect it, never send twice
         rep.in_pending_batches = sum(1 for it in self.items if it.id in held)
         todo = [it for it in self.items if it.id not in state.answered and it.id not in held]
@@ -464,7 +481,7 @@ class Dispatcher:
             for w in self._workers:
                 w.cancel()
             self.bar.stop()
-            await self._close_clients()
+            await self.clients.close()
             left = [it for it in todo if it.id not in self._answered_now and it.id not in rep.failed]
             rep.not_sent = len(left)
             rep.not_sent_by_model = dict(Counter(it.model for it in left))

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Callable, Mapping, Sequence
 
 from optllm.cost import Catalogue, ModelSpec
-from optllm.dispatch.client import classify, default_client
+from optllm.dispatch.client import ClientPool, classify
 from optllm.dispatch.limits import CircuitBreaker, SpendGuard, backoff_delay
 from optllm.secrets import redact
 
@@ -73,32 +73,21 @@ class Upstreams:
         self.breaker = CircuitBreaker(breaker)
         self.cooldown_s = cooldown_s
         self.rng = random.Random(seed)
-        self.client_factory = client_factory or default_client
+        self.clients = ClientPool(keys, client_factory)
         self.ledger = ledger
         self.on_error = on_error or (lambda model, kind: None)
         self.clock = clock
         self.disabled: dict[str, tuple[str, float]] = {}  # model -> (why, since)
         self._opened: dict[str, float] = {}  # endpoint -> when its circuit opened
-        self._clients: dict[tuple[str, str], Any] = {}
         self._run = uuid.uuid4().hex[:8]
         self._seq = itertools.count(1)
 
     # ------------------------------------------------------------------ state
     def client(self, spec: ModelSpec) -> Any:
-        k = (spec.base_url, spec.api_key_env or "")
-        if k not in self._clients:
-            self._clients[k] = self.client_factory(spec, self.keys[spec.name])
-        return self._clients[k]
+        return self.clients.get(spec)
 
     async def close(self) -> None:
-        for c in self._clients.values():
-            close = getattr(c, "close", None)
-            if close is not None:
-                try:
-                    await close()
-                except Exception:  # noqa: BLE001 - closing must not fail the shutdown
-                    pass
-        self._clients.clear()
+        await self.clients.close()
         if self.ledger is not None:
             try:
                 await self.ledger.flush()
