@@ -29,6 +29,7 @@ SEED_COMMANDS = {
     "coverage": ["synthetic:200x3"],
     "label-budget": ["synthetic:200x3"],
     "bench-speed": [],
+    "serve": ["--models", str(EXAMPLE), "--from", "p", "--budget-per-1k", "1"],
 }
 
 

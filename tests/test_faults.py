@@ -160,9 +160,12 @@ def _one_run(ctx: Launcher, tmp: Path, seed: int) -> dict:
         counted1 = reports[-1]["spent_total"]
         # phase 2: resume with room for everything
         cap2 = cap1 + 4 * upper
-        r = _finish(_child(ctx, items, cat_d, out, result, max_spend=cap2, **kw), result)
-        assert r is not None
-        reports.append(r)
+        for _ in range(5):  # a query can fail every attempt under 25% 429s + 10% 500s: resumed again
+            r = _finish(_child(ctx, items, cat_d, out, result, max_spend=cap2, **kw), result)
+            assert r is not None
+            reports.append(r)
+            if r["remaining"] == 0:
+                break
         truth = sum(cat[m].call_cost(pt, ct) for m, _, pt, ct in srv.billed)
         served = dict(srv.served)
     rows = [json.loads(x) for x in out.read_text().splitlines() if x.strip()]

@@ -51,9 +51,9 @@ COMMANDS = [  # (argv with OUT for the output, the option, what it expects)
     (["bench", MISSING, "--out", "OUT"], "--out", DIR),
     (["coverage", MISSING, "--out", "OUT"], "--out", DIR),
     (["label-budget", MISSING, "--out", "OUT"], "--out", DIR),
-    (["compare-optimizers", MISSING, "--json", "OUT"], "--json", FILE),
+    (["compare-optimizers", MISSING, "--json-out", "OUT"], "--json-out", FILE),
     (["predict-eval", MISSING, "--json-out", "OUT"], "--json-out", FILE),
-    (["bench-speed", "--sizes", "1e3x3", "--json", "OUT"], "--json", FILE),
+    (["bench-speed", "--sizes", "1e3x3", "--json-out", "OUT"], "--json-out", FILE),
 ]
 BAD = ["wrong kind", "under a file", "unwritable", "read-only folder"]
 
