@@ -139,14 +139,14 @@ def test_expired_batch_reports_what_ran_and_retries_the_rest_online(tmp_path: Pa
         its = items(50, "a")
         rep = dispatch_batch(its, cat, out, retry="none", **FAST)
         (b,) = rep.batches
-        assert b["status"] == "expired" and b["answered"] == 25 and b["failed"] == 25
+        assert b["status"] == "expired" and b["answered"] == 25 and b["not_run"] == 25 and b["failed"] == 0
         assert "completion window expired" in b["error"] or "expired" in b["error"]
         assert rep.answered == 25 and rep.remaining == 25 and len(rep.failed) == 25
         assert sum(srv.requests.values()) == 0  # retry none: nothing online
         # the same command again: the 25 go into a new batch (it expires too), what it did not run goes online
         again = dispatch_batch(its, cat, out, retry="online", **FAST, **ONLINE)
         assert again.remaining == 0 and len(again.batches) == 1 and again.batches[0]["lines"] == 25
-        assert sum(srv.requests.values()) == again.batches[0]["failed"] == 13 and max(srv.submitted.values()) == 2
+        assert sum(srv.requests.values()) == again.batches[0]["not_run"] == 13 and max(srv.submitted.values()) == 2
 
 
 def test_failed_validation_goes_online_and_follow_up_batches(tmp_path: Path) -> None:
@@ -232,3 +232,17 @@ def test_cli_plan_tier_auto_then_dispatch_through_batches(tmp_path: Path) -> Non
         assert len(got) == len(plan) and max(srv.submitted.values(), default=0) == 1
         assert sum(1 for g in got if g.get("tier") == "batch") == tier["queries_batch"]
         assert sum(srv.requests.values()) == len(plan) - tier["queries_batch"]  # the rest went online
+
+
+def test_pending_batches_are_reported_as_reserved_not_unknown(tmp_path: Path) -> None:
+    out = tmp_path / "answers.jsonl"
+    with FakeBatchOpenAI(polls_to_finish=3) as srv:
+        cat = catalogue(srv.base_url)
+        its = items(40)
+        first = dispatch_batch(its, cat, out, wait=False, **FAST)
+        assert first.reserved_in_batches > 0 and first.spent_uncertain == 0.0
+        assert first.spent_this_run == 0.0 and first.spent_total == pytest.approx(first.reserved_in_batches)
+        second = dispatch_batch(its, cat, out, **FAST)
+        billed = sum(r["cost"] for r in rows(out))
+        assert second.reserved_in_batches == 0.0 and second.spent_this_run == pytest.approx(billed)
+        assert second.spent_total == pytest.approx(billed)

@@ -230,14 +230,14 @@ def test_server_killed_mid_run_then_resume(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- pieces
 def test_partial_last_line_is_repaired(tmp_path: Path) -> None:
     p = tmp_path / "a.jsonl"
-    p.write_text('{"id": "q1", "cost": 0.5, "call": "c1"}\n{"id": "q2", "co')
+    p.write_text('{"id": "q1", "model": "a", "answer": "x", "cost": 0.5, "call": "c1"}\n{"id": "q2", "co')
     assert [r["id"] for r in read_jsonl(p, repair=True)] == ["q1"]
-    assert p.read_text() == '{"id": "q1", "cost": 0.5, "call": "c1"}\n'
+    assert p.read_text() == '{"id": "q1", "model": "a", "answer": "x", "cost": 0.5, "call": "c1"}\n'
     p.write_text('{"id": "q1"}\nnot json\n{"id": "q3"}\n')
     with pytest.raises(OptLLMError, match="line 2"):
         read_jsonl(p)
     led = tmp_path / "a.ledger.jsonl"
-    p.write_text('{"id": "q1", "cost": 0.5, "call": "c1"}\n')
+    p.write_text('{"id": "q1", "model": "a", "answer": "x", "cost": 0.5, "call": "c1"}\n')
     led.write_text('{"event": "reserve", "call": "c1", "amount": 1.0}\n{"event": "reserve", "call": "c2", "amount": 2.0}\n'
                    '{"event": "reserve", "call": "c3", "amount": 4.0}\n{"event": "error", "call": "c3", "charged": 0}\n')
     s = ResumeState.read(p, led)
@@ -372,3 +372,17 @@ def test_timeouts_are_reported_as_unknown_and_kept_reserved(tmp_path: Path) -> N
         assert rep.spent_uncertain == pytest.approx(rep.spent_this_run) and rep.spent_this_run > 0
         st = ResumeState.read(tmp_path / "a.jsonl", ledger_path(tmp_path / "a.jsonl"))
         assert st.spent_uncertain == pytest.approx(rep.spent_this_run) and st.spent_known == 0.0
+
+
+def test_a_resume_remembers_what_the_server_billed(tmp_path: Path) -> None:
+    # the first run learns that the server ignores max_tokens; a resume reserves the larger amount at once
+    with FakeOpenAI(completion_tokens=200, ignore_max_tokens=True) as srv:
+        cat = catalogue(srv.base_url)
+        its = items(30, "b")
+        one = cat["b"].reservation(count_tokens([its[0].prompt])[0] + 7)
+        out = tmp_path / "a.jsonl"
+        first = dispatch(its, cat, out, concurrency=1, max_spend=4 * one, **FAST)
+        assert first.overruns >= 1
+        spent = first.spent_total
+        second = dispatch(its, cat, out, concurrency=1, max_spend=spent + 12 * one, **FAST)
+        assert second.overruns == 0 and second.over_cap == 0.0 and second.answered >= 1

@@ -190,3 +190,14 @@ def test_a_missing_key_is_the_only_line_printed(tmp_path: Path) -> None:
                       env={"SURELY_UNSET_KEY_VAR": ""})
     lines = r.output.strip().splitlines()
     assert r.exit_code == 2 and len(lines) == 1 and "SURELY_UNSET_KEY_VAR" in lines[0], r.output
+
+
+def test_an_out_that_is_not_an_answers_file_is_refused_and_left_alone(tmp_path: Path) -> None:
+    plan = plan_folder(tmp_path / "plan", 3)
+    cat = catalogue_file(tmp_path / "models.yaml", "http://127.0.0.1:9/v1")
+    for text in ((plan / "prompts.jsonl").read_text(), "this is not json", '{"foo": 1}', "[1, 2]\n"):
+        out = tmp_path / "answers.jsonl"
+        out.write_text(text)
+        r = runner.invoke(app, ["dispatch", str(plan), "--models", str(cat), "--out", str(out), "--max-spend", "1"])
+        assert r.exit_code == 2 and "is not an answers file written by optllm dispatch" in r.output, r.output
+        assert out.read_text() == text  # not "repaired"

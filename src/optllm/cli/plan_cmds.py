@@ -230,7 +230,7 @@ def _print_plan(s: dict, out: Path) -> None:
         if tr.get("tier", "online") != "online":
             console.print(f"priced at --tier {tr['tier']}: {tr['queries_batch']:,} queries at batch prices "
                           f"({', '.join(tr['batch_models']) or 'no model offers one'}); the same plan online: "
-                          f"${tr['cost_mean_online']:.4f}; send it with `optllm dispatch --via batch`")
+                          f"${tr['cost_mean_online']:.4f}; `optllm dispatch` sends those queries through the batch API")
         console.print(f"suggested --max-spend for dispatch: ${c['spend_cap_hint']:.4f}, the sum of the per-call "
                       "worst cases dispatch reserves before each call (max_output_tokens, token margin); a cap "
                       "below it may stop sending before every prompt is answered")
@@ -301,9 +301,12 @@ def dispatch(
     if max_spend is None and not json_out:
         err_console.print("note: no --max-spend given, so spending is not capped", highlight=False)
     batched = via == "batch" or (via == "plan" and any(it.tier == "batch" for it in items))
-    if via == "online" and any(it.tier == "batch" for it in items) and not json_out:
-        err_console.print("note: the plan was priced at batch prices; sent online it costs more (the plan's "
-                          "summary.json gives both totals)", highlight=False)
+    priced_batch = [it for it in items if it.tier == "batch"]
+    lacking = sorted({it.model for it in priced_batch if cat[it.model].batch is None})
+    if not json_out and (via == "online" and priced_batch or via == "plan" and lacking):
+        why = "--via online" if via == "online" else f"model(s) {', '.join(lacking)} have no batch tier in {models}"
+        err_console.print(f"note: the plan was priced at batch prices, but {why}: those queries go online and cost "
+                          "more (the plan's summary.json gives both totals)", highlight=False)
     if batched:
         from optllm.dispatch.batch import dispatch_batch
 
@@ -335,12 +338,17 @@ def _print_dispatch(rep) -> None:  # type: ignore[no-untyped-def]
             t.add_column(col, justify="right" if col in ("queries", "answered", "failed", "not run") else "left")
         for b in rep.batches:
             t.add_row(str(b["batch_id"] or "-"), b["model"], f"{b['lines']:,}",
-                      b["status"] or f"running ({b.get('provider_status') or 'submitted'})", f"{b['answered']:,}",
+                      b["status"] or (f"running ({b.get('provider_status') or 'submitted'})" if b["batch_id"]
+                                      else "unconfirmed (looked for next run)"), f"{b['answered']:,}",
                       f"{b['failed']:,}", f"{b['not_run']:,}")
         console.print(t)
     if rep.in_pending_batches:
-        console.print(f"[yellow]{rep.in_pending_batches:,} queries are in batches still running; the same command "
-                      "collects them (and sends nothing twice)[/]")
+        console.print(f"[yellow]{rep.in_pending_batches:,} queries are in batches not collected yet "
+                      f"(${rep.reserved_in_batches:.6f} reserved for them); the same command collects them and "
+                      "sends nothing twice[/]")
+    if rep.answered_by_other_model:
+        console.print(f"[yellow]{rep.answered_by_other_model:,} answers already in {rep.answers_path} came from a model "
+                      "this plan does not use for them: the file was written for another plan?[/]")
     left = ""
     if rep.not_sent:
         by = ", ".join(f"{m} {n:,}" for m, n in sorted(rep.not_sent_by_model.items(), key=lambda kv: -kv[1]))
@@ -352,14 +360,16 @@ def _print_dispatch(rep) -> None:  # type: ignore[no-untyped-def]
     if rep.spent_uncertain > 0:
         unknown = (f"; up to ${rep.spent_uncertain:.6f} of it is unknown: calls that timed out or lost their "
                    "connection after sending may or may not be billed, so their reservations stay counted")
+    if rep.reserved_in_batches > 0:
+        unknown += f"; ${rep.reserved_in_batches:.6f} of it is reserved for batches still running"
     console.print(f"spent ${rep.spent_this_run:.6f} this run, ${rep.spent_total:.6f} in all{cap}{unknown}",
                   highlight=False)
     if rep.overruns:
         console.print(f"[red]{rep.overruns} call(s) were billed more than reserved (the server ignores max_tokens or "
                       "counts more prompt tokens than the local tokenizer); later calls reserved the larger amounts[/]")
     if rep.over_cap > 0:
-        console.print(f"[bold red]over the cap by ${rep.over_cap:.6f}: calls in flight were billed more than "
-                      "reserved (see README, Guarantees)[/]")
+        console.print(f"[bold red]over the cap by ${rep.over_cap:.6f}: calls (or batch lines) were billed more "
+                      "than reserved (see README, Guarantees)[/]")
     if rep.order != "as planned":
         console.print(f"order: {rep.order}", highlight=False)
     if rep.resent_after_crash:

@@ -188,6 +188,15 @@ class BatchDispatcher:
         rep.not_sent_by_model = dict(Counter(it.model for it in left if it.id not in rep.failed))
         final = ResumeState.read(self.out, self.ledger_file, repair=False)
         rep.spent_total, rep.spent_uncertain = final.spent, final.spent_uncertain
+        rep.reserved_in_batches = final.reserved_in_batches
+        rep.billed_this_run = max(0.0, (final.spent_known + final.spent_uncertain)
+                                  - (state.spent_known + state.spent_uncertain))
+        if left:  # what the cap or a failure left, at its upper-bound cost (batch price where it has one)
+            counts = prompt_tokens([it.prompt for it in left], self.cat)
+            col = {n: k for k, n in enumerate(self.cat.names)}
+            rep.not_sent_upper_cost = float(sum(
+                (self.cat[it.model].at_batch_price() if self._batchable(it) else self.cat[it.model]).reservation(
+                    float(counts[i, col[it.model]])) for i, it in enumerate(left) if it.id not in rep.failed))
         rep.elapsed_s = time.monotonic() - t0
         return rep
 
@@ -370,6 +379,9 @@ class BatchDispatcher:
                 answered.add(q)
                 row["answered"] += 1
                 self.spent += cost - amount
+            elif str(_field(rec.get("error") or {}, "code") or "") in ("batch_expired", "batch_cancelled"):
+                seen.discard(q)  # the batch ended before running it: counted below as not run
+                continue
             else:
                 err = rec.get("error") or (body.get("error") if isinstance(body, dict) else None) or {}
                 why = redact(str(_field(err, "message") or f"HTTP {resp.get('status_code') if isinstance(resp, dict) else '?'}"))

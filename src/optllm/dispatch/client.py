@@ -78,6 +78,9 @@ class DispatchReport:
     via: str = "online"
     batches: list[dict[str, Any]] = field(default_factory=list)  # with --via batch: one row per provider batch
     in_pending_batches: int = 0  # queries held back: inside a provider batch not collected yet
+    reserved_in_batches: float = 0.0  # their reservations (part of spent_total; settled when collected)
+    billed_this_run: float | None = None  # with batches: what became billed (or unknown) in this run
+    answered_by_other_model: int = 0  # answers already in --out from a model this plan does not plan
     spent_before: float = 0.0
     spent_total: float = 0.0
     spent_uncertain: float = 0.0
@@ -93,6 +96,8 @@ class DispatchReport:
 
     @property
     def spent_this_run(self) -> float:
+        if self.billed_this_run is not None:
+            return self.billed_this_run
         return self.spent_total - self.spent_before
 
     def resume_from(self, state: ResumeState, items: Sequence[PlanItem]) -> None:
@@ -102,6 +107,10 @@ class DispatchReport:
         self.already_answered = sum(1 for q in state.answered if q in plan_ids)
         self.spent_before = state.spent
         self.spent_uncertain = state.spent_uncertain
+        self.reserved_in_batches = state.reserved_in_batches
+        planned = {it.id: (it.model, *it.fallbacks) for it in items}
+        self.answered_by_other_model = sum(1 for q, rec in state.answered.items()
+                                           if q in planned and rec.get("model") not in planned[q])
 
     @property
     def over_cap(self) -> float:
@@ -123,6 +132,7 @@ class DispatchReport:
             "endpoints_down": self.endpoints_down, "order": self.order,
             "resent_after_crash": self.resent_after_crash, "over_cap": self.over_cap, "via": self.via,
             "batches": self.batches, "in_pending_batches": self.in_pending_batches,
+            "reserved_in_batches": self.reserved_in_batches, "answered_by_other_model": self.answered_by_other_model,
             "spent_before": self.spent_before, "spent_this_run": self.spent_this_run,
             "spent_total": self.spent_total, "spent_uncertain": self.spent_uncertain,
             "max_spend": self.max_spend, "calls": self.calls, "retries": self.retries,
@@ -442,6 +452,7 @@ class Dispatcher:
         rep.in_pending_batches = sum(1 for it in self.items if it.id in held)
         todo = [it for it in self.items if it.id not in state.answered and it.id not in held]
         rep.resent_after_crash = sum(1 for it in todo if it.id in state.unresolved_ids)
+        self._learn_from(state)
         self.guard = SpendGuard(self.max_spend, spent=state.spent)
         self.limiters = {m.name: RateLimiter(m.rpm, m.tpm) for m in self.cat.models}
         self.window = SlowStart(self.concurrency, self.cat.names)
@@ -510,6 +521,28 @@ class Dispatcher:
                 self.answers.close()
                 self.ledger.close()
         return rep
+
+    def _learn_from(self, state: ResumeState) -> None:
+        """Start from what earlier runs saw a server bill: reservations grow for a model whose
+        answers were billed more completion or prompt tokens than reserved (so a resume does not
+        overrun the cap again on its first call)."""
+        prompt_of = {it.id: it.prompt for it in self.items}
+        over = [(q, r) for q, r in state.answered.items() if r.get("model") in self._cscale
+                and str(r.get("note", "")).startswith("billed") and r.get("prompt_tokens") is not None]
+        for _, r in state.answered.items():
+            m, ct = r.get("model"), r.get("completion_tokens")
+            if m in self._cscale and isinstance(ct, (int, float)) and ct > self.cat[m].max_output_tokens:
+                self._cscale[m] = max(self._cscale[m], ct / self.cat[m].max_output_tokens * 1.05)
+        known = [(q, r) for q, r in over if q in prompt_of]
+        if known:
+            counts = prompt_tokens([prompt_of[q] for q, _ in known], self.cat)
+            col = {name: k for k, name in enumerate(self.cat.names)}
+            for i, (_, r) in enumerate(known):
+                spec = self.cat[r["model"]]
+                pt = float(counts[i, col[spec.name]])
+                if pt > 0 and r["prompt_tokens"] > pt * (1 + spec.margin):
+                    self._pscale[spec.name] = max(self._pscale[spec.name],
+                                                  r["prompt_tokens"] / (pt * (1 + spec.margin)) * 1.05)
 
     async def _worker(self, queue: asyncio.Queue[PlanItem]) -> None:
         while True:

@@ -155,6 +155,7 @@ class ResumeState:
     spent_uncertain: float = 0.0
     unresolved_calls: int = 0
     unresolved_ids: set[str] = field(default_factory=set)  # queries of those calls (in flight at a kill)
+    reserved_in_batches: float = 0.0  # reservations of provider batches still running (counted in `spent`)
     runs: int = 0
     calls: int = 0
     # provider batches (`dispatch --via batch`): token -> model, endpoint, ids, batch_id, status
@@ -172,10 +173,21 @@ class ResumeState:
 
     @classmethod
     def read(cls, answers: Path, ledger: Path, repair: bool = True) -> "ResumeState":
+        # a file that is not ours (a prompts file given as --out) is refused before it is read or repaired
+        for path, head, what in ((answers, b'{"id": ', "an answers file"), (ledger, b'{"event": ', "a ledger")):
+            if path.exists() and path.stat().st_size:
+                with open(path, "rb") as fh:
+                    first = fh.read(len(head))
+                if first != head[:len(first)] or len(first) < len(head) and b"\n" in first:
+                    raise OptLLMError(f"{path}: is not {what} written by optllm dispatch (its first line does not "
+                                      "start as one); give a new file or the one an earlier dispatch wrote")
         st = cls()
         cost_by_call: dict[str, float] = {}
         usage_missing: set[str] = set()
-        for rec in read_jsonl(answers, repair=repair):
+        for i, rec in enumerate(read_jsonl(answers, repair=repair)):
+            if "answer" not in rec or "model" not in rec:
+                raise OptLLMError(f"{answers}: line {i + 1} is not an answer record (no 'answer' or 'model'): this "
+                                  "is not an answers file written by optllm dispatch; give a new file or that one")
             qid = str(rec.get("id"))
             if qid not in st.answered:
                 st.answered[qid] = rec
@@ -209,7 +221,7 @@ class ResumeState:
                 st.batches[str(rec["token"])]["batch_id"] = rec.get("batch_id")
             elif ev == "batch_end" and str(rec.get("token")) in st.batches:
                 st.batches[str(rec["token"])]["status"] = rec.get("status") or "ended"
-        known = uncertain = 0.0
+        known = uncertain = pending = 0.0
         for call, amount in reserved.items():
             if call in cost_by_call:
                 if call in usage_missing:
@@ -222,16 +234,18 @@ class ResumeState:
                 known += resolved[call]
                 if call in answered_calls and query_of[call] not in st.answered:
                     st.unresolved_ids.add(query_of[call])  # killed between the ledger's line and the answer's
+            elif _in_batch(call, st.batches):
+                pending += amount  # a batch still running holds it: reserved, not lost
             else:
                 uncertain += amount
                 st.unresolved_calls += 1
-                if query_of[call] not in st.answered and not _in_batch(call, st.batches):
+                if query_of[call] not in st.answered:
                     st.unresolved_ids.add(query_of[call])
         # answers whose reservation is missing from the ledger (ledger deleted): count them
         known += sum(c for call, c in cost_by_call.items() if call not in reserved)
         st.calls = len(reserved)
-        st.spent_known, st.spent_uncertain = known, uncertain
-        st.spent = known + uncertain
+        st.spent_known, st.spent_uncertain, st.reserved_in_batches = known, uncertain, pending
+        st.spent = known + uncertain + pending
         return st
 
 
