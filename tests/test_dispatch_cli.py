@@ -201,3 +201,11 @@ def test_an_out_that_is_not_an_answers_file_is_refused_and_left_alone(tmp_path: 
         r = runner.invoke(app, ["dispatch", str(plan), "--models", str(cat), "--out", str(out), "--max-spend", "1"])
         assert r.exit_code == 2 and "is not an answers file written by optllm dispatch" in r.output, r.output
         assert out.read_text() == text  # not "repaired"
+
+
+@pytest.mark.parametrize("args", [["dispatch", "p", "--models", "m.yaml", "--out", "a.jsonl", "--max-spend", "abc"],
+                                  ["plan", "p.jsonl", "--budget", "abc"], ["run", "demo", "--no-such-option"]])
+def test_usage_errors_are_one_line_too(args: list) -> None:
+    r = runner.invoke(app, args)
+    lines = [x for x in r.output.splitlines() if x.strip()]
+    assert r.exit_code == 2 and len(lines) == 1 and lines[0].startswith("error: ") and "--help" in lines[0], r.output

@@ -48,6 +48,26 @@ def _check_shared_options(kwargs: dict[str, Any]) -> None:
         raise OptLLMError(f"--alpha must be a finite number, got {alpha}")
 
 
+def _usage_error_on_one_line(e: Any) -> None:
+    """typer's handler for usage errors (an option that is not a number, a missing option, an
+    unknown one), replaced so they print as one line like every other error (exit code 2)."""
+    if e.__class__.__name__ == "NoArgsIsHelpError":  # `optllm CMD` alone prints the help, as before
+        return
+    ctx = getattr(e, "ctx", None)
+    hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+    err_console.print(f"error: {' '.join(redact(e.format_message()).split())}{hint}", markup=False, highlight=False,
+                      emoji=False, soft_wrap=True)
+
+
+def _install_usage_errors() -> None:
+    from typer import rich_utils
+
+    rich_utils.rich_format_error = _usage_error_on_one_line
+
+
+_install_usage_errors()
+
+
 def _one_line_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
