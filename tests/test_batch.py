@@ -184,7 +184,11 @@ def test_models_without_a_batch_tier_are_sent_online(tmp_path: Path) -> None:
         cat = catalogue(srv.base_url, batch_b=False)
         rep = dispatch_batch(items(20), cat, tmp_path / "a.jsonl", **FAST, **ONLINE)
         assert rep.remaining == 0 and [b["model"] for b in rep.batches] == ["a"]
-        assert srv.by_model["b"] == 10 and sum(srv.submitted.values()) == 10
+        assert srv.by_model["b"] == 10 and sum(srv.submitted.values()) == 10 and rep.online_answered == 10
+        # the online queries went while the batch ran, not after it ended
+        events = rows(tmp_path / "a.ledger.jsonl")
+        first_online = min(i for i, e in enumerate(events) if e["event"] == "answer" and ":" not in e["call"])
+        assert first_online < min(i for i, e in enumerate(events) if e["event"] == "batch_end")
 
 
 def test_cli_plan_tier_auto_then_dispatch_through_batches(tmp_path: Path) -> None:

@@ -379,11 +379,14 @@ def _print_dispatch(rep) -> None:  # type: ignore[no-untyped-def]
         console.print(f"cannot reach {url}, {why}; nothing more was sent there", style="red", highlight=False,
                       markup=False, soft_wrap=True)
     if rep.interrupted:
-        console.print(f"[yellow]interrupted by {rep.interrupted}: calls in flight were recorded; re-run the same "
-                      "command to resume[/]")
+        console.print(f"[yellow]interrupted by {rep.interrupted}: " + (
+            "calls in flight were abandoned (counted as spent; their queries are sent again on resume)"
+            if rep.abandoned else "calls in flight were recorded") + "; re-run the same command to resume[/]")
     elif rep.stopped:
         console.print(f"[yellow]stopped: {rep.stopped}[/]", highlight=False)
-    shown = [(q, why) for q, why in rep.failed.items() if "unreachable" not in why][:5]
-    for qid, why in shown:
+    listed = [(q, why) for q, why in rep.failed.items() if "unreachable" not in why]
+    for qid, why in listed[:5]:
         console.print(f"failed {qid}: {why}", highlight=False, markup=False)
+    if len(listed) > 5:
+        console.print(f"... and {len(listed) - 5:,} more failed (the ledger has every one)", highlight=False)
     console.print(f"-> {rep.answers_path} (ledger {rep.ledger_path})", highlight=False)

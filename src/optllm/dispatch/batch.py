@@ -125,20 +125,20 @@ class BatchDispatcher:
         self.ledger = DurableLog(self.ledger_file).open()
         self.ledger.write_now({"event": "run_start", "run": uuid.uuid4().hex[:8], "time": _now(), "via": "batch",
                                "planned": rep.planned, "max_spend": self.max_spend, "spent_before": state.spent})
-        signals = install_stop_signals(self._on_signal) if self.handle_signals else []
+        self._signals = install_stop_signals(self._on_signal) if self.handle_signals else []
         self.rows: dict[str, dict[str, Any]] = {}
         self._amounts = _reservations(self.ledger_file)
         self.refused: set[str] = set()  # not sent: the cap could not hold their reservation
         answered = set(state.answered)
         try:
-            # what earlier runs submitted is collected first (polled, adopted, or released)
+            # what earlier runs submitted: adopted or released, and polled once (waited for below)
             for token, b in state.pending_batches.items():
                 self.rows[token] = {"token": token, "batch_id": b["batch_id"], "model": b["model"],
                                     "endpoint": redact(str(b["endpoint"])), "lines": len(b["ids"]), "status": None,
                                     "answered": 0, "failed": 0, "not_run": 0, "round": 0, "ids": b["ids"]}
                 if b["batch_id"] is None:
                     await self._adopt_or_release(token)
-            await self._collect(answered)
+            await self._collect(answered, wait=False)
             for rnd in range(1, self.max_rounds + 1):
                 # a next round for lines that failed (--retry-failed batch), and for queries the cap refused:
                 # answers cost less than their reservations, so the cap may have room again
@@ -149,14 +149,21 @@ class BatchDispatcher:
                 tried = set(rep.failed) if self.retry != "batch" else set()  # lines a batch could not answer
                 todo = [it for it in self.items if it.id not in answered and it.id not in held
                         and it.id not in tried and it.id not in self.refused and self._batchable(it)]
-                if not todo:
-                    break
-                await self._submit(todo, rnd)
-                if not self.wait:
+                if todo:
+                    await self._submit(todo, rnd)
+                if rnd == 1:  # queries priced online go now, while the batches run at the provider
+                    await self._online([it for it in self.items if it.id not in answered
+                                        and it.id not in self._held() and not self._batchable(it)], answered)
+                if not self.wait or (not todo and rnd > 1):
                     break
                 await self._collect(answered)
+            held = self._held()
+            left = [it for it in self.items if it.id not in answered and it.id not in held]
+            if self.retry == "online":  # the lines batches could not answer: online, same cap and files
+                await self._online([it for it in left if it.id in rep.failed and it.id not in self.refused
+                                    and self._batchable(it)], answered)
         finally:
-            remove_stop_signals(signals)
+            remove_stop_signals(self._signals)
             await self.clients.close()
             self.answers.close()
             self.ledger.close()
@@ -164,26 +171,6 @@ class BatchDispatcher:
         rep.batches = [{k: v for k, v in r.items() if k != "ids"} for r in self.rows.values()]
         rep.in_pending_batches = sum(1 for q in held if q in self.by_id)
         left = [it for it in self.items if it.id not in answered and it.id not in held]
-        online = [it for it in left if it.id not in self.refused and
-                  (not self._batchable(it) or (self.retry == "online" and it.id in rep.failed))]
-        if online and not self._stop:
-            # models without a batch tier, and the lines batches could not answer: online, same cap and files
-            sub = await Dispatcher(online, self.cat, self.out, keys=self.keys, concurrency=self.concurrency,
-                                   max_spend=self.max_spend, handle_signals=self.handle_signals,
-                                   console=self.console, client_factory=self.client_factory, **self.online_kw).run()
-            rep.answered += sub.answered
-            for it in online:
-                rep.failed.pop(it.id, None)
-            rep.failed.update(sub.failed)
-            rep.calls += sub.calls
-            rep.retries += sub.retries
-            rep.overruns += sub.overruns
-            rep.errors.update({k: rep.errors.get(k, 0) + v for k, v in sub.errors.items()})
-            rep.stopped = rep.stopped or sub.stopped
-            rep.interrupted = rep.interrupted or sub.interrupted
-            rep.endpoints_down.update(sub.endpoints_down)
-            now = ResumeState.read(self.out, self.ledger_file, repair=False).answered
-            left = [it for it in left if it.id not in now]
         rep.not_sent = sum(1 for it in left if it.id not in rep.failed)
         rep.not_sent_by_model = dict(Counter(it.model for it in left if it.id not in rep.failed))
         final = ResumeState.read(self.out, self.ledger_file, repair=False)
@@ -199,6 +186,42 @@ class BatchDispatcher:
                     float(counts[i, col[it.model]])) for i, it in enumerate(left) if it.id not in rep.failed))
         rep.elapsed_s = time.monotonic() - t0
         return rep
+
+    async def _online(self, items: list[PlanItem], answered: set[str]) -> None:
+        """Send `items` one request each (dispatch's own path) into the same files and cap, and
+        fold its report into this one."""
+        if not items or self._stop:
+            return
+        rep = self.report
+        for log in (self.answers, self.ledger):
+            log.close()  # the online run appends to the same files
+        remove_stop_signals(self._signals)  # it handles Ctrl-C itself while it runs
+        try:
+            sub = await Dispatcher(items, self.cat, self.out, keys=self.keys, concurrency=self.concurrency,
+                                   max_spend=self.max_spend, handle_signals=self.handle_signals,
+                                   console=self.console, client_factory=self.client_factory, **self.online_kw).run()
+        finally:
+            self.answers.open()
+            self.ledger.open()
+            self._signals = install_stop_signals(self._on_signal) if self.handle_signals and not self._stop else []
+        now = ResumeState.read(self.out, self.ledger_file, repair=False)
+        self.spent = now.spent
+        got = {it.id for it in items if it.id in now.answered}
+        answered |= got
+        rep.answered += len(got)
+        for it in items:
+            rep.failed.pop(it.id, None)
+        rep.failed.update(sub.failed)
+        rep.calls += sub.calls
+        rep.retries += sub.retries
+        rep.overruns += sub.overruns
+        rep.online_answered += len(got)
+        for k, v in sub.errors.items():
+            rep.errors[k] = rep.errors.get(k, 0) + v
+        rep.stopped = rep.stopped or sub.stopped
+        if sub.interrupted:
+            rep.interrupted, self._stop = sub.interrupted, True
+        rep.endpoints_down.update(sub.endpoints_down)
 
     # ------------------------------------------------------------------ submit
     async def _submit(self, items: list[PlanItem], rnd: int) -> None:
@@ -300,8 +323,10 @@ class BatchDispatcher:
         return {q for r in self.rows.values() if r["status"] is None for q in r["ids"]}
 
     # ------------------------------------------------------------------ poll and collect
-    async def _collect(self, answered: set[str]) -> None:
-        """Poll every pending batch (until each ends, or once with --no-wait) and record its results."""
+    async def _collect(self, answered: set[str], wait: bool | None = None) -> None:
+        """Poll every pending batch (until each ends, or once with --no-wait or `wait=False`) and
+        record its results."""
+        wait = self.wait if wait is None else wait
         delay = self.poll_interval
         while True:
             pending = [r for r in self.rows.values() if r["status"] is None and r["batch_id"] is not None]
@@ -318,7 +343,7 @@ class BatchDispatcher:
                 row["provider_status"] = status
                 if status in FINAL:
                     await self._finish(row, b, spec.at_batch_price(), answered)
-            if self._stop or not self.wait or not any(r["status"] is None and r["batch_id"] is not None
+            if self._stop or not wait or not any(r["status"] is None and r["batch_id"] is not None
                                                       for r in self.rows.values()):
                 return
             await asyncio.sleep(delay)

@@ -80,6 +80,8 @@ class DispatchReport:
     in_pending_batches: int = 0  # queries held back: inside a provider batch not collected yet
     reserved_in_batches: float = 0.0  # their reservations (part of spent_total; settled when collected)
     billed_this_run: float | None = None  # with batches: what became billed (or unknown) in this run
+    abandoned: int = 0  # calls in flight abandoned by a second signal
+    online_answered: int = 0  # with batches: queries answered one request each (no batch tier, or retried)
     answered_by_other_model: int = 0  # answers already in --out from a model this plan does not plan
     spent_before: float = 0.0
     spent_total: float = 0.0
@@ -132,7 +134,8 @@ class DispatchReport:
             "endpoints_down": self.endpoints_down, "order": self.order,
             "resent_after_crash": self.resent_after_crash, "over_cap": self.over_cap, "via": self.via,
             "batches": self.batches, "in_pending_batches": self.in_pending_batches,
-            "reserved_in_batches": self.reserved_in_batches, "answered_by_other_model": self.answered_by_other_model,
+            "reserved_in_batches": self.reserved_in_batches, "online_answered": self.online_answered,
+            "abandoned": self.abandoned, "answered_by_other_model": self.answered_by_other_model,
             "spent_before": self.spent_before, "spent_this_run": self.spent_this_run,
             "spent_total": self.spent_total, "spent_uncertain": self.spent_uncertain,
             "max_spend": self.max_spend, "calls": self.calls, "retries": self.retries,
@@ -413,6 +416,7 @@ class Dispatcher:
                          f"(again to abandon them: they then count as spent and are sent again on resume)")
         else:
             self._notice(f"{name} again: abandoning {self.guard.in_flight} call(s) in flight")
+            self.report.abandoned = self.guard.in_flight
             for w in self._workers:
                 w.cancel()
 
