@@ -32,6 +32,7 @@ import asyncio
 import io
 import json
 import math
+import signal
 import time
 import uuid
 from collections import Counter
@@ -111,7 +112,7 @@ class BatchDispatcher:
         self._stop = True
         self._say("interrupted: polling stops; the batches keep running at the provider, and the same command "
                   "collects them later")
-        self.report.interrupted = __import__("signal").Signals(sig).name
+        self.report.interrupted = signal.Signals(sig).name
 
     # ------------------------------------------------------------------ run
     async def run(self) -> DispatchReport:

@@ -270,11 +270,15 @@ class Predictor:
         self.fitted_ = True
         return self
 
-    def predict(self, X: Any) -> Prediction:
-        """Mean and std of P(correct) for every query in X and every model."""
+    def _ready(self, X: Any) -> int:
+        """The number of rows of X, once it is known that X can be predicted (fitted first)."""
         if not getattr(self, "fitted_", False):
             raise OptLLMError(f"{self.name}: call fit() before predict()")
-        n = self._length(X)
+        return self._length(X)
+
+    def predict(self, X: Any) -> Prediction:
+        """Mean and std of P(correct) for every query in X and every model."""
+        n = self._ready(X)
         if n == 0:
             z = np.zeros((0, len(self.models_)))
             return Prediction(z, z.copy(), self.models_)
@@ -286,9 +290,7 @@ class Predictor:
 
     def predict_mean(self, X: Any) -> np.ndarray:
         """`predict(X).mean` alone: subclasses skip the work only the std needs."""
-        if not getattr(self, "fitted_", False):
-            raise OptLLMError(f"{self.name}: call fit() before predict()")
-        n = self._length(X)
+        n = self._ready(X)
         if n == 0:
             return np.zeros((0, len(self.models_)))
         mean = self._predict_mean(self._features(X), n)

@@ -274,17 +274,19 @@ class Selector(Predictor):
                 P[j][f] = fj.predict_mean(arg) if hasattr(fj, "predict_mean") else fj.predict(arg).mean
         return P, Y
 
+    def _ready(self, X: Any) -> int:
+        n = super()._ready(X)
+        if n and self.texts_ != is_texts(X):
+            raise OptLLMError(f"{self.name}: fitted on {'texts' if self.texts_ else 'features'}; predict() needs the same")
+        return n
+
     def predict(self, X: Any):  # type: ignore[override]
         from optllm.predict.base import Prediction
 
-        if not getattr(self, "fitted_", False):
-            raise OptLLMError(f"{self.name}: call fit() before predict()")
-        n = self._length(X)
+        n = self._ready(X)
         if n == 0:
             z = np.zeros((0, len(self.models_)))
             return Prediction(z, z.copy(), self.models_)
-        if self.texts_ != is_texts(X):
-            raise OptLLMError(f"{self.name}: fitted on {'texts' if self.texts_ else 'features'}; predict() needs the same")
         F = self.featurizer_.transform(list(X)) if self.featurizer_ is not None else X
         preds = [(w, c.predict(self._arg(c, F, X))) for w, c in self.fitted_cands_]
         mean = sum(w * p.mean for w, p in preds)
@@ -293,13 +295,9 @@ class Selector(Predictor):
 
     def predict_mean(self, X: Any) -> np.ndarray:
         """`predict(X).mean` alone (each candidate's `predict_mean`; candidates of weight 0 skipped)."""
-        if not getattr(self, "fitted_", False):
-            raise OptLLMError(f"{self.name}: call fit() before predict()")
-        n = self._length(X)
+        n = self._ready(X)
         if n == 0:
             return np.zeros((0, len(self.models_)))
-        if self.texts_ != is_texts(X):
-            raise OptLLMError(f"{self.name}: fitted on {'texts' if self.texts_ else 'features'}; predict() needs the same")
         F = self.featurizer_.transform(list(X)) if self.featurizer_ is not None else X
         mean = np.zeros((n, len(self.models_)))
         for w, c in self.fitted_cands_:
