@@ -91,25 +91,33 @@ class RateLimiter:
     def pause(self, seconds: float) -> None:
         self._paused_until = max(self._paused_until, self._clock() + seconds)
 
+    def try_acquire(self, tokens: float = 0.0) -> float:
+        """Take one request and `tokens` now if the buckets hold them → 0.0; else take nothing
+        and → the seconds until they would (synchronous: atomic on the event loop)."""
+        now = self._clock()
+        wait = self._paused_until - now
+        need = (1.0, tokens)
+        for b, amount in zip(self._buckets, need):
+            if not b:
+                continue
+            rate, cap, level, last = b
+            level = min(cap, level + (now - last) * rate)
+            b[2], b[3] = level, now
+            amount = min(amount, cap)
+            if level < amount:
+                wait = max(wait, (amount - level) / rate)
+        if wait > 0:
+            return wait
+        for b, amount in zip(self._buckets, need):
+            if b:
+                b[2] -= min(amount, b[1])
+        return 0.0
+
     async def acquire(self, tokens: float = 0.0) -> None:
         async with self._lock:
             while True:
-                now = self._clock()
-                wait = self._paused_until - now
-                need = (1.0, tokens)
-                for b, amount in zip(self._buckets, need):
-                    if not b:
-                        continue
-                    rate, cap, level, last = b
-                    level = min(cap, level + (now - last) * rate)
-                    b[2], b[3] = level, now
-                    amount = min(amount, cap)
-                    if level < amount:
-                        wait = max(wait, (amount - level) / rate)
+                wait = self.try_acquire(tokens)
                 if wait <= 0:
-                    for b, amount in zip(self._buckets, need):
-                        if b:
-                            b[2] -= min(amount, b[1])
                     return
                 await asyncio.sleep(wait)
 
