@@ -87,14 +87,19 @@ def plan_dir(tmp_path_factory: pytest.TempPathFactory, demo_data: Outcomes) -> P
     return out
 
 
-def catalogue(path: Path, base_url: str, key_env: str | None = None, timeout_s: float = 5, **per_model: str) -> Path:
-    """The example catalogue pointed at `base_url` (per_model: name -> another base_url)."""
+def catalogue(path: Path, base_url: str, key_env: str | None = None, timeout_s: float = 5,
+              limits: dict[str, dict[str, float]] | None = None, **per_model: str) -> Path:
+    """The example catalogue pointed at `base_url` (per_model: name -> another base_url), its
+    rate limits removed (limits: name -> {"rpm": .., "tpm": ..} to set some)."""
     raw = yaml.safe_load(EXAMPLE.read_text())
     raw["defaults"].update({"base_url": base_url, "api_key_env": key_env, "timeout_s": timeout_s})
     raw["defaults"].pop("rpm", None)
     for m in raw["models"]:
         m.pop("base_url", None)
         m.pop("api_key_env", None)
+        m.pop("rpm", None)
+        m.pop("tpm", None)
+        m.update((limits or {}).get(m["name"], {}))
         if m["name"] in per_model:
             m["base_url"] = per_model[m["name"]]
     path.write_text(yaml.safe_dump(raw))
@@ -346,6 +351,51 @@ def test_circuit_breaker_opens_on_a_dead_endpoint(plan_dir: Path, tmp_path: Path
         assert server.upstreams.unavailable(server.catalogue[routed])  # and it is skipped, not called again
 
 
+# ---------------------------------------------------------------------- rate limits
+@pytest.mark.parametrize("kind", ["rpm", "tpm"])
+def test_rate_limited_model_is_passed_over_along_the_hull(plan_dir: Path, tmp_path: Path, demo_data: Outcomes,
+                                                         kind: str) -> None:
+    """A model at its catalogue rpm/tpm is passed over at once for the next model on the
+    query's hull; a forced model (a chain of one) waits at most --rate-wait, then 429."""
+    prompt = str(demo_data.texts[11])
+    with FakeStreamOpenAI(answer="Yes") as up:
+        probe = build_server(catalogue(tmp_path / "p.yaml", up.base_url), plan_dir, budget_per_1k=BUDGET_1K)
+        d = probe.router.route(prompt)
+        routed, spec = d.model, probe.catalogue[d.model]
+        # one call's worth per second, burst one call: the second call within the second is over the limit
+        one_call = float(d.prompt_tokens[d.models.index(routed)]) + spec.max_output_tokens
+        lim = {"rpm": 60.0} if kind == "rpm" else {"tpm": 60.0 * one_call}
+        cat = catalogue(tmp_path / "l.yaml", up.base_url, limits={routed: lim})
+        server = build_server(cat, plan_dir, budget_per_1k=BUDGET_1K, eta=1e-12, rate_wait=0.0)
+        with serving(server) as base:
+            c = client(base)
+            first = c.chat.completions.with_raw_response.create(model=AUTO, messages=ask(prompt))
+            second = c.chat.completions.with_raw_response.create(model=AUTO, messages=ask(prompt))
+            assert first.parse().model == routed and first.headers["x-optllm-fallback"] == "0"
+            assert second.headers["x-optllm-routed-model"] == routed
+            assert second.parse().model == d.fallbacks[0] and second.headers["x-optllm-fallback"] == "1"
+            assert up.by_model[routed] == 1  # the limited model was not called again
+            with pytest.raises(openai.RateLimitError) as e:  # forced: nowhere to go, no wait allowed
+                c.chat.completions.create(model=routed, messages=ask(prompt))
+            assert e.value.code == "rate_limit_exceeded" and "rate limit" in str(e.value)
+            assert int(e.value.response.headers["retry-after"]) >= 1
+            assert up.by_model[routed] == 1
+        # with a bounded wait the forced call waits for its slot and is answered by that model
+        server2 = build_server(cat, plan_dir, budget_per_1k=BUDGET_1K, eta=1e-12, rate_wait=5.0)
+        with serving(server2) as base:
+            c = client(base)
+            got = [c.chat.completions.create(model=routed, messages=ask(prompt)).model for _ in range(2)]
+        assert got == [routed, routed] and up.by_model[routed] == 3
+        assert server2.upstreams.guard.spent == pytest.approx(sum(
+            server2.catalogue[m].call_cost(p, ct) for m, _, p, ct in up.billed[-2:]))
+
+
+def test_rate_wait_is_checked(plan_dir: Path, cat_path: Path) -> None:
+    for bad in (-1.0, math.inf, math.nan):
+        with pytest.raises(OptLLMError, match="--rate-wait"):
+            build_server(cat_path, plan_dir, budget_per_1k=BUDGET_1K, rate_wait=bad)
+
+
 def test_all_upstreams_down_is_one_clear_error(plan_dir: Path, tmp_path: Path) -> None:
     with FakeStreamOpenAI() as up:
         server = build_server(catalogue(tmp_path / "m.yaml", up.base_url), plan_dir, budget_per_1k=BUDGET_1K,
@@ -505,6 +555,7 @@ runner = CliRunner()
     (["--budget-per-1k", "0.000001"], "below the cheapest routing"),
     (["--target-accuracy", "0.999"], "above the best predicted accuracy"),
     (["--budget-per-1k", "0.1", "--port", "0"], "--port must lie in"),
+    (["--budget-per-1k", "0.1", "--rate-wait", "-1"], "--rate-wait must be a number of seconds"),
 ])
 def test_cli_bad_input_is_one_line(plan_dir: Path, cat_path: Path, args: list[str], needle: str) -> None:
     r = runner.invoke(cli_app, ["serve", "--models", str(cat_path), "--from", str(plan_dir), *args])

@@ -37,6 +37,7 @@ def serve(
     ledger: Optional[Path] = typer.Option(None, "--ledger", help="Durable spend ledger (dispatch's format): every reservation and bill is fsynced; a restart resumes its spend under --max-spend."),
     eta: float = typer.Option(0.05, "--eta", help="Step of lambda's online update (log-lambda moves by eta x (cost - rate) / rate per answered request)."),
     max_attempts: int = typer.Option(3, "--max-attempts", help="Tries per upstream model on 429/5xx/timeouts before falling back along the hull."),
+    rate_wait: float = typer.Option(1.0, "--rate-wait", help="Seconds a request may wait when every model of its route is at its catalogue rpm/tpm limit (a model at its limit is otherwise passed over for the next one along the hull at once); then 429 with Retry-After."),
     seed: int = typer.Option(0, "--seed", help="Seeds the backoff jitter and the sample of the batch lambda starts from."),
 ) -> None:
     """Serve `POST /v1/chat/completions` (plain and streamed), `GET /v1/models`, `/metrics`
@@ -52,7 +53,7 @@ def serve(
     server = build_server(models, from_, budget_per_1k=budget_per_1k, target_accuracy=target_accuracy,
                           max_spend=max_spend, prompts=str(prompts) if prompts else None, shadow=shadow,
                           token=token, log_path=str(log) if log else None, ledger=str(ledger) if ledger else None,
-                          eta=eta, max_attempts=max_attempts, seed=seed)
+                          eta=eta, max_attempts=max_attempts, rate_wait=rate_wait, seed=seed)
     _check_port(host, port)
     import uvicorn
 

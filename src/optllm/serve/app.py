@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import hmac
 import json
+import math
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -198,9 +199,13 @@ def create_app(server: Server) -> Any:
             ans = await server.upstreams.send(chain, messages, params, ptok, stream=stream)
         except Exhausted as e:
             m.failed(mode, e.status)
-            hdr = {"x-should-retry": "false"} if e.kind == "insufficient_quota" else None
-            return _error(e.status, e.message, "insufficient_quota" if e.status == 429 else "api_error", e.kind,
-                          headers=hdr)
+            if e.kind == "insufficient_quota":  # the spend cap: retrying will not help
+                hdr, kind = {"x-should-retry": "false"}, "insufficient_quota"
+            elif e.kind == "rate_limit_exceeded":  # every model of the route at its rpm/tpm: retry later
+                hdr, kind = {"retry-after": str(max(1, math.ceil(e.retry_after or 0.0)))}, "requests"
+            else:
+                hdr, kind = None, "api_error"
+            return _error(e.status, e.message, kind, e.kind, headers=hdr)
         headers = {"x-optllm-model": ans.model, "x-optllm-fallback": str(ans.position),
                    "x-optllm-lambda": f"{server.pacer.lam:.6g}"}
         if decision is not None:

@@ -127,7 +127,7 @@ def build_server(models: str | os.PathLike[str], from_path: str | os.PathLike[st
                  max_spend: float | None = None, prompts: str | None = None, shadow: str | None = None,
                  token: str | None = None, log_path: str | None = None, ledger: str | None = None,
                  eta: float = 0.05, max_attempts: int = 3, backoff: float = 0.2, breaker: int = 5,
-                 cooldown_s: float = 30.0, seed: int = 0, environ: Mapping[str, str] | None = None,
+                 cooldown_s: float = 30.0, rate_wait: float = 1.0, seed: int = 0, environ: Mapping[str, str] | None = None,
                  client_factory: Callable[[ModelSpec, str], Any] | None = None,
                  clock: Callable[[], float] | None = None) -> Any:
     """Everything `optllm serve` needs, checked before anything binds (see the module docstring)."""
@@ -146,6 +146,8 @@ def build_server(models: str | os.PathLike[str], from_path: str | os.PathLike[st
     check_options(max_spend=max_spend, max_attempts=max_attempts, backoff_base=backoff, breaker=breaker)
     if not (math.isfinite(eta) and eta > 0):
         raise OptLLMError(f"--eta must be a positive number, got {eta}")
+    if not (math.isfinite(rate_wait) and rate_wait >= 0):
+        raise OptLLMError(f"--rate-wait must be a number of seconds >= 0, got {rate_wait}")
     cat: Catalogue = load_catalogue(models)
     fp = Path(from_path)
     fitted = read_fitted(fp)
@@ -172,7 +174,7 @@ def build_server(models: str | os.PathLike[str], from_path: str | os.PathLike[st
     guard = SpendGuard(max_spend, spent=spent)
     metrics = Metrics(cat.names)
     ups = Upstreams(cat, keys, guard, max_attempts=max_attempts, backoff_base=backoff, breaker=breaker,
-                    cooldown_s=cooldown_s, seed=seed, client_factory=client_factory, ledger=log,
+                    cooldown_s=cooldown_s, rate_wait_s=rate_wait, seed=seed, client_factory=client_factory, ledger=log,
                     on_error=lambda model, kind: metrics.errors.labels(model, kind).inc())
     ups.warm()
     info = {"started": time.time(), "from": str(fp), "mode": mode, "rate": rate, "start": start.as_dict(),

@@ -12,6 +12,15 @@ the next model is tried. A streamed request can fall back only until its first c
 arrived; after that it is metered from the final usage chunk (`stream_options.include_usage`)
 or, when none arrives or the stream breaks, charged its whole reservation (unknown spend).
 
+Rate limits (the catalogue's `rpm`/`tpm`, dispatch's `RateLimiter` token buckets, one per
+model). A model at its limit is passed over at once for the next model of the chain (the
+query's hull: the model the front itself would pick next), since a router is there to answer
+now; only when every model of the chain is at its limit does the request wait, at most
+`rate_wait_s` seconds in all, for the soonest of them to free. Past that it is answered 429
+`rate_limit_exceeded` with a `Retry-After`. A retry of the same model after a failure takes
+a slot too (waiting at most `rate_wait_s`), and an upstream 429 with a Retry-After pauses that
+model's limiter, as in dispatch.
+
 Unlike a dispatch run, a server lives on: a disabled model or an open circuit is tried
 again after `cooldown_s`.
 """
@@ -28,16 +37,16 @@ from typing import Any, AsyncIterator, Callable, Mapping, Sequence
 
 from optllm.cost import Catalogue, ModelSpec
 from optllm.dispatch.client import ClientPool, classify
-from optllm.dispatch.limits import CircuitBreaker, SpendGuard, backoff_delay
+from optllm.dispatch.limits import CircuitBreaker, RateLimiter, SpendGuard, backoff_delay
 from optllm.secrets import redact
 
 
 class Exhausted(Exception):
     """No model of the chain answered; `status` is the HTTP status to give the client."""
 
-    def __init__(self, status: int, message: str, kind: str) -> None:
+    def __init__(self, status: int, message: str, kind: str, retry_after: float | None = None) -> None:
         super().__init__(message)
-        self.status, self.message, self.kind = status, message, kind
+        self.status, self.message, self.kind, self.retry_after = status, message, kind, retry_after
 
 
 @dataclass
@@ -64,7 +73,7 @@ class Upstreams:
                  backoff_base: float = 0.2, backoff_cap: float = 5.0, breaker: int = 5, cooldown_s: float = 30.0,
                  seed: int = 0, client_factory: Callable[[ModelSpec, str], Any] | None = None,
                  ledger: Any = None, on_error: Callable[[str, str], None] | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, rate_wait_s: float = 1.0) -> None:
         self.cat = catalogue
         self.keys = dict(keys)
         self.guard = guard
@@ -77,6 +86,8 @@ class Upstreams:
         self.ledger = ledger
         self.on_error = on_error or (lambda model, kind: None)
         self.clock = clock
+        self.rate_wait_s = max(0.0, float(rate_wait_s))
+        self.limiters = {m.name: RateLimiter(m.rpm, m.tpm) for m in catalogue.models}
         self.disabled: dict[str, tuple[str, float]] = {}  # model -> (why, since)
         self._opened: dict[str, float] = {}  # endpoint -> when its circuit opened
         self._run = uuid.uuid4().hex[:8]
@@ -142,6 +153,7 @@ class Upstreams:
         n = int(params.get("n") or 1)
         asked = params.get("max_tokens") or params.get("max_completion_tokens")
         cap_refused, tried = 0, [False]
+        limited: list[tuple[float, int, str]] = []  # (seconds to a free slot, position, model): passed over
         for pos, name in enumerate(chain):
             spec = self.cat[name]
             why = self.unavailable(spec)
@@ -154,20 +166,70 @@ class Upstreams:
                 reasons.append(f"{name}: its upper-bound cost ${amount:.6f} does not fit under the spend cap "
                                f"(${self.guard.remaining:.6f} left)")
                 continue
-            ans = await self._try(spec, amount, messages, params, stream, reasons, tried)
+            wait = self.limiters[name].try_acquire(self._limit_tokens(spec, prompt_tokens[name], n, asked))
+            if wait > 0:
+                limited.append((wait, pos, name))
+                reasons.append(f"{name}: at its rate limit (rpm/tpm; a slot in {wait:.3g} s)")
+                continue
+            ans = await self._try(spec, amount, messages, params, stream, reasons, tried, prompt_tokens[name])
+            if ans is not None:
+                ans.position, ans.skipped = pos, list(reasons)
+                return ans
+        # every model of the chain was at its rate limit or failed: wait (bounded) for the soonest
+        deadline = self.clock() + self.rate_wait_s
+        for _, pos, name in sorted(limited):
+            spec = self.cat[name]
+            if self.unavailable(spec):
+                continue
+            amount = self.reservation(spec, prompt_tokens[name], n, asked)
+            if not self.guard.fits(amount):
+                continue
+            if not await self._slot(spec, self._limit_tokens(spec, prompt_tokens[name], n, asked), deadline):
+                continue
+            ans = await self._try(spec, amount, messages, params, stream, reasons, tried, prompt_tokens[name])
             if ans is not None:
                 ans.position, ans.skipped = pos, list(reasons)
                 return ans
         if cap_refused and not tried[0]:
             raise Exhausted(429, "spend cap reached: " + "; ".join(reasons), "insufficient_quota")
+        if limited and not tried[0]:
+            waited = self.clock() - (deadline - self.rate_wait_s)
+            soonest = max(0.0, min(w for w, _, _ in limited) - waited)
+            raise Exhausted(429, f"every model of the route is at its rate limit (waited {self.rate_wait_s:g} s): "
+                            + "; ".join(reasons), "rate_limit_exceeded", retry_after=soonest)
         raise Exhausted(502, "no upstream model answered: " + "; ".join(reasons), "upstream_error")
 
+    @staticmethod
+    def _limit_tokens(spec: ModelSpec, prompt_tokens: float, n: int, max_tokens: int | None) -> float:
+        """What one call takes from the tokens/minute bucket: its prompt and its completion bound
+        (as dispatch takes prompt + max_output_tokens)."""
+        out = spec.max_output_tokens if max_tokens is None else min(int(max_tokens), spec.max_output_tokens)
+        return float(prompt_tokens) + n * out
+
+    async def _slot(self, spec: ModelSpec, tokens: float, deadline: float) -> bool:
+        """A rate-limit slot of `spec` for a call of `tokens`, waiting until `deadline` at most."""
+        lim = self.limiters[spec.name]
+        while True:
+            wait = lim.try_acquire(tokens)
+            if wait <= 0:
+                return True
+            if self.clock() + wait > deadline:
+                return False
+            await asyncio.sleep(wait)
+
     async def _try(self, spec: ModelSpec, amount: float, messages: list[dict[str, Any]], params: Mapping[str, Any],
-                   stream: bool, reasons: list[str], tried: list[bool]) -> Answer | None:
+                   stream: bool, reasons: list[str], tried: list[bool], prompt_tokens: float) -> Answer | None:
+        """Up to `max_attempts` calls of `spec` (its first rate-limit slot already taken)."""
         kwargs = self._kwargs(spec, params, stream)
+        n = int(params.get("n") or 1)
+        asked = params.get("max_tokens") or params.get("max_completion_tokens")
         for attempt in range(1, self.max_attempts + 1):
             if self.unavailable(spec):
                 reasons.append(f"{spec.name}: {self.unavailable(spec)}")
+                return None
+            if attempt > 1 and not await self._slot(spec, self._limit_tokens(spec, prompt_tokens, n, asked),
+                                                    self.clock() + self.rate_wait_s):
+                reasons.append(f"{spec.name}: at its rate limit for a retry (waited {self.rate_wait_s:g} s)")
                 return None
             if not self.guard.fits(amount) or not await self.guard.reserve(amount):
                 reasons.append(f"{spec.name}: spend cap reached")
@@ -202,6 +264,8 @@ class Upstreams:
                         self._opened[spec.base_url] = self.clock()
                 else:
                     self.breaker.success(spec.base_url)
+                if err.retryable and err.kind == "429" and err.retry_after:
+                    self.limiters[spec.name].pause(min(err.retry_after, self.backoff_cap))  # as dispatch
                 last = redact(f"{err.kind} after {attempt} attempt(s) at {spec.base_url}: {err.message}")
                 if not err.retryable or attempt == self.max_attempts:
                     reasons.append(f"{spec.name}: {last}")
