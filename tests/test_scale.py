@@ -55,3 +55,52 @@ def test_predicting_in_chunks_gives_the_same_numbers() -> None:
     np.testing.assert_allclose(mean, whole.mean, rtol=0, atol=1e-12)
     np.testing.assert_allclose(std, whole.std, rtol=0, atol=1e-12)
     assert mean.shape == (3000, 4)
+    means_only, none = predict_in_chunks(m, X, rows=700, with_std=False)
+    assert none is None
+    np.testing.assert_allclose(means_only, whole.mean, rtol=0, atol=1e-12)
+
+
+def test_nystroem_is_exact_up_to_its_landmarks_and_reproduces_a_low_rank_kernel() -> None:
+    rng = np.random.default_rng(3)
+    F = rng.normal(size=(300, 20)) @ rng.normal(size=(20, 60))  # rank 20: 100 landmarks span it
+    new = rng.normal(size=(40, 20)) @ rng.normal(size=(20, 60))
+    exact = KernelMap(max_rank=None)
+    Phi_e = exact.fit(F)
+    # up to `landmarks` rows the map is the exact one, number for number
+    same = KernelMap(max_rank=None, landmarks=300)
+    np.testing.assert_array_equal(same.fit(F), Phi_e)
+    assert same.landmarks_ is None
+    ny = KernelMap(max_rank=None, landmarks=100, seed=1)
+    Phi = ny.fit(F)
+    assert ny.F_.shape[0] == ny.landmarks_.size == 20  # the landmark rows only; rank 20 needs no more
+    np.testing.assert_allclose(Phi @ Phi.T, Phi_e @ Phi_e.T, atol=1e-8)  # the same kernel among training rows
+    np.testing.assert_allclose(ny.transform(new) @ Phi.T, exact.transform(new) @ Phi_e.T, atol=1e-8)
+    # a warm start's coordinates: the θ with Φθ = z is found again
+    theta = rng.normal(size=(Phi.shape[1], 3))
+    np.testing.assert_allclose(ny.coordinates(Phi, Phi @ theta), theta, atol=1e-6)
+    theta_e = rng.normal(size=(Phi_e.shape[1], 3))
+    np.testing.assert_allclose(exact.coordinates(Phi_e, Phi_e @ theta_e), theta_e, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["logistic", "irt", "default"])
+def test_kernel_predictors_past_their_landmarks_fit_nystroem_maps_and_stay_close(name: str) -> None:
+    d = load("synthetic:2400x4")
+    tr, va, te = d.subset(np.arange(600)), d.subset(np.arange(600, 900)), d.subset(np.arange(900, 2400))
+    kw = {"landmarks": 200} if name != "default" else {}
+    small = make_predictor(name, seed=0, **kw)
+    if name == "default":  # the selector's kernel candidates with 200 landmarks
+        from optllm.predict import Selector
+
+        small = Selector(candidates=[make_predictor(c, seed=0, featurizer=None, landmarks=200) for c in ("logistic", "irt")])
+    small.fit(inputs_of(tr), tr.correct, inputs_of(va), va.correct, models=tr.models)
+    exact = make_predictor(name, seed=0, **({"landmarks": None} if name != "default" else {}))
+    exact.fit(inputs_of(tr), tr.correct, inputs_of(va), va.correct, models=tr.models)
+    kms = [c.kmap_ for _, c in small.fitted_cands_ if hasattr(c, "kmap_")] if name == "default" else [small.kmap_]
+    assert kms and all(0 < k.F_.shape[0] <= 200 and k.landmarks_ is not None for k in kms)
+    p = small.predict(inputs_of(te))
+    assert np.all((p.mean >= 0) & (p.mean <= 1)) and np.all(np.isfinite(p.std))
+    y = te.correct
+    b_small, b_exact = np.mean((p.mean - y) ** 2), np.mean((exact.predict_mean(inputs_of(te)) - y) ** 2)
+    base = np.mean((tr.correct.mean(axis=0) - y) ** 2)
+    assert b_small < base  # it still learns from the text
+    assert b_small <= b_exact + 0.01

@@ -65,12 +65,13 @@ class PlanSettings:
 
 @dataclass(frozen=True)
 class Planned:
-    """What one planning pass produced: predictions of the assigned queries (`p`, `p_std`,
-    [n, m]), the front built on them, the held-out sample and the bounds along the front,
+    """What one planning pass produced: predictions of the assigned queries (`p`, [n, m]; and
+    `p_std`, their standard deviations, only when the robust prediction needs them: α ≠ 0,
+    else None), the front built on them, the held-out sample and the bounds along the front,
     and the `Selection` for the goal; `predictor` is the fitted predictor itself."""
 
     p: np.ndarray
-    p_std: np.ndarray
+    p_std: np.ndarray | None
     front: FrontLike
     held: HeldOut | None
     bounds: AccuracyBounds
@@ -110,11 +111,14 @@ def plan_queries(train: Outcomes, val: Outcomes, inputs: Any, cost: np.ndarray, 
     has_val = val.n > 0
     model.fit(inputs_of(train), train.correct, inputs_of(val) if has_val else None,
               val.correct if has_val else None, models=models)
-    mean, std = predict_in_chunks(model, inputs)
+    # the standard deviations cost more than the means (a quadratic form per model and query)
+    # and only the robust prediction p̄ + α·σ uses them
+    mean, std = predict_in_chunks(model, inputs, with_std=settings.alpha != 0)
     if feasible is not None:
-        mean, std = np.where(feasible, mean, 0.0), np.where(feasible, std, 0.0)
+        mean = np.where(feasible, mean, 0.0)
+        std = None if std is None else np.where(feasible, std, 0.0)
     t["predict"] = time.perf_counter() - t1
-    p_robust = np.clip(mean + settings.alpha * std, 0.0, 1.0)
+    p_robust = mean if std is None else np.clip(mean + settings.alpha * std, 0.0, 1.0)
     say("build front")
     t1 = time.perf_counter()
     front = build_front(settings.optimizer, mean, p_robust, cost, models, gn=settings.gn,
@@ -180,17 +184,23 @@ def cross_fit(name: str, train: Outcomes, val: Outcomes, folds: int, seed: int,
 PREDICT_CHUNK = 32_768  # rows featurised and predicted at once: bounds the (rows x n_train) kernel blocks
 
 
-def predict_in_chunks(model: Any, inputs: Any, rows: int = PREDICT_CHUNK) -> tuple[np.ndarray, np.ndarray]:
+def predict_in_chunks(model: Any, inputs: Any, rows: int = PREDICT_CHUNK,
+                      with_std: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
     """(mean, std) of `model` on `inputs`, `rows` at a time: the fitted featuriser and
-    predictor are fixed, so chunks give the same numbers with memory bounded by the chunk."""
+    predictor are fixed, so chunks give the same numbers with memory bounded by the chunk.
+    `with_std=False`: the means alone (`predict_mean`), std None."""
     n = len(inputs) if isinstance(inputs, list) else inputs.shape[0]
     means, stds = [], []
     for lo in range(0, max(n, 1), rows):
         idx = np.arange(lo, min(n, lo + rows))
-        pred = model.predict(inputs if n <= rows else _rows(inputs, idx))
-        means.append(np.asarray(pred.mean, dtype=np.float64))
-        stds.append(np.asarray(pred.std, dtype=np.float64))
-    return np.concatenate(means), np.concatenate(stds)
+        chunk = inputs if n <= rows else _rows(inputs, idx)
+        if with_std:
+            pred = model.predict(chunk)
+            means.append(np.asarray(pred.mean, dtype=np.float64))
+            stds.append(np.asarray(pred.std, dtype=np.float64))
+        else:
+            means.append(np.asarray(model.predict_mean(chunk), dtype=np.float64))
+    return np.concatenate(means), (np.concatenate(stds) if with_std else None)
 
 
 def _rows(X: Any, idx: np.ndarray) -> Any:

@@ -19,7 +19,7 @@ from scipy.optimize import minimize
 from optllm.predict.base import (
     Predictor, bernoulli_nll_grad, beta_posterior, logit, moderated, rng_of, sigmoid, weighted_grams,
 )
-from optllm.predict.kernel import kernel_features, residual_var, warm_start_of
+from optllm.predict.kernel import LANDMARKS, kernel_features, residual_var, warm_start_of
 
 
 def _softplus(z: np.ndarray) -> np.ndarray:
@@ -32,7 +32,8 @@ class SharedIRT(Predictor):
     `shared_var`: prior variance of the easiness per query (logit scale); `specific_var`: of
     each LLM's own deviation; `scale`: a factor on both, "auto" picks it from `scale_grid` by
     the (block-diagonal) Laplace approximation of the marginal likelihood on the training
-    labels; `rank`: number of shared factors; `gamma` > 0: RBF kernel."""
+    labels; `rank`: number of shared factors; `gamma` > 0: RBF kernel; past `landmarks` training
+    queries the kernel is Nyström's on that many (`optllm.predict.kernel`)."""
 
     name = "irt"
     uses_kernel = True  # fits on the cosine kernel (`kernel_features`): a selector may share it
@@ -40,9 +41,10 @@ class SharedIRT(Predictor):
     def __init__(self, rank: int = 1, shared_var: float = 2.0, specific_var: float = 0.5,
                  slope_var: float = 1.0, intercept_var: float = 0.5, gamma: float = 0.0,
                  scale: float | str = "auto", scale_grid: tuple[float, ...] = (0.25, 1.0, 4.0, 16.0),
-                 moderate: bool = False, max_rank: int | None = 256,
+                 moderate: bool = False, max_rank: int | None = 256, landmarks: int | None = LANDMARKS,
                  featurizer: Any = "tfidf", seed: int = 0) -> None:
         super().__init__(featurizer=featurizer, seed=seed)
+        self.landmarks = landmarks
         self.rank = rank
         self.shared_var = shared_var
         self.specific_var = specific_var
@@ -58,7 +60,7 @@ class SharedIRT(Predictor):
         self.kmap_, Phi = kernel_features(self, F)
         grid = tuple(self.scale_grid) if self.scale == "auto" else (float(self.scale),)
         best = None
-        x0 = self._warm_x(F, Y)
+        x0 = self._warm_x(F, Phi, Y)
         for sc in grid:
             fit = self._fit_scale(Phi, Y, sc, x0)
             x0 = fit.pop("x")
@@ -77,7 +79,7 @@ class SharedIRT(Predictor):
         Phi = self.kmap_.transform(F, cos)
         return self.offset_ + (Phi @ self.bs_) @ self.A_.T + Phi @ self.B_[:-1] + self.B_[-1]
 
-    def _warm_x(self, F: Any, Y: np.ndarray) -> np.ndarray | None:
+    def _warm_x(self, F: Any, Phi: np.ndarray, Y: np.ndarray) -> np.ndarray | None:
         """Starting point for the solver from an earlier fit on part of these rows (a selector's
         refit): its easiness and per-model parts on these rows, in this fit's coordinates."""
         prev, cos = warm_start_of(self, Y.shape[1])
@@ -85,9 +87,8 @@ class SharedIRT(Predictor):
             return None
         off = logit(beta_posterior(Y)[0])
         Phi_prev = prev.kmap_.transform(F, cos)
-        P = self.kmap_.proj_
-        bs = P.T @ (Phi_prev @ prev.bs_)
-        B = np.vstack([P.T @ (Phi_prev @ prev.B_[:-1]), prev.B_[-1] + prev.offset_ - off])
+        bs = self.kmap_.coordinates(Phi, Phi_prev @ prev.bs_)
+        B = np.vstack([self.kmap_.coordinates(Phi, Phi_prev @ prev.B_[:-1]), prev.B_[-1] + prev.offset_ - off])
         return np.concatenate([bs.ravel(), B.ravel(), prev.A_.ravel()])
 
     def _predict_mean(self, F: Any, n: int) -> np.ndarray:

@@ -4,6 +4,16 @@ run in at most n_train dimensions, whatever the size of the TF-IDF vocabulary.
 With K = Φ Φᵀ (eigen-decomposition of the training kernel), a linear model on Φ with an L2
 penalty is exactly the Gaussian-process / kernel model with covariance K; a test query's
 coordinates are φ* = Λ^{-1/2} Uᵀ k*. Cost: one n_train × n_train eigen-decomposition.
+
+Past `landmarks` training rows the map is Nyström's (Williams & Seeger 2001): the
+eigen-decomposition is of the kernel among at most L = `landmarks` rows, and every row's
+coordinates are its kernel with those rows times Λ^{-1/2} U (the same formula). The rows are
+chosen by randomly pivoted Cholesky (Chen, Epperly, Tropp & Webber 2023): each next landmark
+is drawn with probability proportional to how badly the landmarks so far explain its kernel
+(its residual variance), so a rare kind of query (one log template among many) is picked as
+surely as a common one; uniform draws miss them (benchmarks/landmarks.py). A fit costs
+O(n_train · L²) time and O(n_train · L) memory instead of O(n_train³) and O(n_train²). Up to
+L rows nothing changes: the map is exact.
 """
 from __future__ import annotations
 
@@ -16,13 +26,21 @@ from optllm.predict.base import dense_dot
 from optllm.predict.features import row_normalise
 
 
+# Nyström landmarks of the kernel predictors (`logistic`, `irt`): chosen by validation, see
+# docs/predictors.md "Past a thousand labels" (benchmarks/landmarks.py)
+LANDMARKS = 1024
+
+
 class KernelMap:
     """Cosine kernel (gamma=0) or its RBF on the unit sphere, exp(gamma·(cos − 1))."""
 
-    def __init__(self, gamma: float = 0.0, eig_tol: float = 1e-8, max_rank: int | None = None) -> None:
+    def __init__(self, gamma: float = 0.0, eig_tol: float = 1e-8, max_rank: int | None = None,
+                 landmarks: int | None = None, seed: int = 0) -> None:
         self.gamma = gamma
         self.eig_tol = eig_tol
         self.max_rank = max_rank
+        self.landmarks = landmarks
+        self.seed = seed
 
     def _k(self, cos: np.ndarray) -> np.ndarray:
         if self.gamma and self.gamma > 0:
@@ -30,13 +48,38 @@ class KernelMap:
         return cos
 
     def fit(self, F: Any, normalised: Any = None, cos: np.ndarray | None = None) -> np.ndarray:
-        """Store the normalised training rows; return Φ (n, r). `normalised` (F's rows scaled
-        to unit norm) and `cos` (their Gram matrix) may be passed when already computed."""
-        self.F_ = row_normalise(F) if normalised is None else normalised
-        K = self._k(dense_dot(self.F_, self.F_) if cos is None else cos)
+        """Store the normalised training rows (the landmark rows past `landmarks`); return Φ
+        (n, r). `normalised` (F's rows scaled to unit norm) and `cos` (their Gram matrix; exact
+        maps only) may be passed when already computed."""
+        Fn = row_normalise(F) if normalised is None else normalised
+        n = Fn.shape[0]
+        self.landmarks_ = None
+        if self.landmarks is not None and n > int(self.landmarks):
+            self.landmarks_ = self._pivots(Fn, int(self.landmarks))
+            self.F_ = Fn[self.landmarks_]
+            C = self._k(dense_dot(Fn, self.F_))  # (n, L): every row's kernel with the landmarks
+            K = C[self.landmarks_]
+        else:
+            self.F_ = Fn
+            K = C = self._k(dense_dot(self.F_, self.F_) if cos is None else cos)
         K = 0.5 * (K + K.T)
         lam, U = np.linalg.eigh(K)
         keep = lam > self.eig_tol * max(float(lam.max()), 1e-12)
+        if self.landmarks_ is not None:
+            # Φ of every training row from all the landmarks' directions, then the rank cap
+            # on that (the leading directions of the approximated n x n kernel, as the exact
+            # map takes them), not on the landmarks' own kernel, whose spectrum over-weights
+            # the rare rows the pivots favour; the SVD also makes Φ's columns orthogonal, as
+            # in the exact map, which the solvers' diagonal preconditioning relies on
+            proj = U[:, keep] / np.sqrt(lam[keep])
+            Phi = C @ proj
+            _, sv, Vt = np.linalg.svd(Phi, full_matrices=False)
+            r = int((sv ** 2 > self.eig_tol * max(float(sv[0]) ** 2 if sv.size else 0.0, 1e-12)).sum())
+            if self.max_rank is not None:
+                r = min(r, int(self.max_rank))
+            self.lam_ = sv[:r] ** 2  # the eigenvalues of the approximated training kernel
+            self.proj_ = proj @ Vt[:r].T  # (L, r): φ* = k*_landmarks @ proj_
+            return Phi @ Vt[:r].T
         if self.max_rank is not None and keep.sum() > self.max_rank:
             keep &= lam >= np.sort(lam)[-int(self.max_rank)]
         if not keep.any():  # every training text has empty features
@@ -45,6 +88,46 @@ class KernelMap:
         self.lam_ = lam[keep]
         self.proj_ = self.U_ / np.sqrt(self.lam_)  # (n, r): φ* = k* @ proj_
         return self.U_ * np.sqrt(self.lam_)
+
+    PIVOT_BLOCK = 64  # landmarks drawn per kernel product (the block variant of the method)
+
+    def _pivots(self, Fn: Any, L: int) -> np.ndarray:
+        """Up to L rows of Fn chosen by block randomly pivoted Cholesky (seeded): draw a block
+        of rows with probability ∝ their residual kernel variance, accept each whose residual
+        (after the rows accepted so far) is above `eig_tol`, update the residuals. Stops early
+        when the landmarks explain every row (a kernel of rank < L)."""
+        n = Fn.shape[0]
+        rng = np.random.default_rng(self.seed)
+        resid = self.diag(Fn).astype(np.float64)
+        tol = self.eig_tol * max(float(resid.max()), 1e-12)
+        G = np.zeros((n, L))  # the Cholesky factor of the kernel on the accepted landmarks
+        chosen: list[int] = []
+        while len(chosen) < L:
+            live = resid > tol
+            if not live.any():
+                break
+            want = min(self.PIVOT_BLOCK, L - len(chosen), int(live.sum()))
+            w = np.where(live, resid, 0.0)
+            S = rng.choice(n, size=want, replace=False, p=w / w.sum())
+            k = len(chosen)
+            C = self._k(dense_dot(Fn, Fn[S]))  # (n, b): the kernel with the drawn rows
+            C -= G[:, :k] @ G[S, :k].T
+            for j, s_ in enumerate(S):
+                g = C[:, j] - G[:, k:len(chosen)] @ G[s_, k:len(chosen)]
+                if g[s_] <= tol:  # explained by the rows accepted in this block
+                    continue
+                G[:, len(chosen)] = g / np.sqrt(g[s_])
+                chosen.append(int(s_))
+            resid = np.maximum(resid - (G[:, k:len(chosen)] ** 2).sum(axis=1), 0.0)
+        return np.sort(np.asarray(chosen, dtype=np.int64))
+
+    def coordinates(self, Phi: np.ndarray, values: np.ndarray) -> np.ndarray:
+        """θ (r, …) with Φ θ closest to `values` (rows of Φ: this map's training rows): what a
+        warm start carries over from an earlier fit. Exact maps have orthogonal Φ, so θ =
+        proj_ᵀ values; a Nyström Φ needs the least-squares solve."""
+        if getattr(self, "landmarks_", None) is None:
+            return self.proj_.T @ values
+        return np.linalg.lstsq(Phi, values, rcond=None)[0]
 
     def cross(self, F: Any, cos: np.ndarray | None = None) -> np.ndarray:
         """Kernel between new rows and the training rows, (n_new, n_train); `cos`: their
@@ -169,14 +252,20 @@ class SharedKernel:
 
 
 def kernel_features(pred: Any, F: Any) -> tuple[KernelMap, np.ndarray]:
-    """(KernelMap, Φ) of training features F for a kernel predictor (attributes gamma and
-    max_rank): from the `SharedKernel` a selector handed it for exactly these rows
-    (`pred._shared_kernel`, taken off the predictor here), else computed."""
+    """(KernelMap, Φ) of training features F for a kernel predictor (attributes gamma,
+    max_rank, landmarks, seed): from the `SharedKernel` a selector handed it for exactly these
+    rows (`pred._shared_kernel`, taken off the predictor here; exact maps only), else computed."""
     shared = pred.__dict__.pop("_shared_kernel", None)
-    if shared is not None and shared.n == F.shape[0]:
+    landmarks = getattr(pred, "landmarks", None)
+    if shared is not None and shared.n == F.shape[0] and not needs_landmarks(shared.n, landmarks):
         return shared.kernel_map(pred.gamma, 1e-8, pred.max_rank)
-    km = KernelMap(pred.gamma, max_rank=pred.max_rank)
+    km = KernelMap(pred.gamma, max_rank=pred.max_rank, landmarks=landmarks, seed=int(getattr(pred, "seed", 0)))
     return km, km.fit(F)
+
+
+def needs_landmarks(n_train: int, landmarks: int | None) -> bool:
+    """Whether a kernel map of `n_train` rows is Nyström's (more rows than `landmarks`)."""
+    return landmarks is not None and n_train > int(landmarks)
 
 
 def warm_start_of(pred: Any, m: int) -> tuple[Any, np.ndarray | None]:

@@ -12,7 +12,7 @@ from optllm.predict.base import (
     Predictor, bernoulli_nll_grad, beta_posterior, dense_dot, logit, moderated, sigmoid, weighted_grams,
 )
 from optllm.predict.features import row_normalise
-from optllm.predict.kernel import kernel_features, residual_var, warm_start_of
+from optllm.predict.kernel import LANDMARKS, kernel_features, residual_var, warm_start_of
 
 
 class BaseRate(Predictor):
@@ -93,16 +93,18 @@ class Logistic(Predictor):
     `C` is the prior variance of the logit deviation for a query (inverse penalty); "auto"
     picks it per model from `C_grid` by the Laplace approximation of the marginal likelihood
     (empirical Bayes, training labels only). `gamma` > 0 switches the cosine kernel to an RBF
-    on the unit sphere. Uncertainty: Laplace approximation of the posterior."""
+    on the unit sphere; past `landmarks` training queries the kernel is Nyström's on that many
+    (`optllm.predict.kernel`). Uncertainty: Laplace approximation of the posterior."""
 
     name = "logistic"
     uses_kernel = True  # fits on the cosine kernel (`kernel_features`): a selector may share it
 
     def __init__(self, C: float | str = "auto", intercept_var: float = 0.5, gamma: float = 0.0,
                  C_grid: tuple[float, ...] = (0.25, 1.0, 4.0, 16.0, 64.0),
-                 moderate: bool = False, max_rank: int | None = 256,
+                 moderate: bool = False, max_rank: int | None = 256, landmarks: int | None = LANDMARKS,
                  featurizer: Any = "tfidf", seed: int = 0) -> None:
         super().__init__(featurizer=featurizer, seed=seed)
+        self.landmarks = landmarks
         self.C = C
         self.C_grid = C_grid
         self.intercept_var = intercept_var
@@ -120,7 +122,7 @@ class Logistic(Predictor):
         else:  # one value, or one per model
             grid = [np.broadcast_to(np.asarray(self.C, dtype=np.float64), (Y.shape[1],)).copy()]
         best = None
-        theta = self._warm_theta(F, Y.shape[1])
+        theta = self._warm_theta(F, Phi, Y.shape[1])
         for Cv in grid:
             prec = np.concatenate([np.tile(1.0 / Cv, (Phi.shape[1], 1)), np.full((1, Y.shape[1]), 1.0 / self.intercept_var)])
             theta, Lc, ev = fit_logistic_map(X, Y, self.offset_, prec, x0=theta)
@@ -142,7 +144,7 @@ class Logistic(Predictor):
         Phi = self.kmap_.transform(F, cos)
         return self.offset_ + Phi @ self.theta_[:-1] + self.theta_[-1]
 
-    def _warm_theta(self, F: Any, m: int) -> np.ndarray | None:
+    def _warm_theta(self, F: Any, Phi: np.ndarray, m: int) -> np.ndarray | None:
         """Starting point for the solver from an earlier fit of the same model on part of these
         rows (a selector's refit): its logits on these rows, in this fit's coordinates."""
         prev, cos = warm_start_of(self, m)
@@ -150,7 +152,7 @@ class Logistic(Predictor):
             return None
         theta = np.zeros((self.kmap_.proj_.shape[1] + 1, m))
         theta[-1] = prev.theta_[-1] + prev.offset_ - self.offset_
-        theta[:-1] = self.kmap_.proj_.T @ (prev.logits(F, cos) - self.offset_ - theta[-1])
+        theta[:-1] = self.kmap_.coordinates(Phi, prev.logits(F, cos) - self.offset_ - theta[-1])
         return theta
 
     def _predict_mean(self, F: Any, n: int) -> np.ndarray:

@@ -213,9 +213,12 @@ class Selector(Predictor):
     def _shared_kernel(self, cands: list[Any], F: Any) -> Any:
         """The Gram matrix of F's rows, computed once for the kernel candidates (None if none)."""
         from optllm.predict.base import as_matrix
-        from optllm.predict.kernel import SharedKernel
+        from optllm.predict.kernel import SharedKernel, needs_landmarks
 
-        if not any(self._on_shared(c) for c in cands):
+        n = F.shape[0]
+        # past its landmarks a kernel candidate fits a Nyström map of its own (O(n·L) memory),
+        # never an n x n Gram matrix
+        if not any(self._on_shared(c) and not needs_landmarks(n, getattr(c, "landmarks", None)) for c in cands):
             return None
         return SharedKernel.of(as_matrix(F))
 
