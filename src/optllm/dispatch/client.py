@@ -53,7 +53,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from optllm.cost import Catalogue, ModelSpec, prompt_tokens
 from optllm.dispatch.ledger import USAGE_MISSING, DurableLog, ResumeState, ledger_path
-from optllm.dispatch.limits import CircuitBreaker, RateLimiter, SlowStart, SpendGuard, backoff_delay
+from optllm.dispatch.limits import BilledScale, CircuitBreaker, RateLimiter, SlowStart, SpendGuard, backoff_delay
 from optllm.errors import OptLLMError
 from optllm.planning.items import PlanItem
 from optllm.secrets import redact
@@ -383,8 +383,7 @@ class Dispatcher:
         self._seq = itertools.count(1)
         self._disabled: dict[str, str] = {}
         # growth of reservations for servers seen to bill more than reserved (prompt, completion)
-        self._pscale: dict[str, float] = {m.name: 1.0 for m in catalogue.models}
-        self._cscale: dict[str, float] = {m.name: 1.0 for m in catalogue.models}
+        self.scales = BilledScale(catalogue.names)
         self.breaker = CircuitBreaker(breaker)
         self._answered_now: set[str] = set()
         self._workers: list[asyncio.Task[None]] = []
@@ -444,8 +443,7 @@ class Dispatcher:
 
     # ------------------------------------------------------------------ run
     def _reservation(self, spec: ModelSpec, pt: float) -> float:
-        cs = self._cscale[spec.name]
-        return spec.reservation(pt * self._pscale[spec.name], None if cs == 1.0 else spec.max_output_tokens * cs)
+        return self.scales.reservation(spec, pt)
 
     async def run(self) -> DispatchReport:
         t0 = time.monotonic()
@@ -531,22 +529,19 @@ class Dispatcher:
         answers were billed more completion or prompt tokens than reserved (so a resume does not
         overrun the cap again on its first call)."""
         prompt_of = {it.id: it.prompt for it in self.items}
-        over = [(q, r) for q, r in state.answered.items() if r.get("model") in self._cscale
+        over = [(q, r) for q, r in state.answered.items() if r.get("model") in self.scales.completion
                 and str(r.get("note", "")).startswith("billed") and r.get("prompt_tokens") is not None]
         for _, r in state.answered.items():
             m, ct = r.get("model"), r.get("completion_tokens")
-            if m in self._cscale and isinstance(ct, (int, float)) and ct > self.cat[m].max_output_tokens:
-                self._cscale[m] = max(self._cscale[m], ct / self.cat[m].max_output_tokens * 1.05)
+            if m in self.scales.completion and isinstance(ct, (int, float)):
+                self.scales.learn_completion(self.cat[m], ct)
         known = [(q, r) for q, r in over if q in prompt_of]
         if known:
             counts = prompt_tokens([prompt_of[q] for q, _ in known], self.cat)
             col = {name: k for k, name in enumerate(self.cat.names)}
             for i, (_, r) in enumerate(known):
                 spec = self.cat[r["model"]]
-                pt = float(counts[i, col[spec.name]])
-                if pt > 0 and r["prompt_tokens"] > pt * (1 + spec.margin):
-                    self._pscale[spec.name] = max(self._pscale[spec.name],
-                                                  r["prompt_tokens"] / (pt * (1 + spec.margin)) * 1.05)
+                self.scales.learn_prompt(spec, float(counts[i, col[spec.name]]), r["prompt_tokens"])
 
     async def _worker(self, queue: asyncio.Queue[PlanItem]) -> None:
         while True:
@@ -702,12 +697,9 @@ class Dispatcher:
             within = True
         else:
             cost, usage_note = float(spec.call_cost(usage_p, usage_c)), None
-            within = cost <= amount * (1 + 1e-9) + 1e-15
-            reserved_p = pt * self._pscale[name] * (1 + spec.margin)
-            if pt > 0 and usage_p > math.ceil(reserved_p):
-                self._pscale[name] = max(self._pscale[name], usage_p / (pt * (1 + spec.margin)) * 1.05)
-            if usage_c > spec.max_output_tokens * self._cscale[name]:
-                self._cscale[name] = max(self._cscale[name], usage_c / spec.max_output_tokens * 1.05)
+            within = self.scales.within(amount, cost)
+            self.scales.learn_prompt(spec, pt, usage_p)
+            self.scales.learn_completion(spec, usage_c)
         self.breaker.success(spec.base_url)
         rec = {"id": it.id, "model": name, "answer": answer, "prompt_tokens": usage_p,
                "completion_tokens": usage_c, "cost": cost, "finish_reason": finish,

@@ -5,6 +5,10 @@ import asyncio
 import math
 import random
 import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from optllm.cost import ModelSpec
 
 
 class SpendGuard:
@@ -68,6 +72,49 @@ class SpendGuard:
             self.stopped = True
             self.stop_reason = self.stop_reason or reason
             self._cond.notify_all()
+
+
+class BilledScale:
+    """Reservations grown for servers seen to bill more than reserved, per model: `prompt[m]`
+    multiplies the counted prompt tokens and `completion[m]` the call's completion bound
+    (max_output_tokens, or what the caller asked for), each set 5% above the largest ratio
+    billed so far. Dispatch and serve share it: after a call billed beyond its reservation,
+    later calls of that model reserve what the server was seen to bill."""
+
+    GROWTH = 1.05
+
+    def __init__(self, models: "list[str] | tuple[str, ...]") -> None:
+        self.prompt = {m: 1.0 for m in models}
+        self.completion = {m: 1.0 for m in models}
+
+    def reservation(self, spec: "ModelSpec", prompt_tokens: float, completion_tokens: float | None = None) -> float:
+        """`spec.reservation` of a call with `prompt_tokens` counted and a completion bound of
+        `completion_tokens` (None: max_output_tokens), both grown by what the model was seen to bill."""
+        cs = self.completion[spec.name]
+        if completion_tokens is None:
+            bound = None if cs == 1.0 else spec.max_output_tokens * cs
+        else:
+            bound = completion_tokens * cs
+        return spec.reservation(prompt_tokens * self.prompt[spec.name], bound)
+
+    def learn_prompt(self, spec: "ModelSpec", counted: float, billed: float) -> None:
+        """A call of `counted` prompt tokens was billed `billed`: grow when over what was reserved."""
+        ps = self.prompt[spec.name]
+        if counted > 0 and billed > math.ceil(counted * ps * (1 + spec.margin)):
+            self.prompt[spec.name] = max(ps, billed / (counted * (1 + spec.margin)) * self.GROWTH)
+
+    def learn_completion(self, spec: "ModelSpec", billed: float, bound: float | None = None) -> None:
+        """A call with a completion bound `bound` (None: max_output_tokens) was billed `billed`
+        completion tokens: grow when over the (grown) bound."""
+        bound = spec.max_output_tokens if bound is None else bound
+        cs = self.completion[spec.name]
+        if bound > 0 and billed > bound * cs:
+            self.completion[spec.name] = max(cs, billed / bound * self.GROWTH)
+
+    @staticmethod
+    def within(amount: float, cost: float) -> bool:
+        """Whether a call billed `cost` stayed within its reservation `amount`."""
+        return cost <= amount * (1 + 1e-9) + 1e-15
 
 
 class RateLimiter:
