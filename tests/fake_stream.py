@@ -1,7 +1,8 @@
 """`FakeOpenAI` with streamed answers: `stream: true` gets Server-Sent Events as OpenAI sends
 them (a role chunk, the answer in word chunks, a finish chunk, then, when
 `stream_options.include_usage` is set, a last chunk with empty choices and the usage, then
-`data: [DONE]`). Plain requests are answered by `FakeOpenAI` unchanged. 127.0.0.1 only."""
+`data: [DONE]`), billed as `FakeOpenAI` bills (its `ignore_max_tokens` and
+`prompt_token_factor` too). Plain requests are answered by `FakeOpenAI` unchanged. 127.0.0.1 only."""
 from __future__ import annotations
 
 import asyncio
@@ -52,8 +53,10 @@ class FakeStreamOpenAI(FakeOpenAI):
             return self._error(500, "internal error", "server_error")
         text = self.answer if self.responder is None else self.responder(model, content)
         cap = body.get("max_tokens") or body.get("max_completion_tokens")
-        ct = self.completion_tokens if cap is None else min(self.completion_tokens, int(cap))
+        ct = self.completion_tokens if cap is None or self.ignore_max_tokens else min(self.completion_tokens, int(cap))
         pt = _count_prompt(content) + self.extra_prompt_tokens
+        if self.prompt_token_factor != 1.0:
+            pt = int(round(pt * self.prompt_token_factor))
         self.billed.append((model, content, pt, ct))
         self.served[content] += 1
         self.statuses[200] += 1

@@ -514,6 +514,51 @@ def test_spend_cap_and_ledger(plan_dir: Path, cat_path: Path, tmp_path: Path) ->
     asyncio.run(again.close())
 
 
+@pytest.mark.parametrize("fault", [{"completion_tokens": 200, "ignore_max_tokens": True},
+                                   {"completion_tokens": 3, "prompt_token_factor": 1.6}])
+@pytest.mark.parametrize("stream", [False, True])
+def test_cap_holds_when_the_upstream_bills_more_than_reserved(plan_dir: Path, tmp_path: Path, fault: dict,
+                                                              stream: bool) -> None:
+    """An upstream that ignores max_tokens (200 billed, 16 reserved) or bills 60% more prompt
+    tokens than counted, 24 concurrent requests: dispatch's rule (one call per model until a
+    bill confirms the reservation, then reservations grown to what was billed) keeps the
+    server's true bill under the hard cap, and the cap is used, not abandoned early."""
+    prompt = "Is this sentence overruling? " * 20
+    with FakeStreamOpenAI(answer="No", **fault) as up:
+        cat = catalogue(tmp_path / "m.yaml", up.base_url)
+        spec = load_catalogue(cat)["gpt-4"]
+        one = spec.reservation(float(np.asarray(
+            build_server(cat, plan_dir, budget_per_1k=BUDGET_1K).router._tokens_one(prompt))[0, 0]))
+        cap = 10 * one  # the overbilled calls cost 2-11 reservations each
+        server = build_server(cat, plan_dir, budget_per_1k=BUDGET_1K, max_spend=cap)
+        with serving(server) as base:
+            async def burst() -> list[str]:
+                ac = openai.AsyncOpenAI(base_url=base, api_key="unused", max_retries=0, timeout=30)
+
+                async def one_call() -> str:
+                    try:
+                        if stream:
+                            s = await ac.chat.completions.create(model="gpt-4", messages=ask(prompt), stream=True)
+                            return "".join([ch.choices[0].delta.content or "" async for ch in s if ch.choices])
+                        r = await ac.chat.completions.create(model="gpt-4", messages=ask(prompt))
+                        return r.choices[0].message.content or ""
+                    except openai.RateLimitError as e:
+                        assert "spend cap" in str(e)
+                        return "refused"
+                try:
+                    return list(await asyncio.gather(*[one_call() for _ in range(24)]))
+                finally:
+                    await ac.close()
+
+            got = asyncio.run(burst())
+    g = server.upstreams.guard
+    truth = sum(server.catalogue[m].call_cost(p, ct) for m, _, p, ct in up.billed)  # what the upstream billed
+    assert "No" in got and "refused" in got
+    assert truth <= cap and g.spent == pytest.approx(truth) and g.reserved == 0.0
+    assert g.overruns >= 1  # it did bill more than reserved
+    assert truth > cap / 2  # the cap was used, not abandoned early
+
+
 # ---------------------------------------------------------------------- the plan folder's fit
 def test_plan_folder_routes_as_planned(plan_dir: Path, cat_path: Path) -> None:
     import pandas as pd

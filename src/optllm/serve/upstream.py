@@ -4,6 +4,12 @@ the model?), `backoff_delay` spaces the retries, a `CircuitBreaker` per endpoint
 calling a server that keeps refusing connections, and the `SpendGuard` holds every call's
 upper-bound cost (`ModelSpec.reservation`, as in dispatch) before it is sent, so spend plus
 reservations in flight never exceeds the hard cap while servers bill no more than reserved.
+For servers that bill more (a prompt counted short, max_tokens ignored) serve is as safe as
+dispatch, with the same two rules imported from it: `BilledScale` grows a model's later
+reservations to 5% above what it was seen to bill, and `SlowStart` lets a model have one call
+in flight until a bill has confirmed its reservation (the window then doubles per call billed
+within, up to `max_in_flight`, and falls back to one after an overrun). So at most one call
+per model can overrun the cap, as in a dispatch run.
 
 A request walks its chain (the routed model, then its hull fallbacks): a model whose
 reservation does not fit under the cap, which is disabled (401/403/404) or whose endpoint's
@@ -37,7 +43,7 @@ from typing import Any, AsyncIterator, Callable, Mapping, Sequence
 
 from optllm.cost import Catalogue, ModelSpec
 from optllm.dispatch.client import ClientPool, classify
-from optllm.dispatch.limits import CircuitBreaker, RateLimiter, SpendGuard, backoff_delay
+from optllm.dispatch.limits import BilledScale, CircuitBreaker, RateLimiter, SlowStart, SpendGuard, backoff_delay
 from optllm.secrets import redact
 
 
@@ -66,6 +72,8 @@ class Answer:
     first: Any = None
     rest: Any = None
     call: str = ""
+    counted: float = 0.0  # the prompt tokens the reservation counted (a stream learns from its usage)
+    bound: float | None = None  # its completion bound (None: max_output_tokens)
 
 
 class Upstreams:
@@ -73,7 +81,8 @@ class Upstreams:
                  backoff_base: float = 0.2, backoff_cap: float = 5.0, breaker: int = 5, cooldown_s: float = 30.0,
                  seed: int = 0, client_factory: Callable[[ModelSpec, str], Any] | None = None,
                  ledger: Any = None, on_error: Callable[[str, str], None] | None = None,
-                 clock: Callable[[], float] = time.monotonic, rate_wait_s: float = 1.0) -> None:
+                 clock: Callable[[], float] = time.monotonic, rate_wait_s: float = 1.0,
+                 max_in_flight: int = 256) -> None:
         self.cat = catalogue
         self.keys = dict(keys)
         self.guard = guard
@@ -88,6 +97,8 @@ class Upstreams:
         self.clock = clock
         self.rate_wait_s = max(0.0, float(rate_wait_s))
         self.limiters = {m.name: RateLimiter(m.rpm, m.tpm) for m in catalogue.models}
+        self.scales = BilledScale(catalogue.names)
+        self.window = SlowStart(max_in_flight, catalogue.names)
         self.disabled: dict[str, tuple[str, float]] = {}  # model -> (why, since)
         self._opened: dict[str, float] = {}  # endpoint -> when its circuit opened
         self._run = uuid.uuid4().hex[:8]
@@ -124,10 +135,17 @@ class Upstreams:
         return None
 
     @staticmethod
-    def reservation(spec: ModelSpec, prompt_tokens: float, n: int = 1, max_tokens: int | None = None) -> float:
-        """The spend guard's amount for one call (dispatch's rule, `ModelSpec.reservation`)."""
-        out = spec.max_output_tokens if max_tokens is None else min(int(max_tokens), spec.max_output_tokens)
-        return spec.reservation(prompt_tokens, None if (n == 1 and max_tokens is None) else n * out)
+    def _bound(spec: ModelSpec, n: int, max_tokens: int | None) -> float | None:
+        """A call's completion bound: n × min(max_tokens, max_output_tokens) (None: the default
+        max_output_tokens of one choice)."""
+        if n == 1 and max_tokens is None:
+            return None
+        return float(n * (spec.max_output_tokens if max_tokens is None else min(int(max_tokens), spec.max_output_tokens)))
+
+    def reservation(self, spec: ModelSpec, prompt_tokens: float, n: int = 1, max_tokens: int | None = None) -> float:
+        """The spend guard's amount for one call: dispatch's rule (`ModelSpec.reservation`, grown
+        by `BilledScale` for a model seen to bill more than reserved)."""
+        return self.scales.reservation(spec, prompt_tokens, self._bound(spec, n, max_tokens))
 
     async def _journal(self, rec: dict[str, Any]) -> None:
         if self.ledger is not None:
@@ -152,7 +170,7 @@ class Upstreams:
         reasons: list[str] = []
         n = int(params.get("n") or 1)
         asked = params.get("max_tokens") or params.get("max_completion_tokens")
-        cap_refused, tried = 0, [False]
+        cap_refused, tried = 0, [False, 0]  # tried: [a call was sent, refused by the cap in _try]
         limited: list[tuple[float, int, str]] = []  # (seconds to a free slot, position, model): passed over
         for pos, name in enumerate(chain):
             spec = self.cat[name]
@@ -190,7 +208,7 @@ class Upstreams:
             if ans is not None:
                 ans.position, ans.skipped = pos, list(reasons)
                 return ans
-        if cap_refused and not tried[0]:
+        if (cap_refused or tried[1]) and not tried[0]:
             raise Exhausted(429, "spend cap reached: " + "; ".join(reasons), "insufficient_quota")
         if limited and not tried[0]:
             waited = self.clock() - (deadline - self.rate_wait_s)
@@ -218,11 +236,13 @@ class Upstreams:
             await asyncio.sleep(wait)
 
     async def _try(self, spec: ModelSpec, amount: float, messages: list[dict[str, Any]], params: Mapping[str, Any],
-                   stream: bool, reasons: list[str], tried: list[bool], prompt_tokens: float) -> Answer | None:
-        """Up to `max_attempts` calls of `spec` (its first rate-limit slot already taken)."""
+                   stream: bool, reasons: list[str], tried: list[Any], prompt_tokens: float) -> Answer | None:
+        """Up to `max_attempts` calls of `spec` (its first rate-limit slot already taken), each in
+        the model's slow-start window and under a reservation grown by what it was seen to bill."""
         kwargs = self._kwargs(spec, params, stream)
         n = int(params.get("n") or 1)
         asked = params.get("max_tokens") or params.get("max_completion_tokens")
+        bound = self._bound(spec, n, asked)
         for attempt in range(1, self.max_attempts + 1):
             if self.unavailable(spec):
                 reasons.append(f"{spec.name}: {self.unavailable(spec)}")
@@ -231,56 +251,80 @@ class Upstreams:
                                                     self.clock() + self.rate_wait_s):
                 reasons.append(f"{spec.name}: at its rate limit for a retry (waited {self.rate_wait_s:g} s)")
                 return None
-            if not self.guard.fits(amount) or not await self.guard.reserve(amount):
-                reasons.append(f"{spec.name}: spend cap reached")
-                return None
-            call = f"{self._run}-{next(self._seq)}"
-            tried[0] = True
-            await self._journal({"event": "reserve", "call": call, "id": call, "model": spec.name, "amount": amount,
-                                 "attempt": attempt})
+            await self.window.acquire(spec.name)
+            held, within, delay = True, None, None
             try:
-                resp = await self._post(spec, {"model": spec.model_id, "messages": messages, **kwargs}, stream)
-                first = None
-                if stream:
-                    try:
-                        first = await resp.__anext__()
-                    except StopAsyncIteration:
-                        raise ValueError("the stream ended before its first chunk") from None
-            except asyncio.CancelledError:
-                await self._settle(spec, call, amount, amount, unknown=True)  # may have been sent: counted
-                raise
-            except Exception as exc:  # noqa: BLE001 - classified
-                err = classify(exc)
-                charged = amount if err.maybe_charged else 0.0
-                await self._journal({"event": "error", "call": call, "id": call, "model": spec.name,
-                                     "kind": err.kind, "retryable": err.retryable, "charged": charged,
-                                     "message": err.message})
-                await self.guard.settle(amount, charged)
-                self.on_error(spec.name, err.kind)
-                if err.disables_model:
-                    self.disabled[spec.name] = (f"HTTP {err.kind}", self.clock())
-                if err.kind in ("connection", "timeout"):
-                    if self.breaker.failure(spec.base_url, err.message):
-                        self._opened[spec.base_url] = self.clock()
+                amount = self.reservation(spec, prompt_tokens, n, asked)  # grown while this call waited?
+                if not self.guard.fits(amount) or not await self.guard.reserve(amount):
+                    reasons.append(f"{spec.name}: its upper-bound cost ${amount:.6f} does not fit under the spend "
+                                   f"cap (${self.guard.remaining:.6f} left)")
+                    tried[1] += 1
+                    return None
+                call = f"{self._run}-{next(self._seq)}"
+                tried[0] = True
+                await self._journal({"event": "reserve", "call": call, "id": call, "model": spec.name,
+                                     "amount": amount, "attempt": attempt})
+                try:
+                    resp = await self._post(spec, {"model": spec.model_id, "messages": messages, **kwargs}, stream)
+                    first = None
+                    if stream:
+                        try:
+                            first = await resp.__anext__()
+                        except StopAsyncIteration:
+                            raise ValueError("the stream ended before its first chunk") from None
+                except asyncio.CancelledError:
+                    await self._settle(spec, call, amount, amount, unknown=True)  # may have been sent: counted
+                    raise
+                except Exception as exc:  # noqa: BLE001 - classified
+                    err = classify(exc)
+                    charged = amount if err.maybe_charged else 0.0
+                    await self._journal({"event": "error", "call": call, "id": call, "model": spec.name,
+                                         "kind": err.kind, "retryable": err.retryable, "charged": charged,
+                                         "message": err.message})
+                    await self.guard.settle(amount, charged)
+                    self.on_error(spec.name, err.kind)
+                    if err.disables_model:
+                        self.disabled[spec.name] = (f"HTTP {err.kind}", self.clock())
+                    if err.kind in ("connection", "timeout"):
+                        if self.breaker.failure(spec.base_url, err.message):
+                            self._opened[spec.base_url] = self.clock()
+                    else:
+                        self.breaker.success(spec.base_url)
+                    if err.retryable and err.kind == "429" and err.retry_after:
+                        self.limiters[spec.name].pause(min(err.retry_after, self.backoff_cap))  # as dispatch
+                    last = redact(f"{err.kind} after {attempt} attempt(s) at {spec.base_url}: {err.message}")
+                    if not err.retryable or attempt == self.max_attempts:
+                        reasons.append(f"{spec.name}: {last}")
+                        return None
+                    delay = backoff_delay(attempt, self.backoff_base, self.backoff_cap, self.rng, err.retry_after)
                 else:
                     self.breaker.success(spec.base_url)
-                if err.retryable and err.kind == "429" and err.retry_after:
-                    self.limiters[spec.name].pause(min(err.retry_after, self.backoff_cap))  # as dispatch
-                last = redact(f"{err.kind} after {attempt} attempt(s) at {spec.base_url}: {err.message}")
-                if not err.retryable or attempt == self.max_attempts:
-                    reasons.append(f"{spec.name}: {last}")
-                    return None
-                await asyncio.sleep(backoff_delay(attempt, self.backoff_base, self.backoff_cap, self.rng,
-                                                  err.retry_after))
-                continue
-            self.breaker.success(spec.base_url)
-            if stream:
-                return Answer(spec.name, reserved=amount, attempts=attempt, first=first, rest=resp, call=call)
-            pt, ct = _usage(resp)
-            cost = amount if pt is None or ct is None else float(spec.call_cost(pt, ct))
-            await self._settle(spec, call, amount, cost, unknown=pt is None or ct is None)
-            return Answer(spec.name, resp, cost, amount, pt, ct, attempt, call=call)
+                    if stream:  # settled, learnt from and its window released at the stream's end
+                        held = False
+                        return Answer(spec.name, reserved=amount, attempts=attempt, first=first, rest=resp,
+                                      call=call, counted=prompt_tokens, bound=bound)
+                    pt, ct = _usage(resp)
+                    unknown = pt is None or ct is None
+                    cost = amount if unknown else float(spec.call_cost(pt, ct))
+                    within = self._learn(spec, amount, cost, prompt_tokens, bound, pt, ct)
+                    await self._settle(spec, call, amount, cost, unknown=unknown)
+                    return Answer(spec.name, resp, cost, amount, pt, ct, attempt, call=call)
+            finally:
+                if held:
+                    self.window.release(spec.name, within)
+            await asyncio.sleep(delay)  # the backoff, outside the window
         return None  # pragma: no cover - the loop returns
+
+    def _learn(self, spec: ModelSpec, amount: float, cost: float, counted: float, bound: float | None,
+               pt: int | None, ct: int | None) -> bool:
+        """dispatch's rule (`BilledScale`): grow the model's later reservations when a call was
+        billed more prompt or completion tokens than reserved → whether it was billed within
+        its reservation (usage unknown: charged the reservation, so within)."""
+        if pt is None or ct is None:
+            return True
+        self.scales.learn_prompt(spec, counted, pt)
+        self.scales.learn_completion(spec, ct, bound)
+        return BilledScale.within(amount, cost)
 
     async def _post(self, spec: ModelSpec, body: dict[str, Any], stream: bool) -> Any:
         """POST /chat/completions through the official client's own request path (its errors,
@@ -329,11 +373,14 @@ class Upstreams:
                 unknown = False
             else:
                 ans.cost, unknown = ans.reserved, True
+            within = self._learn(spec, ans.reserved, ans.cost, ans.counted, ans.bound,
+                                 *((pt, ct) if not unknown else (None, None)))
             try:
                 close = getattr(ans.rest, "close", None)
                 if close is not None and not done:
                     await close()
             finally:
+                self.window.release(spec.name, within)
                 await asyncio.shield(self._settle(spec, ans.call, ans.reserved, ans.cost, unknown=unknown))
 
 
