@@ -164,11 +164,15 @@ def test_openai_client_plain_and_streamed(plan_dir: Path, cat_path: Path, upstre
     prompt = str(demo_data.texts[7])
     with serving(server) as base:
         c = client(base)
+        t_req = time.perf_counter()
         raw = c.chat.completions.with_raw_response.create(model=AUTO, messages=ask(prompt))
         r = raw.parse()
         assert r.choices[0].message.content == "No it is not"
         assert r.model in server.router.models and raw.headers["x-optllm-model"] == r.model
         assert raw.headers["x-optllm-routed-model"] == r.model and float(raw.headers["x-optllm-route-ms"]) > 0
+        # the handler's time before the upstream send includes the routing; its overhead excludes the upstream
+        assert float(raw.headers["x-optllm-presend-ms"]) >= float(raw.headers["x-optllm-route-ms"])
+        assert 0 < float(raw.headers["x-optllm-overhead-ms"]) < (time.perf_counter() - t_req) * 1e3
         assert r.usage is not None and r.usage.completion_tokens == 3
 
         chunks = list(c.chat.completions.create(model=AUTO, messages=ask(prompt), stream=True))
@@ -677,3 +681,34 @@ def test_load_routing_overhead(plan_dir: Path, tmp_path: Path, upstream: FakeStr
           f"whole request p50 {t50:.2f} ms, p99 {t99:.2f} ms (client, server and upstream share this process)")
     assert len(route) == count
     assert r50 < 10.0  # benchmarks/serve_replay.py measures it with client, server and upstream in three processes
+
+
+# ---------------------------------------------------------------------- the replay against the batch plan
+REPLAY_N, REPLAY_RATE = 300, 50.0  # a subset of overruling's replayed split, sent open loop
+
+
+@pytest.mark.slow
+@pytest.mark.data
+def test_replay_spends_within_the_budget_and_matches_the_batch_plan(overruling: Outcomes, tmp_path: Path) -> None:
+    """The done-when of issue 18 on a subset (benchmarks/serve_replay.py runs it all, in three
+    processes): overruling, examples/models.yaml, a fake upstream answering with the dataset's
+    recorded correctness; the server's billed spend stays within the budget (also its hard
+    cap) and its realised accuracy is within 3 points of the batch plan at the same budget."""
+    from optllm.serve.replay import prepare, responder, send, summarise, upstream_catalogue
+
+    rp = prepare(overruling, EXAMPLE, tmp_path, n_replay=REPLAY_N, seed=0)
+    with FakeStreamOpenAI(responder=responder(overruling), completion_tokens=rp.completion_tokens) as up:
+        cat = upstream_catalogue(EXAMPLE, up.base_url, tmp_path / "models.yaml")
+        server = build_server(cat, rp.plan_dir, budget_per_1k=rp.rho * 1000, max_spend=rp.budget)
+        with serving(server) as base:
+            res, wall = asyncio.run(send(base, rp, REPLAY_RATE))
+    fig = summarise(rp, res, wall, REPLAY_RATE, server.pacer.lam)
+    s, bp = fig["server"], fig["batch_plan_same_budget"]["billed_prices"]
+    print(f"\nreplay: {s['answered']}/{REPLAY_N} answered, spend ${s['spend']:.5f} of ${rp.budget:.5f}; "
+          f"accuracy {s['accuracy_all']:.4f} vs batch plan {bp['accuracy']:.4f}")
+    truth = sum(server.catalogue[m].call_cost(p, ct) for m, _, p, ct in up.billed)
+    assert s["spend"] == pytest.approx(truth)  # the headers' costs are the upstream's bills
+    assert truth <= rp.budget + 1e-12
+    assert s["answered"] >= 0.95 * REPLAY_N  # the budget was spent on answers, not refusals
+    assert abs(s["accuracy_all"] - bp["accuracy"]) <= 0.03
+    assert len(set(s["share"])) >= 2  # it routed, rather than sending everything to one model

@@ -9,7 +9,9 @@ Request `model`:
 - anything else: 404 `model_not_found`, as OpenAI answers.
 The response's `model` field and the `x-optllm-model` header name the model that answered;
 `x-optllm-routed-model`, `x-optllm-route-ms`, `x-optllm-lambda`, `x-optllm-fallback` and
-`x-optllm-cost-usd` say how it was chosen and what it cost (streams: all but the cost).
+`x-optllm-cost-usd` say how it was chosen and what it cost (streams: all but the cost);
+`x-optllm-presend-ms` is the handler's time until the upstream request went out and
+`x-optllm-overhead-ms` (plain requests) its whole time minus the waits on upstreams.
 
 With `shadow` set, every request goes to that model and the router's choice, with its
 predicted accuracy and cost, is only logged (and λ moves on the router's estimated costs).
@@ -211,6 +213,8 @@ def create_app(server: Server) -> Any:
         if decision is not None:
             headers["x-optllm-routed-model"] = decision.model
             headers["x-optllm-route-ms"] = f"{decision.route_s * 1e3:.3f}"
+        if ans.sent_at == ans.sent_at:  # the server's own time before the upstream request went out
+            headers["x-optllm-presend-ms"] = f"{(ans.sent_at - t_start) * 1e3:.3f}"
 
         def finish(a: Answer) -> None:
             _after(server, a, decision, mode, stream, t_start)
@@ -220,6 +224,8 @@ def create_app(server: Server) -> Any:
             out = ans.response.to_dict() if hasattr(ans.response, "to_dict") else dict(ans.response)
             out["model"] = ans.model
             headers["x-optllm-cost-usd"] = f"{ans.cost:.8g}"
+            # the server's whole time in this handler minus its waits on upstreams
+            headers["x-optllm-overhead-ms"] = f"{(time.perf_counter() - t_start - ans.upstream_s) * 1e3:.3f}"
             return JSONResponse(out, headers=headers)
 
         want_usage = bool((params.get("stream_options") or {}).get("include_usage"))

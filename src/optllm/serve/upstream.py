@@ -72,6 +72,8 @@ class Answer:
     first: Any = None
     rest: Any = None
     call: str = ""
+    sent_at: float = math.nan  # perf_counter when the first upstream request was sent
+    upstream_s: float = 0.0  # seconds spent waiting on upstream calls (to the answer or the first chunk)
     counted: float = 0.0  # the prompt tokens the reservation counted (a stream learns from its usage)
     bound: float | None = None  # its completion bound (None: max_output_tokens)
 
@@ -170,7 +172,7 @@ class Upstreams:
         reasons: list[str] = []
         n = int(params.get("n") or 1)
         asked = params.get("max_tokens") or params.get("max_completion_tokens")
-        cap_refused, tried = 0, [False, 0]  # tried: [a call was sent, refused by the cap in _try]
+        cap_refused, tried = 0, [False, 0, math.nan, 0.0]  # tried[2:]: first send's time, upstream seconds  # tried: [a call was sent, refused by the cap in _try]
         limited: list[tuple[float, int, str]] = []  # (seconds to a free slot, position, model): passed over
         for pos, name in enumerate(chain):
             spec = self.cat[name]
@@ -191,7 +193,7 @@ class Upstreams:
                 continue
             ans = await self._try(spec, amount, messages, params, stream, reasons, tried, prompt_tokens[name])
             if ans is not None:
-                ans.position, ans.skipped = pos, list(reasons)
+                ans.position, ans.skipped, ans.sent_at, ans.upstream_s = pos, list(reasons), tried[2], tried[3]
                 return ans
         # every model of the chain was at its rate limit or failed: wait (bounded) for the soonest
         deadline = self.clock() + self.rate_wait_s
@@ -206,7 +208,7 @@ class Upstreams:
                 continue
             ans = await self._try(spec, amount, messages, params, stream, reasons, tried, prompt_tokens[name])
             if ans is not None:
-                ans.position, ans.skipped = pos, list(reasons)
+                ans.position, ans.skipped, ans.sent_at, ans.upstream_s = pos, list(reasons), tried[2], tried[3]
                 return ans
         if (cap_refused or tried[1]) and not tried[0]:
             raise Exhausted(429, "spend cap reached: " + "; ".join(reasons), "insufficient_quota")
@@ -264,14 +266,21 @@ class Upstreams:
                 tried[0] = True
                 await self._journal({"event": "reserve", "call": call, "id": call, "model": spec.name,
                                      "amount": amount, "attempt": attempt})
+                t_post = time.perf_counter()
+                if tried[2] != tried[2]:  # NaN: the request's first upstream send
+                    tried[2] = t_post
                 try:
-                    resp = await self._post(spec, {"model": spec.model_id, "messages": messages, **kwargs}, stream)
-                    first = None
-                    if stream:
-                        try:
-                            first = await resp.__anext__()
-                        except StopAsyncIteration:
-                            raise ValueError("the stream ended before its first chunk") from None
+                    try:
+                        resp = await self._post(spec, {"model": spec.model_id, "messages": messages, **kwargs},
+                                                stream)
+                        first = None
+                        if stream:
+                            try:
+                                first = await resp.__anext__()
+                            except StopAsyncIteration:
+                                raise ValueError("the stream ended before its first chunk") from None
+                    finally:
+                        tried[3] += time.perf_counter() - t_post
                 except asyncio.CancelledError:
                     await self._settle(spec, call, amount, amount, unknown=True)  # may have been sent: counted
                     raise
