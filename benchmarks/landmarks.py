@@ -31,6 +31,7 @@ def main() -> None:
     ap.add_argument("--train", default="2000,4000", help="labelled sample sizes")
     ap.add_argument("--landmarks", default="256,512,1024,2048,0", help="0 = exact kernel")
     ap.add_argument("--predictors", default="logistic,irt")
+    ap.add_argument("--max-rank", type=int, default=256, help="the predictors' rank cap; 0 = none")
     ap.add_argument("--test", type=int, default=10_000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json-out", default=None)
@@ -50,13 +51,15 @@ def main() -> None:
             for pname in a.predictors.split(","):
                 errs = {}
                 for L in (int(x) for x in a.landmarks.split(",")):
-                    p = make_predictor(pname, seed=a.seed, featurizer=None, landmarks=L or None)
+                    p = make_predictor(pname, seed=a.seed, featurizer=None, landmarks=L or None,
+                                       max_rank=a.max_rank or None)
                     t = time.perf_counter()
                     p.fit(Ftr, Y[tr], models=data.models)
                     fit_s = time.perf_counter() - t
                     mean = p.predict_mean(Fte)
                     errs[L] = np.nanmean((mean - Y[te]) ** 2, axis=1)
                     rows.append({"data": name, "n_train": n_tr, "predictor": pname, "landmarks": L or None,
+                                 "max_rank": a.max_rank or None,
                                  "fit_s": fit_s, "brier": float(errs[L].mean())})
                 exact = errs.get(0)
                 for r in rows:

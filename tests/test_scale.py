@@ -104,3 +104,24 @@ def test_kernel_predictors_past_their_landmarks_fit_nystroem_maps_and_stay_close
     base = np.mean((tr.correct.mean(axis=0) - y) ** 2)
     assert b_small < base  # it still learns from the text
     assert b_small <= b_exact + 0.01
+
+
+def test_knn_takes_the_cosines_fast_path_with_the_same_numbers() -> None:
+    from optllm.predict.base import dense_dot
+
+    d = load("synthetic:1500x4")
+    f = TfidfFeaturizer()
+    F = fit_transform(f, [str(t) for t in d.texts[:500]])
+    G = f.transform([str(t) for t in d.texts[500:]])
+    knn = make_predictor("knn", featurizer=None).fit(F, d.correct[:500], models=d.models)
+    fast = knn.predict(G)
+    assert knn.rows_.__dict__.get("_dense") is not None  # the sparse x dense path was taken
+    plain = pickle.loads(pickle.dumps(knn))
+    assert "_dense" not in plain.rows_.__dict__  # caches are not pickled
+    plain.rows_.DENSE_BLOCK_MAX_BYTES = 0  # force the sparse x sparse product
+    slow = plain.predict(G)
+    np.testing.assert_allclose(fast.mean, slow.mean, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(fast.std, slow.std, rtol=0, atol=1e-12)
+    from optllm.predict.features import row_normalise
+
+    np.testing.assert_allclose(knn.rows_.cosines(row_normalise(G)), dense_dot(row_normalise(G), knn.F_), atol=1e-12)

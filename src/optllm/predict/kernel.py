@@ -31,7 +31,67 @@ from optllm.predict.features import row_normalise
 LANDMARKS = 1024
 
 
-class KernelMap:
+class CosineRows:
+    """Fixed unit-norm rows `F_` (training queries) and the cosines of new rows with them: the
+    product every kernel map and the kNN predictor take, with its fast paths."""
+
+    def __init__(self, F_: Any = None) -> None:
+        if F_ is not None:
+            self.F_ = F_
+
+    def cosines(self, G: Any) -> np.ndarray:
+        """(n_new, n_rows) cosines of unit-norm rows G with F_ (dense)."""
+        if sp.issparse(G) and sp.issparse(self.F_):
+            dense = self._vocab_block()
+            if dense is not None and G.shape[0] > 1:
+                return np.asarray(self._restrict(G) @ dense)  # sparse x dense: one pass, no sparse result
+            return np.asarray((G @ self._transposed()).toarray())  # one query: no CSR->CSC per call
+        return dense_dot(G, self.F_)
+
+    # A new row's cosine with the training rows only involves the vocabulary the training rows
+    # use; on those columns the training rows are a small dense block, and a sparse x dense
+    # product is many times faster than sparse x sparse with a dense result (and the same sum).
+    DENSE_BLOCK_MAX_BYTES = 512 * 2**20
+
+    def _vocab_block(self) -> np.ndarray | None:
+        """F_ on its own columns, dense and transposed (|vocab| x n_train), or None when too big."""
+        if "_dense" not in self.__dict__:
+            F = sp.csr_matrix(self.F_)
+            cols = np.unique(F.indices)
+            block = None
+            if cols.size * F.shape[0] * 8 <= self.DENSE_BLOCK_MAX_BYTES:
+                colmap = np.full(F.shape[1], -1, dtype=np.int64)
+                colmap[cols] = np.arange(cols.size)
+                block = np.ascontiguousarray(F[:, cols].toarray().T)
+                self.__dict__["_colmap"] = colmap
+            self.__dict__["_dense"] = block
+        return self.__dict__["_dense"]
+
+    def _restrict(self, G: Any) -> Any:
+        """G (CSR, normalised) on the training vocabulary's columns only."""
+        G = sp.csr_matrix(G)
+        colmap = self.__dict__["_colmap"]
+        m = colmap[G.indices]
+        keep = m >= 0
+        indptr = np.concatenate([[0], np.cumsum(keep)])[G.indptr]
+        return sp.csr_matrix((G.data[keep], m[keep], indptr), shape=(G.shape[0], int(colmap.max()) + 1))
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        for cache in ("_FT", "_dense", "_colmap"):  # caches: rebuilt on first use
+            state.pop(cache, None)
+        return state
+
+    def _transposed(self) -> Any:
+        """F_ᵀ in CSR, built once (a lazily cached copy; not part of the fitted state)."""
+        FT = self.__dict__.get("_FT")
+        if FT is None or FT.shape != (self.F_.shape[1], self.F_.shape[0]):
+            FT = self.__dict__["_FT"] = sp.csr_matrix(self.F_.T)
+        return FT
+
+
+
+class KernelMap(CosineRows):
     """Cosine kernel (gamma=0) or its RBF on the unit sphere, exp(gamma·(cos − 1))."""
 
     def __init__(self, gamma: float = 0.0, eig_tol: float = 1e-8, max_rank: int | None = None,
@@ -133,57 +193,13 @@ class KernelMap:
         """Kernel between new rows and the training rows, (n_new, n_train); `cos`: their
         cosines, when already computed."""
         if cos is None:
-            G = row_normalise(F)
-            if sp.issparse(G) and sp.issparse(self.F_):
-                dense = self._vocab_block()
-                if dense is not None and G.shape[0] > 1:
-                    cos = np.asarray(self._restrict(G) @ dense)  # sparse x dense: one pass, no sparse result
-                else:
-                    cos = np.asarray((G @ self._transposed()).toarray())  # one query: no CSR->CSC per call
-            else:
-                cos = dense_dot(G, self.F_)
+            cos = self.cosines(row_normalise(F))
         return self._k(cos)
 
-    # A new row's cosine with the training rows only involves the vocabulary the training rows
-    # use; on those columns the training rows are a small dense block, and a sparse x dense
-    # product is many times faster than sparse x sparse with a dense result (and the same sum).
-    DENSE_BLOCK_MAX_BYTES = 512 * 2**20
-
-    def _vocab_block(self) -> np.ndarray | None:
-        """F_ on its own columns, dense and transposed (|vocab| x n_train), or None when too big."""
-        if "_dense" not in self.__dict__:
-            F = sp.csr_matrix(self.F_)
-            cols = np.unique(F.indices)
-            block = None
-            if cols.size * F.shape[0] * 8 <= self.DENSE_BLOCK_MAX_BYTES:
-                colmap = np.full(F.shape[1], -1, dtype=np.int64)
-                colmap[cols] = np.arange(cols.size)
-                block = np.ascontiguousarray(F[:, cols].toarray().T)
-                self.__dict__["_colmap"] = colmap
-            self.__dict__["_dense"] = block
-        return self.__dict__["_dense"]
-
-    def _restrict(self, G: Any) -> Any:
-        """G (CSR, normalised) on the training vocabulary's columns only."""
-        G = sp.csr_matrix(G)
-        colmap = self.__dict__["_colmap"]
-        m = colmap[G.indices]
-        keep = m >= 0
-        indptr = np.concatenate([[0], np.cumsum(keep)])[G.indptr]
-        return sp.csr_matrix((G.data[keep], m[keep], indptr), shape=(G.shape[0], int(colmap.max()) + 1))
-
     def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        for cache in ("_FT", "_dense", "_colmap", "_W"):  # caches: rebuilt on first use
-            state.pop(cache, None)
+        state = super().__getstate__()
+        state.pop("_W", None)  # a cache: rebuilt on first use
         return state
-
-    def _transposed(self) -> Any:
-        """F_ᵀ in CSR, built once (a lazily cached copy; not part of the fitted state)."""
-        FT = self.__dict__.get("_FT")
-        if FT is None or FT.shape != (self.F_.shape[1], self.F_.shape[0]):
-            FT = self.__dict__["_FT"] = sp.csr_matrix(self.F_.T)
-        return FT
 
     def transform(self, F: Any, cos: np.ndarray | None = None) -> np.ndarray:
         """Φ* (n_new, r), the coordinates of new rows (`cos` as in `cross`). For the cosine

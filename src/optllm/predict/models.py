@@ -9,10 +9,10 @@ import numpy as np
 from scipy.optimize import minimize
 
 from optllm.predict.base import (
-    Predictor, bernoulli_nll_grad, beta_posterior, dense_dot, logit, moderated, sigmoid, weighted_grams,
+    Predictor, bernoulli_nll_grad, beta_posterior, logit, moderated, sigmoid, weighted_grams,
 )
 from optllm.predict.features import row_normalise
-from optllm.predict.kernel import LANDMARKS, kernel_features, residual_var, warm_start_of
+from optllm.predict.kernel import LANDMARKS, CosineRows, kernel_features, residual_var, warm_start_of
 
 
 class BaseRate(Predictor):
@@ -50,6 +50,7 @@ class KNN(Predictor):
 
     def _fit(self, F: Any, Y: np.ndarray, F_val: Any, Y_val: np.ndarray | None) -> None:
         self.F_ = row_normalise(F)
+        self.rows_ = CosineRows(self.F_)
         self.Y_ = Y
         self.rate_, _ = beta_posterior(Y)
 
@@ -63,8 +64,9 @@ class KNN(Predictor):
         G = row_normalise(F)
         step = max(1, 2_000_000 // max(n_train, 1))
         s0 = float(self.prior_strength)
+        train = self.__dict__.get("rows_") or CosineRows(self.F_)  # (fits pickled before rows_)
         for lo in range(0, n, step):
-            S = np.clip(dense_dot(G[lo:lo + step], self.F_), 0.0, 1.0)
+            S = np.clip(train.cosines(G[lo:lo + step]), 0.0, 1.0)
             if k < n_train:
                 idx = np.argpartition(-S, k - 1, axis=1)[:, :k]
                 W = np.zeros_like(S)
