@@ -1,8 +1,9 @@
 """`FakeOpenAI` with streamed answers: `stream: true` gets Server-Sent Events as OpenAI sends
 them (a role chunk, the answer in word chunks, a finish chunk, then, when
 `stream_options.include_usage` is set, a last chunk with empty choices and the usage, then
-`data: [DONE]`), billed as `FakeOpenAI` bills (its `ignore_max_tokens` and
-`prompt_token_factor` too). Plain requests are answered by `FakeOpenAI` unchanged. 127.0.0.1 only."""
+`data: [DONE]`; with `n` > 1 every chunk for each choice index), billed as `FakeOpenAI` bills (its `ignore_max_tokens` and
+`prompt_token_factor` too). Plain requests with `n` > 1 or `tools`
+get `n` choices (tool calls of the first tool); other plain requests are `FakeOpenAI`'s. 127.0.0.1 only."""
 from __future__ import annotations
 
 import asyncio
@@ -26,6 +27,7 @@ class FakeStreamOpenAI(FakeOpenAI):
         self.chunk_delay = chunk_delay
         self.up = True
         self.streams = 0
+        self.bodies: list[dict[str, Any]] = []  # every request body received
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -36,7 +38,9 @@ class FakeStreamOpenAI(FakeOpenAI):
         if not self.up:
             return self._error(503, "service unavailable", "server_error")
         body = await request.json()  # aiohttp keeps the body: the parent's handler reads it again
-        if not body.get("stream"):
+        self.bodies.append(body)
+        n = int(body.get("n") or 1)
+        if not body.get("stream") and n == 1 and not body.get("tools"):
             return await self._chat(request)
         if self.require_key and request.headers.get("Authorization") != f"Bearer {self.require_key}":
             return self._error(401, "Incorrect API key provided", "invalid_request_error")
@@ -58,8 +62,11 @@ class FakeStreamOpenAI(FakeOpenAI):
         if self.prompt_token_factor != 1.0:
             pt = int(round(pt * self.prompt_token_factor))
         self.billed.append((model, content, pt, ct))
+        self.billed[-1] = (model, content, pt, n * ct)  # every choice is billed
         self.served[content] += 1
         self.statuses[200] += 1
+        if not body.get("stream"):
+            return web.json_response(self._choices(body, model, text, n, pt, ct))
         self.streams += 1
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
         await resp.prepare(request)
@@ -70,16 +77,37 @@ class FakeStreamOpenAI(FakeOpenAI):
             {"content": w if i == 0 else " " + w} for i, w in enumerate(words)]
         usage_asked = bool((body.get("stream_options") or {}).get("include_usage"))
         for d in deltas:
-            await self._send(resp, {**base, "choices": [{"index": 0, "delta": d, "finish_reason": None}],
+            for k in range(n):
+                await self._send(resp, {**base, "choices": [{"index": k, "delta": d, "finish_reason": None}],
+                                        **({"usage": None} if usage_asked else {})})
+        for k in range(n):
+            await self._send(resp, {**base, "choices": [{"index": k, "delta": {}, "finish_reason": "stop"}],
                                     **({"usage": None} if usage_asked else {})})
-        await self._send(resp, {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
-                                **({"usage": None} if usage_asked else {})})
         if usage_asked and self.send_usage:
-            await self._send(resp, {**base, "choices": [],
-                                    "usage": {"prompt_tokens": pt, "completion_tokens": ct, "total_tokens": pt + ct}})
+            await self._send(resp, {**base, "choices": [], "usage": {
+                "prompt_tokens": pt, "completion_tokens": n * ct, "total_tokens": pt + n * ct}})
         await resp.write(b"data: [DONE]\n\n")
         await resp.write_eof()
         return resp
+
+    def _choices(self, body: dict[str, Any], model: str, text: str, n: int, pt: int, ct: int) -> dict[str, Any]:
+        """A plain answer with `n` choices; with `tools`, each choice calls the first tool with
+        the prompt as its argument (finish_reason tool_calls)."""
+        tools = body.get("tools") or []
+        choices = []
+        for k in range(n):
+            if tools:
+                fn = tools[0]["function"]["name"]
+                msg = {"role": "assistant", "content": None, "tool_calls": [{
+                    "id": f"call_{k}", "type": "function",
+                    "function": {"name": fn, "arguments": json.dumps({"text": text})}}]}
+                choices.append({"index": k, "message": msg, "finish_reason": "tool_calls"})
+            else:
+                choices.append({"index": k, "message": {"role": "assistant", "content": text},
+                                "finish_reason": "stop"})
+        return {"id": f"chatcmpl-n{len(self.billed)}", "object": "chat.completion", "created": int(time.time()),
+                "model": model, "choices": choices,
+                "usage": {"prompt_tokens": pt, "completion_tokens": n * ct, "total_tokens": pt + n * ct}}
 
     async def _send(self, resp: web.StreamResponse, obj: dict[str, Any]) -> None:
         if self.chunk_delay:

@@ -712,3 +712,50 @@ def test_replay_spends_within_the_budget_and_matches_the_batch_plan(overruling: 
     assert s["answered"] >= 0.95 * REPLAY_N  # the budget was spent on answers, not refusals
     assert abs(s["accuracy_all"] - bp["accuracy"]) <= 0.03
     assert len(set(s["share"])) >= 2  # it routed, rather than sending everything to one model
+
+
+# ---------------------------------------------------------------------- tools and n > 1: forwarded, metered
+TOOLS = [{"type": "function", "function": {"name": "lookup", "description": "Look a case up",
+                                           "parameters": {"type": "object", "properties": {"text": {"type": "string"}},
+                                                          "required": ["text"]}}}]
+
+
+def test_tools_and_n_choices_are_forwarded_and_metered(plan_dir: Path, cat_path: Path, upstream: FakeStreamOpenAI,
+                                                       demo_data: Outcomes, tmp_path: Path) -> None:
+    ledger = tmp_path / "l.jsonl"
+    server = build_server(cat_path, plan_dir, budget_per_1k=BUDGET_1K, ledger=str(ledger))
+    prompt = str(demo_data.texts[2])
+    with serving(server) as base:
+        c = client(base)
+        r = c.chat.completions.create(model=AUTO, messages=ask(prompt), n=3)
+        assert [ch.index for ch in r.choices] == [0, 1, 2] and r.usage.completion_tokens == 9
+        assert {ch.message.content for ch in r.choices} == {"No it is not"}
+        chunks = list(c.chat.completions.create(model="gpt-4", messages=ask(prompt), n=2, stream=True,
+                                                max_tokens=5))
+        text = {k: "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices and ch.choices[0].index == k)
+                for k in (0, 1)}
+        assert text == {0: "No it is not", 1: "No it is not"}
+        t = c.chat.completions.create(model=AUTO, messages=ask(prompt), tools=TOOLS, tool_choice="auto")
+        call = t.choices[0].message.tool_calls[0]
+        assert t.choices[0].finish_reason == "tool_calls" and call.function.name == "lookup"
+        # the tool's answer goes back through the router: the conversation with its tool call is forwarded
+        follow = ask(prompt) + [t.choices[0].message.model_dump(exclude_none=True),
+                                {"role": "tool", "tool_call_id": call.id, "content": "case found"}]
+        f = c.chat.completions.create(model=AUTO, messages=follow, tools=TOOLS)
+        assert f.choices[0].message.tool_calls
+    sent = upstream.bodies
+    assert sent[0]["n"] == 3 and sent[1]["n"] == 2 and sent[2]["tools"] == TOOLS and sent[2]["tool_choice"] == "auto"
+    assert [m["role"] for m in sent[3]["messages"]] == ["user", "assistant", "tool"]
+    # metered for every choice: the guard's spend is the upstream's bill of n x completion tokens
+    assert [b[3] for b in upstream.billed] == [9, 6, 3, 3]
+    assert server.upstreams.guard.spent == pytest.approx(sum(
+        server.catalogue[m].call_cost(p, ct) for m, _, p, ct in upstream.billed))
+    # reserved for every choice (n x max_tokens) and for the tools' schemas in the prompt
+    res = [json.loads(x) for x in ledger.read_text().splitlines() if '"reserve"' in x]
+    spec_of = [server.catalogue[b[0]] for b in upstream.billed]
+    pt_of = [b[2] for b in upstream.billed]  # the fake counts the messages' text as the router does
+    assert res[0]["amount"] == pytest.approx(spec_of[0].reservation(pt_of[0], 3 * spec_of[0].max_output_tokens))
+    assert res[1]["amount"] == pytest.approx(spec_of[1].reservation(pt_of[1], 2 * 5))
+    assert all(r["amount"] >= s.call_cost(p, ct) for r, s, (_, _, p, ct) in zip(res, spec_of, upstream.billed))
+    if spec_of[2].input_price > 0:  # the schemas counted on top of the prompt
+        assert res[2]["amount"] > spec_of[2].reservation(pt_of[2])

@@ -13,6 +13,12 @@ The response's `model` field and the `x-optllm-model` header name the model that
 `x-optllm-presend-ms` is the handler's time until the upstream request went out and
 `x-optllm-overhead-ms` (plain requests) its whole time minus the waits on upstreams.
 
+`tools` (and `tool_choice`, tool messages) and `n` > 1 are forwarded: the tools' schemas and
+the messages' tool calls are counted into the reservation's prompt, the completion bound is
+n × max_tokens, and the call is metered from its usage (all n choices); a server billing more
+than counted is caught by dispatch's `BilledScale` (`optllm.serve.upstream`). The router reads
+the last user message only.
+
 With `shadow` set, every request goes to that model and the router's choice, with its
 predicted accuracy and cost, is only logged (and λ moves on the router's estimated costs).
 """
@@ -96,7 +102,7 @@ def message_text(messages: list[dict[str, Any]], last_user: bool) -> str:
     if last_user:
         users = [m for m in messages if m.get("role") == "user"]
         return text(users[-1] if users else messages[-1])
-    return "\n".join(text(m) for m in messages)
+    return "\n".join(text(m) + (json.dumps(m["tool_calls"]) if m.get("tool_calls") else "") for m in messages)
 
 
 def _check_body(body: Any) -> tuple[list[dict[str, Any]], str | None, bool, dict[str, Any]]:
@@ -111,6 +117,9 @@ def _check_body(body: Any) -> tuple[list[dict[str, Any]], str | None, bool, dict
     n = body.get("n", 1)
     if n is not None and (not isinstance(n, int) or n < 1):
         raise ValueError("'n' must be a positive integer")
+    tools = body.get("tools")
+    if tools is not None and (not isinstance(tools, list) or not all(isinstance(t, dict) for t in tools)):
+        raise ValueError("'tools' must be a list of tool objects")
     for k in ("max_tokens", "max_completion_tokens"):
         v = body.get(k)
         if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
@@ -191,11 +200,14 @@ def create_app(server: Server) -> Any:
         else:
             return _error(404, f"The model `{model}` does not exist; use {AUTO} or one of "
                           f"{', '.join(server.catalogue.names)}", "invalid_request_error", "model_not_found")
-        if decision is not None and len(messages) == 1 and not server.shadow:
+        tools = params.get("tools")
+        if decision is not None and len(messages) == 1 and not server.shadow and not tools \
+                and not messages[0].get("tool_calls"):
             ptok = {name: float(decision.prompt_tokens[k]) for k, name in enumerate(decision.models)}
-        else:  # the whole conversation, as the reservation must bound it
+        else:  # the whole conversation and the tools' schemas, as the reservation must bound them
             specs = [server.catalogue[name] for name in chain]
-            pt = tokens_one(message_text(messages, last_user=False), specs) + EXTRA_MESSAGE_TOKENS * (len(messages) - 1)
+            whole = message_text(messages, last_user=False) + ("\n" + json.dumps(tools) if tools else "")
+            pt = tokens_one(whole, specs) + EXTRA_MESSAGE_TOKENS * (len(messages) - 1)
             ptok = {name: float(pt[k]) for k, name in enumerate(chain)}
         try:
             ans = await server.upstreams.send(chain, messages, params, ptok, stream=stream)
