@@ -13,8 +13,6 @@ to the exact kernel over those queries (paired), so "within noise" means |diff| 
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 import time
 
@@ -72,11 +70,9 @@ def main() -> None:
                         print(f"{name:<22} {n_tr:>7} {pname:<9} {L or 'exact':>6} {r['fit_s']:>7.2f} {r['brier']:>8.5f} "
                               f"{r.get('diff_to_exact', float('nan')):>+9.5f} {r.get('se', float('nan')):>7.5f}", flush=True)
     if a.json_out:
-        os.makedirs(os.path.dirname(a.json_out) or ".", exist_ok=True)
-        tmp = a.json_out + ".tmp"
-        with open(tmp, "w") as fh:
-            json.dump({"command": " ".join(sys.argv), "rows": rows}, fh, indent=2)
-        os.replace(tmp, a.json_out)
+        from optllm.io import write_json
+
+        write_json(a.json_out, {"command": " ".join(sys.argv), "rows": rows})
 
 
 if __name__ == "__main__":

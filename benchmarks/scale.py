@@ -79,11 +79,9 @@ def main() -> None:
         print(f"{n:>10,} {r['run_s']:>8.1f} {r['featurise_s']:>12.1f} {r['ratio_to_featurise']:>6.2f} "
               f"{r['peak_rss_mb']:>8.0f}  {st}")
     if a.json_out:
-        os.makedirs(os.path.dirname(a.json_out) or ".", exist_ok=True)
-        tmp = a.json_out + ".tmp"
-        with open(tmp, "w") as fh:
-            json.dump({"command": " ".join(sys.argv), "rows": rows}, fh, indent=2)
-        os.replace(tmp, a.json_out)
+        from optllm.io import write_json
+
+        write_json(a.json_out, {"command": " ".join(sys.argv), "rows": rows})
 
 
 if __name__ == "__main__":
