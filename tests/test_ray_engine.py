@@ -148,3 +148,29 @@ def test_bad_input_is_one_line(cluster, tmp_path):
         RayFront(p, c[:, :2])
     with pytest.raises(OptLLMError, match="no Parquet files"):
         scan_parquet(tmp_path)
+
+
+def test_cli_front_engine_ray(cluster, tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from optllm.cli import app
+
+    from optllm.data import load
+
+    d = load("demo")
+    fd = pareto_front(d.correct, d.cost, models=d.models)
+    B = float(fd.costs[0] + 0.3 * (fd.costs[-1] - fd.costs[0]))
+    runner = CliRunner()
+    r = runner.invoke(app, ["front", "demo", "--truth", "--engine", "ray", "--budget", repr(B),
+                            "--plan-out", str(tmp_path / "plan"), "--json"])
+    assert r.exit_code == 0, r.output
+    s = json.loads(r.stdout)
+    assert s["points"] == len(fd) and s["plan"]["point"] == fd.at_budget(B).info["point"]
+    import pyarrow.parquet as pq
+
+    got = pq.read_table(tmp_path / "plan").to_pandas().sort_values("query")
+    np.testing.assert_array_equal(got["model"].to_numpy(), fd.at_budget(B).models)
+    r = runner.invoke(app, ["front", "demo", "--truth", "--engine", "ray", "--out", str(tmp_path / "x.csv")])
+    assert r.exit_code == 2 and "not with --engine ray" in r.output

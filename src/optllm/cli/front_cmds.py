@@ -24,9 +24,35 @@ def front_cmd(
     plot: Path = typer.Option(None, "--plot", help="Write a PNG: the front and every single LLM as a labelled dot."),
     max_points: int = typer.Option(0, "--max-points", help="Thin the CSV to at most this many points (0: all)."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    engine: str = typer.Option("local", "--engine", help="local (one process) or ray (per-shard hulls on a Ray "
+                               "cluster; DATA may then be a Parquet file/folder with columns p_<model>, "
+                               "cost_<model>; prints the ends and the plan at --budget/--target; `optllm plan` "
+                               "has no Ray engine yet)."),
+    address: str = typer.Option(None, "--address", help="Ray cluster to join (--engine ray; default: start a "
+                                "local one with all CPUs)."),
+    budget: float = typer.Option(None, "--budget", help="--engine ray: the plan at this total budget (USD)."),
+    target: float = typer.Option(None, "--target", help="--engine ray: the cheapest plan reaching this expected "
+                                 "accuracy."),
+    plan_out: Path = typer.Option(None, "--plan-out", help="--engine ray: write the plan as Parquet shards "
+                                  "(part-NNNNN.parquet: query, model, model_name) into this folder, all-or-nothing."),
 ) -> None:
     """The exact cost/accuracy Pareto front of a dataset: points, both ends, and the saving
     against the best single LLM."""
+    if engine not in ("local", "ray"):
+        raise OptLLMError(f"--engine must be local or ray, got {engine!r}")
+    if engine == "ray":
+        from optllm.cli.ray_front import ray_front
+
+        s = ray_front(data, truth=truth, address=address, budget=budget, target=target, plan_out=plan_out,
+                      other=[o for o, v in (("--out", out), ("--plot", plot), ("--max-points", max_points)) if v])
+        if json_out:
+            emit_json(s)
+        else:
+            console.print_json(data=s)
+        return
+    for opt, v in (("--address", address), ("--budget", budget), ("--target", target), ("--plan-out", plan_out)):
+        if v is not None:
+            raise OptLLMError(f"{opt} goes with --engine ray")
     if not truth:
         raise OptLLMError("a front from predictions comes with `optllm run DATA` (it labels a sample and predicts "
                           "the rest); add --truth for the exact true front from DATA's labels")

@@ -313,6 +313,7 @@ class RayFront:
             raise OptLLMError(f"shards must be ≥ 1, got {shards}")
         if workers is not None and workers < 1:
             raise OptLLMError(f"workers must be ≥ 1, got {workers}")
+        scanned = scan_parquet(parquet) if parquet is not None else None  # before any cluster starts
         t0 = time.perf_counter()
         self._started = False
         if not ray.is_initialized():
@@ -329,7 +330,7 @@ class RayFront:
         if parquet is not None:
             if p is not None or cost is not None:
                 raise OptLLMError("give either p and cost or parquet, not both")
-            files, rows, names = scan_parquet(parquet)
+            files, rows, names = scanned
             if models is not None and tuple(models) != names:
                 raise OptLLMError(f"models {tuple(models)} differ from the dataset's {names}")
             q0s = np.concatenate([[0], np.cumsum(rows)[:-1]]).tolist()
