@@ -93,8 +93,11 @@ def plan(
     val_share: float = typer.Option(0.5, "--val-share", help="Share of the labelled sample the predictor validates on (the rest trains it), drawn by --seed; a 'split' column in the labels fixes the roles instead."),
     seed: int = typer.Option(0, "--seed", help=opt.SEED),
     tier: str = typer.Option("online", "--tier", help="Prices to plan at: online (as in the catalogue), batch (every model at its batch tier, e.g. batch: {discount: 0.5}; dispatch --via batch sends through the provider's /v1/batches) or auto (batch where a model offers it). The summary gives the plan's cost at both."),
-    out: Path = typer.Option(..., "--out", help="Folder for plan.csv, prompts.jsonl, front.csv, front.png, summary.json (written all or nothing)."),
+    out: Path = typer.Option(..., "--out", help="Folder for plan.csv, prompts.jsonl, front.csv, front.png, summary.json (written all or nothing). With --engine ray: part-*.parquet (query, model, model_name), ids.parquet (query, id), summary.json."),
     json_out: bool = typer.Option(False, "--json", help="Print summary.json to stdout."),
+    engine: str = typer.Option("local", "--engine", help="local (one process) or ray: the fit on the driver, the prompts featurised and predicted with ray.data on the workers, the plan taken by the Ray front engine and written as Parquet shards (needs optllm[ray])."),
+    address: Optional[str] = typer.Option(None, "--address", help="--engine ray: the Ray cluster to join (default: start a local one)."),
+    batch_rows: int = typer.Option(4096, "--batch-rows", help="--engine ray: prompts per prediction batch (and per p/cost shard)."),
 ) -> None:
     """Assign every unlabelled prompt to a model, with the same rules as `optllm run`: the
     most accurate plan within --budget that reliably beats the best plan without a predictor,
@@ -113,6 +116,32 @@ def plan(
     from optllm.planning import PLAN_FILES, PlanSettings, build_plan, read_prompts, write_plan
     from optllm.selection import Goal
 
+    if engine not in ("local", "ray"):
+        raise OptLLMError(f"--engine must be local or ray, got {engine!r}")
+    if engine == "local" and (address is not None or batch_rows != 4096):
+        raise OptLLMError("--address and --batch-rows are for --engine ray")
+    if engine == "ray":
+        from optllm.cli.ray_plan import ray_plan_cmd
+
+        goal = Goal(budget=budget, target_accuracy=target, confidence=confidence, safe=safe, risk=risk,
+                    risk_method=risk_method)
+        settings = PlanSettings(predictor=predictor, folds=folds, seed=seed, bound=bound)
+        with stages(not json_out) as say:
+            s = ray_plan_cmd(prompts, models, labels, out, goal=goal, settings=settings, address=address,
+                             quantile=quantile, length_regression=length_regression, val_share=val_share, tier=tier,
+                             label_budget=label_budget, batch_rows=batch_rows, progress=say)
+        sel = s["selection"]
+        if json_out:
+            emit_json(s)
+        else:
+            console.print(f"[bold]{s['n_to_plan']:,} prompts planned on Ray[/] ({s['n_labelled']} labelled); "
+                          f"{sel['rule']}: {sel['message']}", highlight=False)
+            if s.get("assigned"):
+                console.print(", ".join(f"{k} {v:,}" for k, v in sorted(s["assigned"].items(), key=lambda kv: -kv[1])))
+            console.print(f"wrote {out}/ (part-*.parquet, ids.parquet, summary.json)", highlight=False)
+        if not sel["reachable"]:
+            raise typer.Exit(1)
+        return
     check_output_dir(out, "--out", PLAN_FILES)
     if label_budget is not None:  # the labels file (and its journals) is written by the labelling rounds
         from optllm.labelling.label import check_label_outputs
