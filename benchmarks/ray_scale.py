@@ -8,7 +8,8 @@ at the same budget and accuracy target; the plans are checked to be identical.
 
 Each engine runs in a fresh process (its peak RSS is its own): wall time of the whole plan
 (read, hulls, plan at the budget, plan at the target, plan shards written by Ray / assignment
-kept in memory locally), Ray's cluster start reported separately (not in Ray's wall time),
+kept in memory locally), Ray's cluster start reported separately (not in Ray's wall time; it includes starting one
+worker process per CPU and compiling the hull kernels there, `engine.ray_plan.warm_workers`),
 peak RSS (VmHWM) of the driver and of every Ray worker process. The dataset is generated in
 chunks (seeded: p ~ Beta per model, cost = price x length) and not timed.
 
@@ -113,11 +114,12 @@ def child_ray(folder: str, budget: float, target: float, save: str, workers: int
     import ray
 
     from optllm.engine.ray_engine import RayFront
-    from optllm.engine.ray_plan import read_plan_shards
+    from optllm.engine.ray_plan import read_plan_shards, warm_workers
 
     t0 = time.perf_counter()
     ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False,
              object_store_memory=store_mb * 2**20 if store_mb else None)
+    warm_workers(workers)  # worker processes started and the kernels compiled: part of the start overhead
     start = time.perf_counter() - t0
     t0 = time.perf_counter()
     with RayFront(parquet=folder) as rf:
@@ -185,6 +187,9 @@ def child_texts(engine: str, d: str, budget: float, predictor: str, workers: int
 
         t1 = time.perf_counter()
         ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
+        from optllm.engine.ray_plan import warm_workers
+
+        warm_workers(workers)
         res["cluster_start_s"] = time.perf_counter() - t1
         t0 = time.perf_counter()
         rp = ray_build_plan(ids, texts, cat, lab, goal, st, save + ".plan")

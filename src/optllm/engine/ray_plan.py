@@ -47,7 +47,7 @@ import numpy as np
 
 from optllm.errors import OptLLMError
 
-__all__ = ["RayPlan", "RAY_PLAN_FILES", "ray_build_plan", "predict_to_parquet", "BATCH_ROWS"]
+__all__ = ["RayPlan", "RAY_PLAN_FILES", "ray_build_plan", "predict_to_parquet", "warm_workers", "BATCH_ROWS"]
 
 BATCH_ROWS = 4096
 RAY_PLAN_FILES = ("part-*.parquet", "ids.parquet", "summary.json")
@@ -100,7 +100,28 @@ def _predict_batch(batch: dict[str, np.ndarray], *, model_ref: Any, cost_ref: An
     return {"row0": np.array([r0], np.int64), "rows": np.array([rows.size], np.int64)}
 
 
+def _warm(hold_s: float) -> int:
+    """Import the front code and compile its kernels in this worker (one tiny hull)."""
+    from optllm.optimize.front import front_block
+
+    rng = np.random.default_rng(0)
+    front_block(rng.random((64, 4)), rng.random((64, 4)), 0, backend="auto", sort=True)
+    time.sleep(hold_s)  # keep this worker busy so the next warm-up task lands on another one
+    return os.getpid()
+
+
 # ---------------------------------------------------------------------- driver side
+def warm_workers(n: int | None = None, hold_s: float = 0.5) -> int:
+    """Start `n` worker processes (default: the cluster's CPUs) on the running Ray session and
+    have each import the front code and compile its kernels, so a first plan is not timed with
+    Ray's lazy worker start-up and numba's compilation. Returns how many distinct workers ran."""
+    import ray
+
+    k = int(n or max(int(ray.cluster_resources().get("CPU", 1)), 1))
+    f = ray.remote(num_cpus=1)(_warm)
+    return len(set(ray.get([f.remote(hold_s) for _ in range(k)])))
+
+
 def predict_to_parquet(model: Any, texts: Sequence[str], cost: np.ndarray, feasible: np.ndarray | None,
                        names: Sequence[str], folder: str | Path, batch_rows: int = BATCH_ROWS) -> int:
     """Predict `texts` with the fitted `model` on the running Ray cluster (`ray.data`
@@ -231,6 +252,7 @@ def ray_build_plan(prompt_ids: Sequence[Any], prompts: Sequence[str], catalogue:
         else:
             ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
         started = True
+        warm_workers()
     t["cluster_start"] = time.perf_counter() - t1
     names = tuple(cat.names)
     work = Path(out).resolve().parent / f".{Path(out).name}.ray-pc.{os.getpid()}"
