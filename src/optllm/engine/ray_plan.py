@@ -29,6 +29,9 @@ Steps (the single-process path is `optllm.planning.build_plan` → `plan_queries
    are checked against the selection's (an `OptLLMError` if they differ). A plan off the front
    (the reference: a single LLM or a random mix of two) is written by the driver.
 
+A cluster this function starts (no running session, no `address`) gets one worker per CPU
+started and the front's kernels compiled first (`warm_workers`, in `timings["cluster_start"]`).
+
 The output folder (all-or-nothing, `optllm.io.atomic_dir`) holds the plan shards, `ids.parquet`
 (query, id) and `summary.json` (the local plan's summary keys that need no per-query table,
 with the engine's timings).
