@@ -146,13 +146,11 @@ def _one_tfidf(vec: Any, docs: list[str], cache: dict[int, Any]) -> sp.csr_matri
     if an is None:
         an = cache[id(vec)] = vec.build_analyzer()
     vocab = vec.vocabulary_
-    counts: dict[int, int] = {}
-    for tok in an(docs[0]):
-        j = vocab.get(tok)
-        if j is not None:
-            counts[j] = counts.get(j, 0) + 1
-    idx = np.array(sorted(counts), dtype=np.int32)
-    data = np.array([counts[j] for j in idx.tolist()], dtype=vec.dtype)
+    tokens = Counter(an(docs[0]))  # counted in C; the vocabulary looked up once per distinct token
+    hits = [(j, c) for j, c in zip(map(vocab.get, tokens), tokens.values()) if j is not None]
+    hits.sort()
+    idx = np.array([j for j, _ in hits], dtype=np.int32)
+    data = np.array([c for _, c in hits], dtype=vec.dtype)
     if vec.binary:
         data.fill(1)
     if vec.sublinear_tf:
@@ -330,6 +328,11 @@ class UnionFeaturizer:
 
 def row_normalise(F: np.ndarray | sp.csr_matrix) -> np.ndarray | sp.csr_matrix:
     """Rows scaled to unit L2 norm (zero rows stay zero), so dot products are cosines."""
+    if sp.issparse(F) and F.shape[0] == 1 and F.format == "csr":  # one row (a router's prompt)
+        d = F.data
+        nrm = float(np.sqrt(np.dot(d, d)))
+        d = d / nrm if nrm > 0 else np.zeros_like(d)
+        return sp.csr_matrix((d, F.indices, F.indptr), shape=F.shape)
     if sp.issparse(F):
         norms = np.sqrt(np.asarray(F.multiply(F).sum(axis=1)).ravel())
         inv = np.where(norms > 0, 1.0 / np.maximum(norms, 1e-300), 0.0)

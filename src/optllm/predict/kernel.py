@@ -43,7 +43,10 @@ class CosineRows:
         """(n_new, n_rows) cosines of unit-norm rows G with F_ (dense)."""
         if sp.issparse(G) and sp.issparse(self.F_):
             dense = self._vocab_block()
-            if dense is not None and G.shape[0] > 1:
+            if dense is not None:
+                if G.shape[0] == 1:  # one prompt (a router): its terms' rows of the block, no CSR built
+                    rows, vals = self._one_row(G)
+                    return (vals @ dense[rows])[None, :]
                 return np.asarray(self._restrict(G) @ dense)  # sparse x dense: one pass, no sparse result
             return np.asarray((G @ self._transposed()).toarray())  # one query: no CSR->CSC per call
         return dense_dot(G, self.F_)
@@ -66,6 +69,13 @@ class CosineRows:
                 self.__dict__["_colmap"] = colmap
             self.__dict__["_dense"] = block
         return self.__dict__["_dense"]
+
+    def _one_row(self, G: Any) -> tuple[np.ndarray, np.ndarray]:
+        """A one-row CSR G on the training vocabulary: (block rows, values) of its entries there."""
+        G = sp.csr_matrix(G)
+        m = self.__dict__["_colmap"][G.indices]
+        keep = m >= 0
+        return m[keep], G.data[keep]
 
     def _restrict(self, G: Any) -> Any:
         """G (CSR, normalised) on the training vocabulary's columns only."""
@@ -206,11 +216,15 @@ class KernelMap(CosineRows):
         kernel, Φ* = G_S (F_S^T proj) is one sparse x dense product on the training vocabulary."""
         if cos is None and not (self.gamma and self.gamma > 0) and sp.issparse(F) and sp.issparse(self.F_):
             dense = self._vocab_block()
-            if dense is not None and F.shape[0] > 1:
+            if dense is not None:
                 W = self.__dict__.get("_W")
                 if W is None:
                     W = self.__dict__["_W"] = dense @ self.proj_
-                return np.asarray(self._restrict(row_normalise(F)) @ W)
+                G = row_normalise(F)
+                if G.shape[0] == 1:  # one prompt: its terms' rows of W
+                    rows, vals = self._one_row(G)
+                    return (vals @ W[rows])[None, :]
+                return np.asarray(self._restrict(G) @ W)
         return self.cross(F, cos) @ self.proj_
 
     def diag(self, F: Any) -> np.ndarray:
