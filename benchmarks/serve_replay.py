@@ -46,6 +46,7 @@ def upstream_main(data: str, completion_tokens: int) -> None:
     from optllm.serve.replay import responder
 
     srv = FakeStreamOpenAI(responder=responder(load(data)), completion_tokens=completion_tokens)
+    srv.warm()  # its token counter's encoding loaded before the first request, as a live server's is
 
     async def run() -> None:
         runner = web.AppRunner(srv.app(), access_log=None)

@@ -87,6 +87,10 @@ class FakeOpenAI:
         self._runner: web.AppRunner | None = None
 
     # ------------------------------------------------------------------ app
+    def warm(self) -> None:
+        """Load the token counter's encoding now (half a second), not in the first request."""
+        _count_prompt("")
+
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._chat)

@@ -642,6 +642,30 @@ def test_upstream_key_never_shown(plan_dir: Path, tmp_path: Path) -> None:
     assert not log.exists() or key not in log.read_text()
 
 
+def test_slot_waits_are_reported_and_left_out_of_the_overhead(plan_dir: Path, tmp_path: Path,
+                                                               demo_data: Outcomes) -> None:
+    """A model's slow-start window starts at one call: a second request forced to the same
+    model while the first is upstream waits for the slot. That wait is the upstream's time,
+    not the router's: x-optllm-wait-ms reports it, x-optllm-overhead-ms leaves it out."""
+    with FakeStreamOpenAI(answer="Yes", completion_tokens=3, latency=0.3) as slow:
+        server = build_server(catalogue(tmp_path / "c.yaml", slow.base_url), plan_dir, budget_per_1k=BUDGET_1K)
+        with serving(server) as base:
+            async def two() -> list[Any]:
+                ac = openai.AsyncOpenAI(base_url=base, api_key="unused", max_retries=0, timeout=30)
+                try:
+                    return await asyncio.gather(*[ac.chat.completions.with_raw_response.create(
+                        model="gpt-4", messages=ask(str(demo_data.texts[i]))) for i in (1, 2)])
+                finally:
+                    await ac.close()
+
+            raws = asyncio.run(two())
+    waits = sorted(float(r.headers["x-optllm-wait-ms"]) for r in raws)
+    assert waits[0] < 100 and waits[1] > 200  # the second waited for the first's 0.3 s upstream call
+    for r in raws:
+        assert float(r.headers["x-optllm-presend-ms"]) >= float(r.headers["x-optllm-wait-ms"])
+        assert 0 < float(r.headers["x-optllm-overhead-ms"]) < 100  # neither the upstream's 0.3 s nor the wait
+
+
 # ---------------------------------------------------------------------- bounded load test
 @pytest.mark.slow
 def test_load_routing_overhead(plan_dir: Path, tmp_path: Path, upstream: FakeStreamOpenAI,

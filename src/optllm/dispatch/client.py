@@ -251,6 +251,9 @@ class ClientPool:
         self.factory = factory or default_client
         self._clients: dict[tuple[str, str], Any] = {}
 
+    def __len__(self) -> int:
+        return len(self._clients)
+
     def get(self, spec: ModelSpec) -> Any:
         k = (spec.base_url, spec.api_key_env or "")
         if k not in self._clients:

@@ -60,8 +60,9 @@ class SpendGuard:
     async def settle(self, amount: float, charged: float) -> None:
         """Release a reservation of `amount`; add what the call cost (`charged`)."""
         async with self._cond:
-            self.reserved = max(0.0, self.reserved - amount)
             self.in_flight -= 1
+            # nothing in flight holds nothing reserved (no float residue to refuse a call by)
+            self.reserved = max(0.0, self.reserved - amount) if self.in_flight else 0.0
             self.spent += charged
             if charged > amount + 1e-15:
                 self.overruns += 1

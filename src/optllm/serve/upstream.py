@@ -74,8 +74,30 @@ class Answer:
     call: str = ""
     sent_at: float = math.nan  # perf_counter when the first upstream request was sent
     upstream_s: float = 0.0  # seconds spent waiting on upstream calls (to the answer or the first chunk)
+    waited_s: float = 0.0  # seconds spent waiting for a slot (slow-start window, rate limit) before a send
     counted: float = 0.0  # the prompt tokens the reservation counted (a stream learns from its usage)
     bound: float | None = None  # its completion bound (None: max_output_tokens)
+
+
+@dataclass
+class _Tries:
+    """What one request's attempts did so far: a call was sent; calls refused by the spend cap;
+    the first send's time; the seconds waited on upstreams and on a slot (a model's
+    slow-start window, its rate limit, room under the spend cap while calls in flight
+    settle), which the server's overhead figure leaves out. Room under the cap is waited
+    for until `deadline` at most, over the whole fallback chain."""
+
+    deadline: float = math.inf  # the request's last moment to wait for room under the spend cap
+    sent: bool = False
+    cap_refused: int = 0
+    sent_at: float = math.nan
+    upstream_s: float = 0.0
+    waited_s: float = 0.0
+
+    def stamp(self, ans: "Answer", pos: int, reasons: list[str]) -> "Answer":
+        ans.position, ans.skipped, ans.sent_at = pos, list(reasons), self.sent_at
+        ans.upstream_s, ans.waited_s = self.upstream_s, self.waited_s
+        return ans
 
 
 class Upstreams:
@@ -109,6 +131,16 @@ class Upstreams:
     # ------------------------------------------------------------------ state
     def client(self, spec: ModelSpec) -> Any:
         return self.clients.get(spec)
+
+    def warm(self) -> int:
+        """Build the client of every endpoint whose key is known and load its chat resource, so
+        no request pays for a client's construction or the client library's lazy imports
+        (tens of milliseconds each, the first time) → the number of clients. Sends nothing."""
+        for spec in self.cat.models:
+            if spec.name in self.clients.keys:
+                c = self.clients.get(spec)
+                getattr(getattr(c, "chat", None), "completions", None)
+        return len(self.clients)
 
     async def close(self) -> None:
         await self.clients.close()
@@ -172,7 +204,7 @@ class Upstreams:
         reasons: list[str] = []
         n = int(params.get("n") or 1)
         asked = params.get("max_tokens") or params.get("max_completion_tokens")
-        cap_refused, tried = 0, [False, 0, math.nan, 0.0]  # tried[2:]: first send's time, upstream seconds  # tried: [a call was sent, refused by the cap in _try]
+        cap_refused, tried = 0, _Tries(deadline=self.clock() + self.rate_wait_s)
         limited: list[tuple[float, int, str]] = []  # (seconds to a free slot, position, model): passed over
         for pos, name in enumerate(chain):
             spec = self.cat[name]
@@ -181,7 +213,7 @@ class Upstreams:
                 reasons.append(f"{name}: {why}")
                 continue
             amount = self.reservation(spec, prompt_tokens[name], n, asked)
-            if not self.guard.fits(amount):
+            if not self._could_fit(amount):
                 cap_refused += 1
                 reasons.append(f"{name}: its upper-bound cost ${amount:.6f} does not fit under the spend cap "
                                f"(${self.guard.remaining:.6f} left)")
@@ -193,8 +225,7 @@ class Upstreams:
                 continue
             ans = await self._try(spec, amount, messages, params, stream, reasons, tried, prompt_tokens[name])
             if ans is not None:
-                ans.position, ans.skipped, ans.sent_at, ans.upstream_s = pos, list(reasons), tried[2], tried[3]
-                return ans
+                return tried.stamp(ans, pos, reasons)
         # every model of the chain was at its rate limit or failed: wait (bounded) for the soonest
         deadline = self.clock() + self.rate_wait_s
         for _, pos, name in sorted(limited):
@@ -202,17 +233,19 @@ class Upstreams:
             if self.unavailable(spec):
                 continue
             amount = self.reservation(spec, prompt_tokens[name], n, asked)
-            if not self.guard.fits(amount):
+            if not self._could_fit(amount):
                 continue
-            if not await self._slot(spec, self._limit_tokens(spec, prompt_tokens[name], n, asked), deadline):
+            t_wait = time.perf_counter()
+            got = await self._slot(spec, self._limit_tokens(spec, prompt_tokens[name], n, asked), deadline)
+            tried.waited_s += time.perf_counter() - t_wait
+            if not got:
                 continue
             ans = await self._try(spec, amount, messages, params, stream, reasons, tried, prompt_tokens[name])
             if ans is not None:
-                ans.position, ans.skipped, ans.sent_at, ans.upstream_s = pos, list(reasons), tried[2], tried[3]
-                return ans
-        if (cap_refused or tried[1]) and not tried[0]:
+                return tried.stamp(ans, pos, reasons)
+        if (cap_refused or tried.cap_refused) and not tried.sent:
             raise Exhausted(429, "spend cap reached: " + "; ".join(reasons), "insufficient_quota")
-        if limited and not tried[0]:
+        if limited and not tried.sent:
             waited = self.clock() - (deadline - self.rate_wait_s)
             soonest = max(0.0, min(w for w, _, _ in limited) - waited)
             raise Exhausted(429, f"every model of the route is at its rate limit (waited {self.rate_wait_s:g} s): "
@@ -226,6 +259,25 @@ class Upstreams:
         out = spec.max_output_tokens if max_tokens is None else min(int(max_tokens), spec.max_output_tokens)
         return float(prompt_tokens) + n * out
 
+    def _could_fit(self, amount: float) -> bool:
+        """Whether a reservation of `amount` fits under the cap once the calls in flight settle."""
+        g = self.guard
+        return g.cap is None or g.spent + amount <= g.cap
+
+    async def _reserve(self, amount: float, deadline: float) -> bool:
+        """Reserve `amount` under the spend cap → whether it was. When it fits only once calls in
+        flight settle (a burst of reservations, each bounded by its worst case), wait for them
+        until `deadline`, as for a rate-limit slot; when it cannot fit even then, refuse now."""
+        g = self.guard
+        if not self._could_fit(amount):
+            return False
+        if g.fits(amount):
+            return await g.reserve(amount)
+        try:
+            return await asyncio.wait_for(g.reserve(amount), max(0.0, deadline - self.clock()))
+        except asyncio.TimeoutError:
+            return False
+
     async def _slot(self, spec: ModelSpec, tokens: float, deadline: float) -> bool:
         """A rate-limit slot of `spec` for a call of `tokens`, waiting until `deadline` at most."""
         lim = self.limiters[spec.name]
@@ -238,7 +290,7 @@ class Upstreams:
             await asyncio.sleep(wait)
 
     async def _try(self, spec: ModelSpec, amount: float, messages: list[dict[str, Any]], params: Mapping[str, Any],
-                   stream: bool, reasons: list[str], tried: list[Any], prompt_tokens: float) -> Answer | None:
+                   stream: bool, reasons: list[str], tried: "_Tries", prompt_tokens: float) -> Answer | None:
         """Up to `max_attempts` calls of `spec` (its first rate-limit slot already taken), each in
         the model's slow-start window and under a reservation grown by what it was seen to bill."""
         kwargs = self._kwargs(spec, params, stream)
@@ -249,26 +301,32 @@ class Upstreams:
             if self.unavailable(spec):
                 reasons.append(f"{spec.name}: {self.unavailable(spec)}")
                 return None
-            if attempt > 1 and not await self._slot(spec, self._limit_tokens(spec, prompt_tokens, n, asked),
-                                                    self.clock() + self.rate_wait_s):
+            t_wait = time.perf_counter()
+            got = attempt == 1 or await self._slot(spec, self._limit_tokens(spec, prompt_tokens, n, asked),
+                                                   self.clock() + self.rate_wait_s)
+            if not got:
                 reasons.append(f"{spec.name}: at its rate limit for a retry (waited {self.rate_wait_s:g} s)")
                 return None
             await self.window.acquire(spec.name)
+            tried.waited_s += time.perf_counter() - t_wait
             held, within, delay = True, None, None
             try:
                 amount = self.reservation(spec, prompt_tokens, n, asked)  # grown while this call waited?
-                if not self.guard.fits(amount) or not await self.guard.reserve(amount):
+                t_wait = time.perf_counter()
+                got = await self._reserve(amount, tried.deadline)
+                tried.waited_s += time.perf_counter() - t_wait
+                if not got:
                     reasons.append(f"{spec.name}: its upper-bound cost ${amount:.6f} does not fit under the spend "
                                    f"cap (${self.guard.remaining:.6f} left)")
-                    tried[1] += 1
+                    tried.cap_refused += 1
                     return None
                 call = f"{self._run}-{next(self._seq)}"
-                tried[0] = True
+                tried.sent = True
                 await self._journal({"event": "reserve", "call": call, "id": call, "model": spec.name,
                                      "amount": amount, "attempt": attempt})
                 t_post = time.perf_counter()
-                if tried[2] != tried[2]:  # NaN: the request's first upstream send
-                    tried[2] = t_post
+                if tried.sent_at != tried.sent_at:  # NaN: the request's first upstream send
+                    tried.sent_at = t_post
                 try:
                     try:
                         resp = await self._post(spec, {"model": spec.model_id, "messages": messages, **kwargs},
@@ -280,7 +338,7 @@ class Upstreams:
                             except StopAsyncIteration:
                                 raise ValueError("the stream ended before its first chunk") from None
                     finally:
-                        tried[3] += time.perf_counter() - t_post
+                        tried.upstream_s += time.perf_counter() - t_post
                 except asyncio.CancelledError:
                     await self._settle(spec, call, amount, amount, unknown=True)  # may have been sent: counted
                     raise
