@@ -425,6 +425,46 @@ def test_stream_without_usage_is_charged_its_reservation(plan_dir: Path, tmp_pat
     assert server.upstreams.guard.reserved == 0.0
 
 
+def test_stream_whose_body_is_never_sent_still_settles(plan_dir: Path, tmp_path: Path) -> None:
+    """The client's socket breaks as the response starts, so the body's generator never runs:
+    the call is still settled once (charged its reservation, as it may have been billed), its
+    slow-start slot freed, and the request counted in the metrics once."""
+    with FakeStreamOpenAI(answer="Yes") as up:
+        server = build_server(catalogue(tmp_path / "m.yaml", up.base_url), plan_dir, budget_per_1k=BUDGET_1K)
+        app = create_app(server)
+        body = json.dumps({"model": "gpt-4", "messages": ask("q"), "stream": True}).encode()
+        scope = {"type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"}, "http_version": "1.1",
+                 "method": "POST", "scheme": "http", "path": "/v1/chat/completions", "raw_path": b"/v1/chat/completions",
+                 "query_string": b"", "root_path": "", "headers": [(b"content-type", b"application/json")],
+                 "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80)}
+        sent: list[str] = []
+
+        async def run() -> None:
+            msgs = [{"type": "http.request", "body": body, "more_body": False}]
+
+            async def receive() -> dict[str, Any]:
+                if msgs:
+                    return msgs.pop()
+                await asyncio.sleep(3600)
+                return {"type": "http.disconnect"}
+
+            async def send(message: dict[str, Any]) -> None:
+                sent.append(message["type"])
+                raise OSError("the client's socket broke")
+
+            with contextlib.suppress(Exception):
+                await app(scope, receive, send)
+            await server.close()
+
+        asyncio.run(run())
+    g, spec = server.upstreams.guard, server.catalogue["gpt-4"]
+    assert sent == ["http.response.start"] and len(up.billed) == 1
+    assert g.in_flight == 0 and g.reserved == 0.0
+    assert g.spent == pytest.approx(spec.reservation(up.billed[0][2]))  # unknown usage: its upper bound
+    assert server.upstreams.window.in_flight["gpt-4"] == 0
+    assert server.metrics.snapshot()["answered"] == 1
+
+
 # ---------------------------------------------------------------------- auth
 def test_bearer_token(plan_dir: Path, cat_path: Path) -> None:
     server = build_server(cat_path, plan_dir, budget_per_1k=BUDGET_1K, token="s3cret-token-for-tests")

@@ -26,6 +26,7 @@ predicted accuracy and cost, is only logged (and λ moves on the router's estima
 """
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
 import hmac
@@ -239,8 +240,12 @@ def create_app(server: Server) -> Any:
             headers["x-optllm-presend-ms"] = f"{(ans.sent_at - t_start) * 1e3:.3f}"
         headers["x-optllm-wait-ms"] = f"{ans.waited_s * 1e3:.3f}"  # of it, waiting for a slot
 
-        def finish(a: Answer) -> None:
-            _after(server, a, decision, mode, stream, t_start)
+        finished: list[bool] = []
+
+        def finish(a: Answer) -> None:  # metrics, λ and the log: once per request
+            if not finished:
+                finished.append(True)
+                _after(server, a, decision, mode, stream, t_start)
 
         if not stream:
             finish(ans)
@@ -272,9 +277,29 @@ def create_app(server: Server) -> Any:
                 await chunks.aclose()
                 finish(ans)
 
-        return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
+        async def never_read() -> None:  # the body never started: the stream still settles, once
+            await server.upstreams.abandon(ans)  # a no-op once stream_rest has settled it
+            finish(ans)
+
+        return _SettledStream(events(), never_read, media_type="text/event-stream", headers=headers)
 
     return app
+
+
+class _SettledStream(StreamingResponse):
+    """A streaming response that runs `on_end` however its sending ends: Starlette does not
+    start the body's generator when the client has gone before it (so the generator's own
+    `finally` never runs, and the call's reservation and slow-start slot would be held)."""
+
+    def __init__(self, content: Any, on_end: Any, **kw: Any) -> None:
+        super().__init__(content, **kw)
+        self._on_end = on_end
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await asyncio.shield(self._on_end())
 
 
 def _after(server: Server, ans: Answer, decision: Decision | None, mode: str, stream: bool, t_start: float) -> None:

@@ -77,6 +77,7 @@ class Answer:
     waited_s: float = 0.0  # seconds spent waiting for a slot (slow-start window, rate limit) before a send
     counted: float = 0.0  # the prompt tokens the reservation counted (a stream learns from its usage)
     bound: float | None = None  # its completion bound (None: max_output_tokens)
+    settled: bool = False  # a stream's call settled (its slot released, its spend counted)
 
 
 @dataclass
@@ -417,7 +418,6 @@ class Upstreams:
     async def stream_rest(self, ans: Answer) -> AsyncIterator[Any]:
         """The chunks of a streamed answer (its first one included); on the end of the stream
         (or its abandonment) the call is settled from the usage chunk, else at its reservation."""
-        spec = self.cat[ans.model]
         usage: tuple[int | None, int | None] = (None, None)
         done = False
         try:
@@ -433,22 +433,37 @@ class Upstreams:
                     done = True
                     break
         finally:
-            pt, ct = usage
-            if done and pt is not None and ct is not None:
-                ans.prompt_tokens, ans.completion_tokens = pt, ct
-                ans.cost = float(spec.call_cost(pt, ct))
-                unknown = False
-            else:
-                ans.cost, unknown = ans.reserved, True
-            within = self._learn(spec, ans.reserved, ans.cost, ans.counted, ans.bound,
-                                 *((pt, ct) if not unknown else (None, None)))
-            try:
-                close = getattr(ans.rest, "close", None)
-                if close is not None and not done:
-                    await close()
-            finally:
-                self.window.release(spec.name, within)
-                await asyncio.shield(self._settle(spec, ans.call, ans.reserved, ans.cost, unknown=unknown))
+            await self._end_stream(ans, usage if done else (None, None))
+
+    async def abandon(self, ans: Answer) -> None:
+        """Settle a streamed answer whose chunks were never read (the client went away before
+        the body started): at its reservation, as it may have been billed. Once only: a
+        stream already settled by `stream_rest` is left as it is."""
+        await self._end_stream(ans, (None, None))
+
+    async def _end_stream(self, ans: Answer, usage: tuple[int | None, int | None]) -> None:
+        """Once per streamed answer: its cost from the usage (else its reservation), the
+        billing lesson, the upstream stream closed, the slow-start slot and the spend settled."""
+        if ans.settled:
+            return
+        ans.settled = True
+        spec = self.cat[ans.model]
+        pt, ct = usage
+        if pt is not None and ct is not None:
+            ans.prompt_tokens, ans.completion_tokens = pt, ct
+            ans.cost = float(spec.call_cost(pt, ct))
+            unknown = False
+        else:
+            ans.cost, unknown = ans.reserved, True
+        within = self._learn(spec, ans.reserved, ans.cost, ans.counted, ans.bound,
+                             *((pt, ct) if not unknown else (None, None)))
+        try:
+            close = getattr(ans.rest, "close", None)
+            if close is not None and unknown:
+                await close()
+        finally:
+            self.window.release(spec.name, within)
+            await asyncio.shield(self._settle(spec, ans.call, ans.reserved, ans.cost, unknown=unknown))
 
 
 def _usage(resp: Any) -> tuple[int | None, int | None]:
