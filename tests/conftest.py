@@ -34,3 +34,18 @@ def overruling():
 def demo():
     """The bundled copy of overruling (always available)."""
     return load("demo")
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A local Ray cluster of 2 CPUs (small object store) for one test module; skips with the
+    reason when the `optllm[ray]` extra is absent, except under CI=true, where it fails."""
+    try:
+        import ray
+    except Exception:  # noqa: BLE001 - depends on the environment
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("CI=true but ray is not importable: pip install 'optllm[ray]'")
+        pytest.skip("ray is not installed (the optllm[ray] extra): pip install 'optllm[ray]'")
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=200 * 2**20, log_to_driver=False)
+    yield ray
+    ray.shutdown()

@@ -17,30 +17,16 @@ from fake_openai import FakeOpenAI, read_log, spawn  # noqa: E402
 
 from optllm.cost import count_tokens  # noqa: E402
 from optllm.dispatch import dispatch, ledger_path  # noqa: E402
+from optllm.engine import ray_available
 from optllm.errors import OptLLMError  # noqa: E402
 from optllm.planning import PlanItem  # noqa: E402
 from test_dispatch import FAST, answers, catalogue, items  # noqa: E402
 
-try:
-    import ray
-except Exception:  # pragma: no cover - depends on the environment
-    ray = None
 
 # the Ray workers inherit the environment of the cluster's start: never a proxy for 127.0.0.1
 for _var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy", "OPENAI_BASE_URL"):
     os.environ.pop(_var, None)
 os.environ["NO_PROXY"] = "127.0.0.1,localhost"
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    if ray is None:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail("CI=true but ray is not importable: pip install 'optllm[ray]'")
-        pytest.skip("ray is not installed (the optllm[ray] extra): pip install 'optllm[ray]'")
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=100 * 2**20, log_to_driver=False)
-    yield ray
-    ray.shutdown()
 
 
 def _ray_dispatch(*args, **kw):
@@ -167,7 +153,7 @@ def test_no_api_key_in_files_or_report(cluster, tmp_path: Path) -> None:
 def test_checked_before_a_cluster_starts(tmp_path: Path) -> None:
     with FakeOpenAI() as srv:
         cat = catalogue(srv.base_url)
-        if ray is None:
+        if not ray_available():
             with pytest.raises(OptLLMError, match=r"pip install 'optllm\[ray\]'"):
                 _ray_dispatch(items(3), cat, tmp_path / "a.jsonl")
             return

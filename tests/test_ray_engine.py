@@ -1,29 +1,11 @@
 """The Ray engine's plans equal the single-process front's, query by query (local 2-CPU cluster)."""
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
 
 from optllm.errors import OptLLMError
 from optllm.optimize.front import pareto_front
-
-try:
-    import ray
-except Exception:  # pragma: no cover - depends on the environment
-    ray = None
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    if ray is None:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail("CI=true but ray is not importable: pip install 'optllm[ray]'")
-        pytest.skip("ray is not installed (the optllm[ray] extra): pip install 'optllm[ray]'")
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=200 * 2**20, log_to_driver=False)
-    yield ray
-    ray.shutdown()
 
 
 def _case(kind: str, n: int, m: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

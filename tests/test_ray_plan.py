@@ -3,7 +3,6 @@ a local 2-CPU Ray cluster), through the CLI and the API; bad options exit 2 with
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -14,26 +13,11 @@ from typer.testing import CliRunner
 from optllm.cli import app
 from optllm.errors import OptLLMError
 
-try:
-    import ray
-except Exception:  # pragma: no cover - depends on the environment
-    ray = None
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "models.yaml"
 runner = CliRunner()
 N, EVERY = 2160, 12  # every prompt of the bundled demo, every 12th labelled (180)
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    if ray is None:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail("CI=true but ray is not importable: pip install 'optllm[ray]'")
-        pytest.skip("ray is not installed (the optllm[ray] extra): pip install 'optllm[ray]'")
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=200 * 2**20, log_to_driver=False)
-    yield ray
-    ray.shutdown()
 
 
 @pytest.fixture(scope="module")
@@ -134,12 +118,10 @@ def test_without_ray_exit_2_with_hint(ws, tmp_path, monkeypatch):
     assert r.output.strip().splitlines() == [f"error: {eng.RAY_HINT}"]
 
 
-def test_api_refuses_alpha(ws, tmp_path):
+def test_api_refuses_alpha(cluster, ws, tmp_path):
     from optllm.engine.ray_plan import ray_build_plan
     from optllm.planning import PlanSettings
     from optllm.selection import Goal
 
-    if ray is None:
-        pytest.skip("ray is not installed")
     with pytest.raises(OptLLMError, match="alpha"):
         ray_build_plan([], [], None, None, Goal(budget=1.0), PlanSettings(alpha=0.5), tmp_path / "o")
