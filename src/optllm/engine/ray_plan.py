@@ -191,15 +191,13 @@ def ray_build_plan(prompt_ids: Sequence[Any], prompts: Sequence[str], catalogue:
     """`build_plan` on Ray (see the module docstring): same arguments, plus `out` (the plan
     folder, written all-or-nothing), `address` (a cluster to join; default: the running
     session, or a local one with `workers` CPUs, stopped at the end) and `batch_rows`."""
-    from optllm.cost import estimate_costs
     from optllm.engine import RAY_HINT, ray_available
     from optllm.engine.ray_engine import RayFront
     from optllm.evaluate.uncertainty import bounds_along
     from optllm.io import atomic_dir, check_output_dir, write_json
     from optllm.optimize.registry import build_front
-    from optllm.planning.core import cross_fit, need_two_models
-    from optllm.planning.plan import _big, _check_labels, _drop_unfit, labelled_sample, output_tokens_of
-    from optllm.planning.prompts import id_str
+    from optllm.planning.core import cross_fit
+    from optllm.planning.plan import prepare
     from optllm.predict import inputs_of, make_predictor
     from optllm.selection import select
 
@@ -210,33 +208,14 @@ def ray_build_plan(prompt_ids: Sequence[Any], prompts: Sequence[str], catalogue:
     if batch_rows < 1:
         raise OptLLMError(f"--batch-rows must be ≥ 1, got {batch_rows}")
     check_output_dir(out, "--out", RAY_PLAN_FILES)
-    if not 0 <= val_share < 1:
-        raise OptLLMError(f"--val-share must lie in [0, 1), got {val_share}")
     say = progress or (lambda s: None)
     t: dict[str, float] = {}
     t0 = time.perf_counter()
     # ---- driver: costs, labelled sample, fit (build_plan's steps, same helpers)
-    online = catalogue.select(list(labelled.models), what=labels_source)
-    cat = online.priced(tier)
-    need_two_models(cat.names, f"{labels_source} (labelled models of the catalogue)")
-    ids = np.array([id_str(x) for x in prompt_ids], dtype=object)
-    _check_labels(labelled, ids, labels_source)
-    labelled_set = {id_str(x) for x in labelled.query_ids}
-    keep = np.array([q not in labelled_set for q in ids], dtype=bool)
-    plan_ids, plan_texts = ids[keep], [t_ for t_, k in zip(prompts, keep) if k]
-    if plan_ids.size == 0:
-        raise OptLLMError("every prompt is in the labelled sample: nothing left to plan")
-    position = {q: i for i, q in enumerate(ids)}
-    lab_texts = ([str(x) for x in labelled.texts] if labelled.texts is not None
-                 else [prompts[position[id_str(q)]] for q in labelled.query_ids])
-    out_model = output_tokens_of(labelled, cat, lab_texts, quantile, length_regression)
-    costs = estimate_costs(plan_texts, cat, out_model, query_ids=plan_ids)
-    plan_ids, plan_texts, costs, dropped = _drop_unfit(plan_ids, plan_texts, costs)
-    lab_costs = estimate_costs(lab_texts, cat, out_model)
-    big = _big(costs)
-    sample = labelled_sample(labelled, cat, lab_texts, position, np.where(lab_costs.feasible, lab_costs.mean, big),
-                             val_share, settings.seed, labels_source)
-    cost_f = np.where(costs.feasible, costs.mean, big)
+    pr = prepare(prompt_ids, prompts, catalogue, labelled, settings.seed, quantile=quantile,
+                 length_regression=length_regression, val_share=val_share, labels_source=labels_source, tier=tier)
+    cat, ids, plan_ids, plan_texts, costs, dropped = pr.cat, pr.ids, pr.plan_ids, pr.plan_texts, pr.costs, pr.dropped
+    sample, cost_f = pr.sample, pr.cost_f
     train, val = sample.train, sample.val
     say("fit predictor")
     model = make_predictor(settings.predictor, seed=settings.seed)

@@ -134,22 +134,35 @@ def _check_labels(labelled: Outcomes, ids: np.ndarray, source: str) -> None:
             )
 
 
-# ---------------------------------------------------------------------------- plan
-def build_plan(prompt_ids: Sequence[Any], prompts: Sequence[str], catalogue: Catalogue, labelled: Outcomes,
-               goal: Goal, settings: PlanSettings = PlanSettings(), *, quantile: float = 0.95,
-               length_regression: bool = False, val_share: float = 0.5, labels_source: str = "labels",
-               progress: Any = None, tier: str = "online") -> Plan:
-    """Plan every unlabelled prompt for `goal`: estimate costs, fit and cross-fit the predictor
-    on the labelled sample, build the exact front and select with the same rules as `optllm run`.
-    `tier`: the prices planned at (`Catalogue.priced`: online, batch, or auto = batch where a
-    model offers it); the summary gives the plan's cost at both."""
+@dataclass(frozen=True)
+class Prepared:
+    """What every planning engine fixes before it predicts: the priced catalogue of the
+    labelled models, the prompts' ids (`keep`: not labelled), the prompts to plan (those no
+    model's context can hold dropped), their estimated costs (`cost_f`: infeasible pairs at
+    `big`, dominated, never chosen), the output-length model and the labelled sample."""
+
+    online: Catalogue
+    cat: Catalogue
+    ids: np.ndarray
+    keep: np.ndarray
+    plan_ids: np.ndarray
+    plan_texts: list[str]
+    costs: Any
+    dropped: Any
+    out_model: Any
+    sample: Any
+    cost_f: np.ndarray
+
+
+def prepare(prompt_ids: Sequence[Any], prompts: Sequence[str], catalogue: Catalogue, labelled: Outcomes, seed: int,
+            *, quantile: float = 0.95, length_regression: bool = False, val_share: float = 0.5,
+            labels_source: str = "labels", tier: str = "online") -> Prepared:
+    """The steps before the fit, shared by `build_plan` and the Ray engine (see `Prepared`)."""
     if not 0 <= val_share < 1:
         raise OptLLMError(f"--val-share must lie in [0, 1), got {val_share}")
     online = catalogue.select(list(labelled.models), what=labels_source)
     cat = online.priced(tier)
-    batch_models = () if tier == "online" else online.batch_models()
     need_two_models(cat.names, f"{labels_source} (labelled models of the catalogue)")
-    unused = [n for n in catalogue.names if n not in cat.names]
     ids = np.array([id_str(x) for x in prompt_ids], dtype=object)
     _check_labels(labelled, ids, labels_source)
     labelled_set = {id_str(x) for x in labelled.query_ids}
@@ -168,9 +181,26 @@ def build_plan(prompt_ids: Sequence[Any], prompts: Sequence[str], catalogue: Cat
     lab_costs = estimate_costs(lab_texts, cat, out_model)
     big = _big(costs)
     sample = labelled_sample(labelled, cat, lab_texts, position, np.where(lab_costs.feasible, lab_costs.mean, big),
-                             val_share, settings.seed, labels_source)
-
+                             val_share, seed, labels_source)
     cost_f = np.where(costs.feasible, costs.mean, big)  # infeasible pairs: dominated, never chosen
+    return Prepared(online, cat, ids, keep, plan_ids, plan_texts, costs, dropped, out_model, sample, cost_f)
+
+
+# ---------------------------------------------------------------------------- plan
+def build_plan(prompt_ids: Sequence[Any], prompts: Sequence[str], catalogue: Catalogue, labelled: Outcomes,
+               goal: Goal, settings: PlanSettings = PlanSettings(), *, quantile: float = 0.95,
+               length_regression: bool = False, val_share: float = 0.5, labels_source: str = "labels",
+               progress: Any = None, tier: str = "online") -> Plan:
+    """Plan every unlabelled prompt for `goal`: estimate costs, fit and cross-fit the predictor
+    on the labelled sample, build the exact front and select with the same rules as `optllm run`.
+    `tier`: the prices planned at (`Catalogue.priced`: online, batch, or auto = batch where a
+    model offers it); the summary gives the plan's cost at both."""
+    pr = prepare(prompt_ids, prompts, catalogue, labelled, settings.seed, quantile=quantile,
+                 length_regression=length_regression, val_share=val_share, labels_source=labels_source, tier=tier)
+    online, cat, ids, keep, out_model, sample = pr.online, pr.cat, pr.ids, pr.keep, pr.out_model, pr.sample
+    plan_ids, plan_texts, costs, dropped, cost_f = pr.plan_ids, pr.plan_texts, pr.costs, pr.dropped, pr.cost_f
+    batch_models = () if tier == "online" else online.batch_models()
+    unused = [n for n in catalogue.names if n not in cat.names]
     planned = plan_queries(sample.train, sample.val, plan_texts, cost_f, goal, settings, estimated=costs,
                            feasible=costs.feasible, progress=progress)
     sel = planned.selection
