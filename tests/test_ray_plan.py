@@ -3,6 +3,7 @@ a local 2-CPU Ray cluster), through the CLI and the API; bad options exit 2 with
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,25 +15,30 @@ from optllm.cli import app
 from optllm.errors import OptLLMError
 
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # fake_openai, test_dispatch, test_dispatch_cli
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "models.yaml"
 runner = CliRunner()
 N, EVERY = 2160, 12  # every prompt of the bundled demo, every 12th labelled (180)
 
 
-@pytest.fixture(scope="module")
-def ws(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def _workspace(d: Path, n: int, every: int) -> Path:
+    """prompts.jsonl (the first n demo prompts) and labels.csv (every `every`-th labelled)."""
     from optllm.data import load
 
-    d = tmp_path_factory.mktemp("ws")
-    data = load("demo").subset(np.arange(N))
+    data = load("demo").subset(np.arange(n))
     pd.DataFrame({"id": [f"case-{i}" for i in data.query_ids], "prompt": data.texts}).to_json(
         d / "prompts.jsonl", orient="records", lines=True)
-    lab = np.arange(0, N, EVERY)
+    lab = np.arange(0, n, every)
     rows = [{"query_id": f"case-{data.query_ids[i]}", "model": mdl, "correct": data.correct[i, k],
              "cost": data.cost[i, k]} for i in lab for k, mdl in enumerate(data.models)]
     pd.DataFrame(rows).to_csv(d / "labels.csv", index=False)
     return d
+
+
+@pytest.fixture(scope="module")
+def ws(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _workspace(tmp_path_factory.mktemp("ws"), N, EVERY)
 
 
 def _args(ws: Path, out: Path, *goal: str) -> list[str]:
@@ -125,3 +131,70 @@ def test_api_refuses_alpha(cluster, ws, tmp_path):
 
     with pytest.raises(OptLLMError, match="alpha"):
         ray_build_plan([], [], None, None, Goal(budget=1.0), PlanSettings(alpha=0.5), tmp_path / "o")
+
+
+def _fake_catalogue(path: Path, url: str) -> Path:
+    """examples/models.yaml with every endpoint on the fake server and no key."""
+    import yaml
+
+    doc = yaml.safe_load(EXAMPLE.read_text())
+    doc["defaults"].update(base_url=url, api_key_env=None, rpm=None, tpm=None)
+    for m in doc["models"]:
+        m.update(base_url=url, api_key_env=None)
+        m.pop("rpm", None)
+        m.pop("tpm", None)
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def test_ray_plan_folder_is_dispatched(cluster, tmp_path, monkeypatch):
+    """A folder of `plan --engine ray` is what `dispatch` reads (either engine): the same
+    queries, prompts, models and tiers as the local plan's folder; `dispatch --engine ray`
+    answers every planned query once, on its planned model."""
+    from fake_openai import FakeOpenAI
+    from optllm.planning import read_plan
+    from test_dispatch import answers
+
+    for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    ws = _workspace(tmp_path, 600, 6)  # 500 to plan and send
+    lo, ro = tmp_path / "local", tmp_path / "ray"
+    goal = ("--budget", "1.0", "--no-safe")
+    assert runner.invoke(app, _args(ws, lo, *goal)).exit_code == 0
+    r = runner.invoke(app, _args(ws, ro, *goal, "--engine", "ray", "--batch-rows", "700"))
+    assert r.exit_code == 0, r.output
+    loc, ray_items = read_plan(lo), read_plan(ro)
+    assert sorted((i.id, i.prompt, i.model, i.tier) for i in ray_items) == sorted(
+        (i.id, i.prompt, i.model, i.tier) for i in loc)
+    assert all(i.fallbacks == () for i in ray_items)
+    with FakeOpenAI(completion_tokens=3) as srv:
+        models = _fake_catalogue(tmp_path / "models.yaml", srv.base_url)
+        bad = runner.invoke(app, ["dispatch", str(ro), "--models", str(models), "--out", str(tmp_path / "x.jsonl"),
+                                  "--fallback"])
+        assert bad.exit_code == 2 and "lists no fallback models" in bad.output
+        d = runner.invoke(app, ["dispatch", str(ro), "--models", str(models), "--out", str(tmp_path / "a.jsonl"),
+                                "--engine", "ray", "--workers", "2", "--concurrency", "16", "--backoff", "0.01",
+                                "--json"])
+        assert d.exit_code == 0, d.output
+        assert max(srv.served.values()) == 1 and sum(srv.requests.values()) == len(ray_items)
+    rep = json.loads(d.output[d.output.index("{"):])
+    assert rep["engine"] == "ray" and rep["answered"] == len(ray_items) and rep["workers"] == 2
+    got = {a["id"]: a["model"] for a in answers(tmp_path / "a.jsonl")}
+    assert got == {i.id: i.model for i in ray_items}
+
+
+def test_dispatch_engine_options_exit_2(tmp_path):
+    from test_dispatch_cli import catalogue_file, plan_folder
+
+    plan = plan_folder(tmp_path / "p", 3)
+    models = catalogue_file(tmp_path / "m.yaml", "http://127.0.0.1:9/v1")
+    for extra, msg in ((["--engine", "spark"], "--engine must be local or ray"),
+                       (["--workers", "2"], "--address and --workers are for --engine ray"),
+                       (["--engine", "ray", "--workers", "0"], "--workers must be at least 1")):
+        r = runner.invoke(app, ["dispatch", str(plan), "--models", str(models), "--out", str(tmp_path / "a.jsonl"),
+                                *extra])
+        assert r.exit_code == 2, (extra, r.output)
+        lines = [x for x in r.output.splitlines() if x.strip()]
+        assert len(lines) == 1 and msg in lines[0], r.output
+        assert not (tmp_path / "a.jsonl").exists()

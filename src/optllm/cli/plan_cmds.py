@@ -292,6 +292,9 @@ def dispatch(
     retry_failed: str = typer.Option("online", "--retry-failed", help="With batches: lines a batch failed or did not run (expired, cancelled) are retried online (at the online price), in a follow-up batch, or not at all (none)."),
     wait: bool = typer.Option(True, "--wait/--no-wait", help="With batches: poll until they end (Ctrl-C stops polling; they keep running), or submit and return; the same command collects them later."),
     poll_interval: float = typer.Option(30.0, "--poll-interval", help="With batches: seconds between polls at first (grows 1.5x per poll, to 10 minutes)."),
+    engine: str = typer.Option("local", "--engine", help="local: this process sends every request; ray: the plan's shards are sent from the workers of a Ray cluster (`optllm[ray]`) under one global spend cap held by a coordinator actor (online requests only)."),
+    address: Optional[str] = typer.Option(None, "--address", help="With --engine ray: the cluster to join (default: the running session, or a local one)."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="With --engine ray: sending workers (default: the cluster's CPUs); --concurrency is per worker."),
     json_out: bool = typer.Option(False, "--json", help="Print the run report as JSON."),
 ) -> None:
     """Send each planned prompt to its model (any OpenAI-compatible server) and record the answers.
@@ -317,15 +320,20 @@ def dispatch(
     from optllm.io import check_output_file
 
     from optllm.dispatch.batch import check_batch_options
+    from optllm.cli.ray_dispatch import check_engine, ray_dispatch_cli
 
     if via not in ("plan", "batch", "online"):
         raise OptLLMError(f"--via must be plan, batch or online, got {via!r}")
     check_options(concurrency=concurrency, max_spend=max_spend, max_attempts=max_attempts, backoff_base=backoff)
     check_batch_options(retry=retry_failed, poll_interval=poll_interval)
+    check_engine(engine, address, workers)
     check_output_file(out, "--out")
     check_output_file(ledger_path(out), "--out (its ledger)")
     cat = load_catalogue(models)
     items = read_plan(plan_dir)
+    if fallback and not (plan_dir / "plan.csv").is_file():
+        raise OptLLMError(f"--fallback: {plan_dir} was planned with --engine ray, whose plan lists no fallback "
+                          "models; dispatch it without --fallback")
     check_ready(items, cat, fallback)  # every problem is reported before anything else is printed
     if max_spend is None and not json_out:
         err_console.print("note: no --max-spend given, so spending is not capped", highlight=False)
@@ -336,7 +344,11 @@ def dispatch(
         why = "--via online" if via == "online" else f"model(s) {', '.join(lacking)} have no batch tier in {models}"
         err_console.print(f"note: the plan was priced at batch prices, but {why}: those queries go online and cost "
                           "more (the plan's summary.json gives both totals)", highlight=False)
-    if batched:
+    if engine == "ray":
+        rep = ray_dispatch_cli(items, cat, out, address=address, workers=workers, via=via, concurrency=concurrency,
+                               max_spend=max_spend, fallback=fallback, max_attempts=max_attempts, backoff=backoff,
+                               seed=seed)
+    elif batched:
         from optllm.dispatch.batch import dispatch_batch
 
         if fallback:

@@ -38,8 +38,8 @@ from typing import Any, Mapping, Sequence
 from optllm.cost import Catalogue, prompt_tokens
 from optllm.dispatch.client import (DispatchReport, Dispatcher, _now, _Progress, check_options, check_ready)
 from optllm.dispatch.ledger import DurableLog, ResumeState, ledger_path
-from optllm.dispatch.limits import CircuitBreaker, RateLimiter, SlowStart, SpendGuard
-from optllm.engine import RAY_HINT
+from optllm.dispatch.limits import RateLimiter, SlowStart, SpendGuard
+from optllm.engine import RAY_HINT, cluster_workers, join_or_start
 from optllm.errors import OptLLMError
 from optllm.planning.items import PlanItem
 from optllm.secrets import redact, remember
@@ -267,16 +267,10 @@ def ray_dispatch(items: Sequence[PlanItem], catalogue: Catalogue, out: str | os.
     options = {"concurrency": concurrency, "max_spend": max_spend, "fallback": fallback,
                **{k: v for k, v in kw.items() if k in allowed}}
     out = Path(out)
-    started = False
     t0 = time.monotonic()
-    if not ray.is_initialized():
-        if address:
-            ray.init(address=address, log_to_driver=False)
-        else:
-            ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
-        started = True
+    started = join_or_start(address, workers)
     try:
-        n = int(workers or max(int(ray.cluster_resources().get("CPU", 1)), 1))
+        n = cluster_workers(workers)
         coord = ray.remote(num_cpus=0)(Coordinator).remote(str(out.resolve()), max_spend, list(keys.values()))
         state: ResumeState = ray.get(coord.resume_state.remote())
         rep = RayDispatchReport(max_spend=max_spend, answers_path=str(out), ledger_path=str(ledger_path(out)),

@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from optllm.engine import RAY_HINT
+from optllm.engine import RAY_HINT, cluster_workers, join_or_start
 from optllm.errors import OptLLMError
 from optllm.optimize.front import _TOL, _fill_kernel, _jit, _trim_kernel, front_block
 from optllm.optimize.types import Assignment
@@ -315,15 +315,9 @@ class RayFront:
             raise OptLLMError(f"workers must be ≥ 1, got {workers}")
         scanned = scan_parquet(parquet) if parquet is not None else None  # before any cluster starts
         t0 = time.perf_counter()
-        self._started = False
-        if not ray.is_initialized():
-            if address:
-                ray.init(address=address, log_to_driver=False)
-            else:
-                ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
-            self._started = True
+        self._started = join_or_start(address, workers)
         self.start_s = time.perf_counter() - t0
-        self.workers = int(workers or max(int(ray.cluster_resources().get("CPU", 1)), 1))
+        self.workers = cluster_workers(workers)
         self.gather_cap = int(gather_cap)
         R = _remote()
         t1 = time.perf_counter()

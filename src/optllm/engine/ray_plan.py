@@ -33,7 +33,7 @@ A cluster this function starts (no running session, no `address`) gets one worke
 started and the front's kernels compiled first (`warm_workers`, in `timings["cluster_start"]`).
 
 The output folder (all-or-nothing, `optllm.io.atomic_dir`) holds the plan shards, `ids.parquet`
-(query, id) and `summary.json` (the local plan's summary keys that need no per-query table,
+(query, id, prompt: so `optllm dispatch` sends the folder as it sends a local plan) and `summary.json` (the local plan's summary keys that need no per-query table,
 with the engine's timings).
 """
 from __future__ import annotations
@@ -48,6 +48,7 @@ from typing import Any
 
 import numpy as np
 
+from optllm.engine import cluster_workers, join_or_start
 from optllm.errors import OptLLMError
 
 __all__ = ["RayPlan", "RAY_PLAN_FILES", "ray_build_plan", "predict_to_parquet", "warm_workers", "BATCH_ROWS"]
@@ -120,7 +121,7 @@ def warm_workers(n: int | None = None, hold_s: float = 0.5) -> int:
     Ray's lazy worker start-up and numba's compilation. Returns how many distinct workers ran."""
     import ray
 
-    k = int(n or max(int(ray.cluster_resources().get("CPU", 1)), 1))
+    k = cluster_workers(n)
     f = ray.remote(num_cpus=1)(_warm)
     return len(set(ray.get([f.remote(hold_s) for _ in range(k)])))
 
@@ -226,14 +227,9 @@ def ray_build_plan(prompt_ids: Sequence[Any], prompts: Sequence[str], catalogue:
 
     import ray
 
-    started = False
     t1 = time.perf_counter()
-    if not ray.is_initialized():
-        if address:
-            ray.init(address=address, log_to_driver=False)
-        else:
-            ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
-        started = True
+    started = join_or_start(address, workers)
+    if started:
         warm_workers()
     t["cluster_start"] = time.perf_counter() - t1
     names = tuple(cat.names)
@@ -267,6 +263,7 @@ def ray_build_plan(prompt_ids: Sequence[Any], prompts: Sequence[str], catalogue:
                       "cost_max": float(front.costs[-1]), "accuracy_min": float(front.accuracies[0]),
                       "accuracy_max": float(front.accuracies[-1])},
             "prediction_shards": n_shards, "batch_rows": int(batch_rows),
+            "tier": {"tier": tier, "batch_models": [] if tier == "online" else list(pr.online.batch_models())},
         }
         del mean, cost, front
         t["select"] = time.perf_counter() - t1
@@ -290,7 +287,7 @@ def ray_build_plan(prompt_ids: Sequence[Any], prompts: Sequence[str], catalogue:
             elif off_front is not None:
                 _write_plan_shards(tmp, off_front, names)
                 info = {"written_by": "driver (plan off the front)"}
-            _write_ids(tmp / "ids.parquet", plan_ids)
+            _write_ids(tmp / "ids.parquet", plan_ids, plan_texts)
             t["plan_ray"] = time.perf_counter() - t1
             t["total"] = time.perf_counter() - t0
             summary.update(timings_s=t, ray=info)
@@ -316,12 +313,14 @@ def _write_plan_shards(folder: Path, choice: np.ndarray, names: Sequence[str], r
             str(folder / f"part-{i:05d}.parquet"))
 
 
-def _write_ids(path: Path, ids: np.ndarray) -> None:
+def _write_ids(path: Path, ids: np.ndarray, prompts: Sequence[str]) -> None:
+    """query (row in plan order) → id and prompt: what `dispatch` reads with the plan shards."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     pq.write_table(pa.table({"query": pa.array(np.arange(ids.size, dtype=np.int64)),
-                             "id": pa.array([str(x) for x in ids])}), str(path))
+                             "id": pa.array([str(x) for x in ids]),
+                             "prompt": pa.array([str(t) for t in prompts], type=pa.large_string())}), str(path))
 
 
 def read_plan_shards(folder: str | Path) -> np.ndarray:

@@ -451,6 +451,8 @@ def read_plan(folder: str | Path) -> list[PlanItem]:
         if sel.get("reachable") is False:
             raise OptLLMError(f"{d}: the goal was not certified, so this folder holds no plan to send: "
                               f"{sel.get('message', 'see summary.json')}")
+    if not (d / "plan.csv").is_file() and (d / "ids.parquet").is_file():
+        return _read_sharded_plan(d)
     for name in ("plan.csv", "prompts.jsonl"):
         if not (d / name).is_file():
             raise OptLLMError(f"{d}: {name} missing; is this a folder written by `optllm plan`?")
@@ -478,4 +480,63 @@ def read_plan(folder: str | Path) -> list[PlanItem]:
         if tier not in ("", "online", "batch"):
             raise OptLLMError(f"{where}: row {r + 2}: tier {tier!r} is not online or batch")
         items.append(PlanItem(qid, text[qid], model, fbs, tier or "online"))
+    return items
+
+
+def _read_sharded_plan(d: Path) -> list[PlanItem]:
+    """The items of a plan folder written by `plan --engine ray`: plan shards part-*.parquet
+    (query, model, model_name), ids.parquet (query, id, prompt) and summary.json (the tier:
+    which models were priced at their batch tier). Such a plan lists no fallback models."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    where = d / "ids.parquet"
+    try:
+        t = pq.read_table(where)
+    except Exception as e:  # not Parquet, truncated: one line naming the file
+        raise OptLLMError(f"{where}: not a readable Parquet file ({type(e).__name__}: {str(e)[:200]})") from None
+    missing = [c for c in ("query", "id", "prompt") if c not in t.column_names]
+    if missing:
+        raise OptLLMError(f"{where}: missing column(s) {missing} (written by an older optllm? plan again)")
+    q = t.column("query").to_numpy()
+    ids = [str(x) for x in t.column("id").to_pylist()]
+    prompts = [str(x) for x in t.column("prompt").to_pylist()]
+    n = len(ids)
+    if not np.array_equal(np.sort(q), np.arange(n)):
+        raise OptLLMError(f"{where}: column query must number the plan's rows 0..{n - 1} once each")
+    files = sorted(d.glob("part-*.parquet"))
+    if not files:
+        raise OptLLMError(f"{d}: no plan shards (part-*.parquet); is this a folder written by `optllm plan`?")
+    model = np.full(n, None, dtype=object)
+    for f in files:
+        try:
+            s = pq.read_table(f, columns=["query", "model_name"])
+        except Exception as e:
+            raise OptLLMError(f"{f}: not a plan shard with columns query and model_name "
+                              f"({type(e).__name__}: {str(e)[:200]})") from None
+        rows = s.column("query").to_numpy()
+        if rows.size and (rows.min() < 0 or rows.max() >= n):
+            raise OptLLMError(f"{f}: query {int(rows.max() if rows.max() >= n else rows.min())} is not a row of "
+                              f"{where} (0..{n - 1})")
+        if np.any(model[rows] != None):  # noqa: E711 (elementwise on an object array)
+            raise OptLLMError(f"{f}: a query is planned twice (also in an earlier shard)")
+        model[rows] = np.asarray(s.column("model_name").to_pylist(), dtype=object)
+    lost = np.flatnonzero(model == None)  # noqa: E711
+    if lost.size:
+        raise OptLLMError(f"{d}: {lost.size:,} planned queries have no shard row (first: query {int(lost[0])}); "
+                          "the folder is incomplete")
+    try:
+        tier = (json.loads((d / "summary.json").read_text()).get("tier") or {}) if (d / "summary.json").is_file() else {}
+    except (OSError, ValueError):
+        tier = {}
+    batch = set(tier.get("batch_models") or []) if isinstance(tier, dict) else set()
+    by_row = [(ids[i], prompts[i]) for i in np.argsort(q, kind="stable")]
+    seen: set[str] = set()
+    items = []
+    for (qid, text), m in zip(by_row, model):
+        if qid in seen:
+            raise OptLLMError(f"{where}: id {qid!r} is planned twice")
+        seen.add(qid)
+        items.append(PlanItem(qid, text, str(m), (), "batch" if m in batch else "online"))
     return items
