@@ -7,7 +7,7 @@ Steps (the single-process path is `optllm.planning.build_plan` → `plan_queries
 1. Driver: read the labels, estimate every prompt's cost (tokens × catalogue prices), split the
    labelled sample and fit the predictor on it: the same code and seed as `build_plan`, so the
    same fitted predictor (the labelled sample is small).
-2. Workers: the fitted predictor (featuriser inside) and the cost matrix are put in the object
+2. Workers (the cross-fits for the bounds meanwhile on a driver thread): the fitted predictor (featuriser inside) and the cost matrix are put in the object
    store once; a `ray.data` dataset of (row, prompt) is mapped with `map_batches` in batches of
    `batch_rows` rows, each batch predicting the means (`predict_mean`, the call
    `predict_in_chunks` makes; rows of a fitted predictor are independent, so batches give the
@@ -197,7 +197,8 @@ def ray_build_plan(prompt_ids: Sequence[Any], prompts: Sequence[str], catalogue:
     from optllm.evaluate.uncertainty import bounds_along
     from optllm.io import atomic_dir, check_output_dir, write_json
     from optllm.optimize.registry import build_front
-    from optllm.planning.core import cross_fit
+    from optllm.planning.core import Background, cross_fit
+    from optllm.predict.base import single_thread_blas
     from optllm.planning.plan import prepare
     from optllm.predict import inputs_of, make_predictor
     from optllm.selection import select
@@ -240,15 +241,20 @@ def ray_build_plan(prompt_ids: Sequence[Any], prompts: Sequence[str], catalogue:
         work.mkdir(parents=True)
         say("predict on Ray")
         t1 = time.perf_counter()
-        n_shards = predict_to_parquet(model, plan_texts, cost_f, costs.feasible, names, work, batch_rows)
-        t["predict_ray"] = time.perf_counter() - t1
+        # the cross-fits (labelled sample only) run on a driver thread while the workers predict
+        with single_thread_blas():
+            crossed = Background(cross_fit, settings.predictor, train, val, settings.folds, settings.seed,
+                                  settings.bound)
+            n_shards = predict_to_parquet(model, plan_texts, cost_f, costs.feasible, names, work, batch_rows)
+            t["predict_ray"] = time.perf_counter() - t1
+            held = crossed.result()
+        t["cross_fit"] = crossed.seconds
         # ---- decision: the single selection engine (module docstring, step 3)
         say("select")
         t1 = time.perf_counter()
         mean, cost = _read_shards(work, names)
         front = build_front(settings.optimizer, mean, mean, cost, names, gn=settings.gn,
                             generations=settings.generations, seed=settings.seed)
-        held = cross_fit(settings.predictor, train, val, settings.folds, settings.seed, settings.bound)
         bounds = bounds_along(front, mean, cost, held, goal.confidence, seed=settings.seed)
         sel = select(front, bounds, goal, p=mean, cost=cost, held=held, models=names, estimated=costs,
                      seed=settings.seed, feasible=costs.feasible)

@@ -7,6 +7,7 @@ sample, costs, seed and goal give the same plan on both paths.
 """
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -100,38 +101,76 @@ def plan_queries(train: Outcomes, val: Outcomes, inputs: Any, cost: np.ndarray, 
     `feasible` [n, m] marks the pairs that may be chosen (others get p = 0 and must carry a
     cost that no budget reaches, so they are dominated)."""
     from optllm.predict import inputs_of, make_predictor
+    from optllm.predict.base import single_thread_blas
 
     say = progress or (lambda s: None)
     t: dict[str, float] = {}
     models = train.models
     need_two_models(models, train.name)
-    say("fit predictor")
+    # the cross-fits for the bounds need only the labelled sample: they run on a second thread
+    # while this one fits, featurises and predicts the queries (mostly Python, holding the GIL,
+    # where the fits mostly release it: trees, sparse products, BLAS); BLAS stays on one thread
+    # for the whole stretch, so the two threads' nested limits cannot undo each other
+    with single_thread_blas():
+        crossed = Background(cross_fit, settings.predictor, train, val, settings.folds, settings.seed,
+                              settings.bound)
+        say("fit predictor")
+        t1 = time.perf_counter()
+        model = make_predictor(settings.predictor, seed=settings.seed)
+        has_val = val.n > 0
+        model.fit(inputs_of(train), train.correct, inputs_of(val) if has_val else None,
+                  val.correct if has_val else None, models=models)
+        # the standard deviations cost more than the means (a quadratic form per model and query)
+        # and only the robust prediction p̄ + α·σ uses them
+        mean, std = predict_in_chunks(model, inputs, with_std=settings.alpha != 0)
+        if feasible is not None:
+            mean = np.where(feasible, mean, 0.0)
+            std = None if std is None else np.where(feasible, std, 0.0)
+        t["predict"] = time.perf_counter() - t1
+        p_robust = mean if std is None else np.clip(mean + settings.alpha * std, 0.0, 1.0)
+        say("build front")
+        t1 = time.perf_counter()
+        front = build_front(settings.optimizer, mean, p_robust, cost, models, gn=settings.gn,
+                            generations=settings.generations, seed=settings.seed)
+        t["optimise"] = time.perf_counter() - t1
+        say("bounds")
+        t1 = time.perf_counter()
+        held = crossed.result()
+    t["cross_fit"] = crossed.seconds  # on the second thread, overlapping predict and optimise
+    t["cross_fit_wait"] = time.perf_counter() - t1
     t1 = time.perf_counter()
-    model = make_predictor(settings.predictor, seed=settings.seed)
-    has_val = val.n > 0
-    model.fit(inputs_of(train), train.correct, inputs_of(val) if has_val else None,
-              val.correct if has_val else None, models=models)
-    # the standard deviations cost more than the means (a quadratic form per model and query)
-    # and only the robust prediction p̄ + α·σ uses them
-    mean, std = predict_in_chunks(model, inputs, with_std=settings.alpha != 0)
-    if feasible is not None:
-        mean = np.where(feasible, mean, 0.0)
-        std = None if std is None else np.where(feasible, std, 0.0)
-    t["predict"] = time.perf_counter() - t1
-    p_robust = mean if std is None else np.clip(mean + settings.alpha * std, 0.0, 1.0)
-    say("build front")
-    t1 = time.perf_counter()
-    front = build_front(settings.optimizer, mean, p_robust, cost, models, gn=settings.gn,
-                        generations=settings.generations, seed=settings.seed)
-    t["optimise"] = time.perf_counter() - t1
-    say("bounds")
-    t1 = time.perf_counter()
-    held = cross_fit(settings.predictor, train, val, settings.folds, settings.seed, settings.bound)
     bounds = bounds_along(front, mean, cost, held, goal.confidence, seed=settings.seed)
     t["bounds"] = time.perf_counter() - t1
     sel = select(front, bounds, goal, p=mean, cost=cost, held=held, models=models, extra_cost=extra_cost,
                  estimated=estimated, seed=settings.seed, feasible=feasible)
     return Planned(mean, std, front, held, bounds, sel, t, model)
+
+
+class Background:
+    """`fn(*args)` on a daemon thread (a Ctrl-C in the caller does not wait for it to end);
+    `result()` joins it and returns its value or raises its exception; `seconds` its run time."""
+
+    def __init__(self, fn: Callable[..., Any], *args: Any) -> None:
+        self._value: Any = None
+        self._error: BaseException | None = None
+        self.seconds = 0.0
+        self._thread = threading.Thread(target=self._run, args=(fn, args), daemon=True, name="optllm-background")
+        self._thread.start()
+
+    def _run(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        t0 = time.perf_counter()
+        try:
+            self._value = fn(*args)
+        except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread by result()
+            self._error = e
+        finally:
+            self.seconds = time.perf_counter() - t0
+
+    def result(self) -> Any:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._value
 
 
 def cross_fit(name: str, train: Outcomes, val: Outcomes, folds: int, seed: int,

@@ -106,9 +106,34 @@ class TfidfFeaturizer:
 
     def transform(self, texts: Sequence[str]) -> sp.csr_matrix:
         docs = self._prep(texts)
-        tf = _one_tfidf if len(docs) == 1 else (lambda vec, d, cache: vec.transform(d))
-        return self._combine((tf(self.word_, docs, self._analyzers()) if self.word_ok_ else None,
-                              tf(self.char_, docs, self._analyzers()) if self.char_ok_ else None), len(docs))
+        if len(docs) == 1:
+            row = self._one_row(docs[0])
+            if row is not None:
+                return row
+        return self._combine((self.word_.transform(docs) if self.word_ok_ else None,
+                              self.char_.transform(docs) if self.char_ok_ else None), len(docs))
+
+    def _one_row(self, doc: str) -> sp.csr_matrix | None:
+        """`transform([doc])` built as one sparse row (a router featurises one prompt at a
+        time: sklearn's per-call checks and three sparse constructions cost more than the
+        counting); None when a vectoriser is not a plain `TfidfVectorizer` (the general path)."""
+        w = float(np.clip(self.char_weight, 0.0, 1.0))
+        both = self.word_ok_ and self.char_ok_
+        idx, data, width = [], [], 0
+        for vec, ok, scale in ((self.__dict__.get("word_"), self.word_ok_, np.sqrt(1.0 - w) if both else 1.0),
+                               (self.__dict__.get("char_"), self.char_ok_, np.sqrt(w) if both else 1.0)):
+            if not ok:
+                continue
+            part = _one_tfidf(vec, doc, self._analyzers())
+            if part is None:
+                return None
+            idx.append(part[0] + width)
+            data.append(part[1] * scale)
+            width += len(vec.idf_)
+        if not idx:
+            return None
+        i, d = np.concatenate(idx), np.concatenate(data)
+        return sp.csr_matrix((d, i, np.array([0, i.size], dtype=np.int32)), shape=(1, width))
 
     def _analyzers(self) -> dict[int, Any]:
         cache = self.__dict__.get("_analyzer_cache")
@@ -134,23 +159,28 @@ class TfidfFeaturizer:
         return sp.hstack(blocks, format="csr")
 
 
-def _one_tfidf(vec: Any, docs: list[str], cache: dict[int, Any]) -> sp.csr_matrix:
-    """`vec.transform(docs)` for one document without sklearn's per-call input checks (a
-    router featurises one prompt at a time): the same analyzer, vocabulary, counts, sublinear
-    tf, idf and L2 norm, so the same row (up to the order of one float sum)."""
+def _one_tfidf(vec: Any, doc: str, cache: dict[Any, Any]) -> tuple[np.ndarray, np.ndarray] | None:
+    """(column indices ascending, values) of `vec.transform([doc])`'s one row without sklearn's
+    per-call input checks: the same analyzer, vocabulary, counts, sublinear tf, idf and L2 norm,
+    so the same row (up to the order of one float sum). None for a vectoriser other than a
+    plain `TfidfVectorizer` with l2 or no norm."""
     from sklearn.feature_extraction.text import TfidfVectorizer
 
     if type(vec) is not TfidfVectorizer or vec.norm not in ("l2", None):
-        return vec.transform(docs)
-    an = cache.get(id(vec))
-    if an is None:
-        an = cache[id(vec)] = vec.build_analyzer()
-    vocab = vec.vocabulary_
-    tokens = Counter(an(docs[0]))  # counted in C; the vocabulary looked up once per distinct token
-    hits = [(j, c) for j, c in zip(map(vocab.get, tokens), tokens.values()) if j is not None]
-    hits.sort()
-    idx = np.array([j for j, _ in hits], dtype=np.int32)
-    data = np.array([c for _, c in hits], dtype=vec.dtype)
+        return None
+    if vec.analyzer == "char_wb" and vec.preprocessor is None and not vec.strip_accents and vec.input == "content":
+        hits = _char_wb_hits(vec, doc, cache)
+    else:
+        an = cache.get(id(vec))
+        if an is None:
+            an = cache[id(vec)] = vec.build_analyzer()
+        vocab = vec.vocabulary_
+        tokens = Counter(an(doc))  # counted in C; the vocabulary looked up once per distinct token
+        hits = {j: c for j, c in zip(map(vocab.get, tokens), tokens.values()) if j is not None}
+    idx = np.fromiter(hits.keys(), dtype=np.int32, count=len(hits))
+    data = np.fromiter(hits.values(), dtype=vec.dtype, count=len(hits))
+    order = np.argsort(idx, kind="stable")
+    idx, data = idx[order], data[order]
     if vec.binary:
         data.fill(1)
     if vec.sublinear_tf:
@@ -162,7 +192,44 @@ def _one_tfidf(vec: Any, docs: list[str], cache: dict[int, Any]) -> sp.csr_matri
         norm = np.sqrt(np.dot(data, data))
         if norm > 0:
             data /= norm
-    return sp.csr_matrix((data, idx, np.array([0, idx.size], dtype=np.int32)), shape=(1, len(vec.idf_)))
+    return idx, data
+
+
+WORD_CACHE_MAX = 200_000  # words whose char n-gram hits are kept per vectoriser (then the cache restarts)
+
+
+def _char_wb_hits(vec: Any, doc: Any, cache: dict[Any, Any]) -> dict[int, int]:
+    """{vocabulary index: count} of `doc`'s char_wb n-grams, as sklearn's analyzer counts them
+    (lowercase; each whitespace-separated word padded with one space either side; every n-gram
+    of each length in `ngram_range` inside it, or the padded word once when it is not longer than
+    n, then no longer n). A word's n-grams depend on the word alone, so each distinct word is
+    cut and looked up once and kept (a router sees the same words again and again); the
+    document's counts are its words' hits times how often each word occurs."""
+    words = cache.get(("char_wb", id(vec)))
+    if words is None or len(words) > WORD_CACHE_MAX:
+        words = cache[("char_wb", id(vec))] = {}
+    text = doc.decode(vec.encoding, vec.decode_error) if isinstance(doc, bytes) else doc
+    if vec.lowercase:
+        text = text.lower()
+    lo, hi = vec.ngram_range
+    vocab = vec.vocabulary_
+    out: dict[int, int] = {}
+    for w, c in Counter(text.split()).items():
+        h = words.get(w)
+        if h is None:
+            p = f" {w} "
+            size = len(p)
+            grams: list[str] = []
+            for n in range(lo, hi + 1):
+                if n >= size:
+                    grams.append(p)
+                    break
+                grams.extend([p[i:i + n] for i in range(size - n + 1)])
+            found = Counter(j for j in map(vocab.get, grams) if j is not None)
+            h = words[w] = tuple(found.items())
+        for j, k in h:
+            out[j] = out.get(j, 0) + k * c
+    return out
 
 
 _PUNCT = set(string.punctuation)
