@@ -7,8 +7,8 @@ Steps (the single-process path is `optllm.planning.build_plan` → `plan_queries
 1. Driver: read the labels, estimate every prompt's cost (tokens × catalogue prices), split the
    labelled sample and fit the predictor on it: the same code and seed as `build_plan`, so the
    same fitted predictor (the labelled sample is small).
-2. Workers (the cross-fits for the bounds meanwhile on a driver thread): the fitted predictor (featuriser inside) and the cost matrix are put in the object
-   store once; a `ray.data` dataset of (row, prompt) is mapped with `map_batches` in batches of
+2. Workers (the cross-fits for the bounds meanwhile on a driver thread): the fitted predictor
+   (featuriser inside) and the cost matrix are put in the object store once; a `ray.data` dataset of (row, prompt) is mapped with `map_batches` in batches of
    `batch_rows` rows, each batch predicting the means (`predict_mean`, the call
    `predict_in_chunks` makes; rows of a fitted predictor are independent, so batches give the
    same numbers) and writing one Parquet shard (`part-<first row>.parquet`, columns
@@ -33,8 +33,9 @@ A cluster this function starts (no running session, no `address`) gets one worke
 started and the front's kernels compiled first (`warm_workers`, in `timings["cluster_start"]`).
 
 The output folder (all-or-nothing, `optllm.io.atomic_dir`) holds the plan shards, `ids.parquet`
-(query, id, prompt: so `optllm dispatch` sends the folder as it sends a local plan) and `summary.json` (the local plan's summary keys that need no per-query table,
-with the engine's timings).
+(query, id, prompt: so `optllm dispatch` sends the folder as it sends a local plan) and
+`summary.json` (the local plan's summary keys that need no per-query table, with the engine's
+timings).
 """
 from __future__ import annotations
 

@@ -120,8 +120,8 @@ class TfidfFeaturizer:
         w = float(np.clip(self.char_weight, 0.0, 1.0))
         both = self.word_ok_ and self.char_ok_
         idx, data, width = [], [], 0
-        for vec, ok, scale in ((self.__dict__.get("word_"), self.word_ok_, np.sqrt(1.0 - w) if both else 1.0),
-                               (self.__dict__.get("char_"), self.char_ok_, np.sqrt(w) if both else 1.0)):
+        for vec, ok, scale in ((self.word_, self.word_ok_, np.sqrt(1.0 - w) if both else 1.0),
+                               (self.char_, self.char_ok_, np.sqrt(w) if both else 1.0)):
             if not ok:
                 continue
             part = _one_tfidf(vec, doc, self._analyzers())
@@ -198,7 +198,7 @@ def _one_tfidf(vec: Any, doc: str, cache: dict[Any, Any]) -> tuple[np.ndarray, n
 WORD_CACHE_MAX = 200_000  # words whose char n-gram hits are kept per vectoriser (then the cache restarts)
 
 
-def _char_wb_hits(vec: Any, doc: Any, cache: dict[Any, Any]) -> dict[int, int]:
+def _char_wb_hits(vec: Any, doc: str, cache: dict[Any, Any]) -> dict[int, int]:
     """{vocabulary index: count} of `doc`'s char_wb n-grams, as sklearn's analyzer counts them
     (lowercase; each whitespace-separated word padded with one space either side; every n-gram
     of each length in `ngram_range` inside it, or the padded word once when it is not longer than
@@ -208,9 +208,7 @@ def _char_wb_hits(vec: Any, doc: Any, cache: dict[Any, Any]) -> dict[int, int]:
     words = cache.get(("char_wb", id(vec)))
     if words is None or len(words) > WORD_CACHE_MAX:
         words = cache[("char_wb", id(vec))] = {}
-    text = doc.decode(vec.encoding, vec.decode_error) if isinstance(doc, bytes) else doc
-    if vec.lowercase:
-        text = text.lower()
+    text = doc.lower() if vec.lowercase else doc
     lo, hi = vec.ngram_range
     vocab = vec.vocabulary_
     out: dict[int, int] = {}
