@@ -47,12 +47,10 @@ def _args(ws: Path, out: Path, *goal: str) -> list[str]:
 
 
 def _ray_plan(out: Path) -> dict[str, str]:
-    from optllm.engine.ray_plan import read_plan_shards
+    from optllm.planning.plan import read_plan_shards
 
     ids = pd.read_parquet(out / "ids.parquet").sort_values("query")["id"].tolist()
-    summary = json.loads((out / "summary.json").read_text())
-    names = summary["models"]
-    return {i: names[k] for i, k in zip(ids, read_plan_shards(out))}
+    return dict(zip(ids, read_plan_shards(out, len(ids))))
 
 
 GOALS = [("--budget", "0.3"), ("--budget", "1.0", "--no-safe"), ("--budget", "4"),
@@ -198,3 +196,34 @@ def test_dispatch_engine_options_exit_2(tmp_path):
         lines = [x for x in r.output.splitlines() if x.strip()]
         assert len(lines) == 1 and msg in lines[0], r.output
         assert not (tmp_path / "a.jsonl").exists()
+
+
+def test_the_shard_reader_checks_every_query_once(tmp_path):
+    """One checked reader of a Ray plan folder's shards (no cluster needed): each planned query
+    once, none missing, none outside ids.parquet; a broken shard is one line naming it."""
+    from optllm.engine.ray_plan import _write_ids, _write_plan_shards
+    from optllm.planning import read_plan
+    from optllm.planning.plan import read_plan_shards
+
+    names = ["a", "b", "c"]
+    choice = np.array([2, 0, 1, 1, 0, 2, 2])
+    d = tmp_path / "plan"
+    d.mkdir()
+    _write_ids(d / "ids.parquet", np.array([f"q{i}" for i in range(7)]), [f"prompt {i}" for i in range(7)])
+    _write_plan_shards(d, choice, names, rows=3)  # three shards
+    assert read_plan_shards(d, 7).tolist() == [names[k] for k in choice]
+    assert [(i.id, i.model, i.fallbacks) for i in read_plan(d)] == [(f"q{i}", names[k], ()) for i, k in enumerate(choice)]
+    with pytest.raises(OptLLMError, match="lists no fallback models"):
+        read_plan(d, fallback=True)
+    with pytest.raises(OptLLMError, match="0..5"):
+        read_plan_shards(d, 6)
+    shards = sorted(d.glob("part-*.parquet"))
+    shards[-1].unlink()  # query 6 lost
+    with pytest.raises(OptLLMError, match="1 planned queries have no shard row .first: query 6"):
+        read_plan(d)
+    _write_plan_shards(d, choice[:4], names, rows=4)  # part-00000 rewritten: queries 0..3, again in part-00001
+    with pytest.raises(OptLLMError, match="planned twice"):
+        read_plan_shards(d, 7)
+    pd.DataFrame({"query": [0]}).to_parquet(shards[0])
+    with pytest.raises(OptLLMError, match="part-00000.parquet: not a plan shard"):
+        read_plan_shards(d, 7)

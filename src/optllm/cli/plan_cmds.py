@@ -330,10 +330,7 @@ def dispatch(
     check_output_file(out, "--out")
     check_output_file(ledger_path(out), "--out (its ledger)")
     cat = load_catalogue(models)
-    items = read_plan(plan_dir)
-    if fallback and not (plan_dir / "plan.csv").is_file():
-        raise OptLLMError(f"--fallback: {plan_dir} was planned with --engine ray, whose plan lists no fallback "
-                          "models; dispatch it without --fallback")
+    items = read_plan(plan_dir, fallback=fallback)
     check_ready(items, cat, fallback)  # every problem is reported before anything else is printed
     if max_spend is None and not json_out:
         err_console.print("note: no --max-spend given, so spending is not capped", highlight=False)

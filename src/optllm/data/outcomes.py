@@ -6,6 +6,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from optllm.data.texts import DiskTexts
 from optllm.errors import OptLLMError
 
 
@@ -21,7 +22,7 @@ class Outcomes:
     models: tuple[str, ...]  # (m,)
     correct: np.ndarray  # (n, m) float64 in [0, 1]
     cost: np.ndarray  # (n, m) float64 >= 0
-    texts: np.ndarray | None = None  # (n,) object (str)
+    texts: Any = None  # (n,) object array of str, or a DiskTexts (the column left in its Parquet file)
     prompt_tokens: np.ndarray | None = None  # (n, m)
     completion_tokens: np.ndarray | None = None  # (n, m)
     name: str = "outcomes"
@@ -62,10 +63,13 @@ class Outcomes:
             raise OptLLMError(
                 f"{where}: negative cost {cost[i, k]} for query {ids[i]!r}, model {models[k]!r}"
             )
-        uniq, counts = np.unique(ids.astype(str), return_counts=True)
+        # integer ids are distinct exactly when their text is (and 10^7 of them sort in a second)
+        uniq, counts = np.unique(ids if ids.dtype.kind in "iu" else ids.astype(str), return_counts=True)
         if uniq.shape[0] != n:
             raise OptLLMError(f"{where}: duplicate query ids, e.g. {uniq[counts > 1][:3].tolist()}")
-        texts = None if self.texts is None else np.asarray(self.texts, dtype=object)
+        texts = self.texts
+        if texts is not None and not isinstance(texts, DiskTexts):
+            texts = np.asarray(texts, dtype=object)
         if texts is not None and texts.shape != (n,):
             raise OptLLMError(f"{where}: texts has shape {texts.shape}, expected ({n},)")
         for label in ("prompt_tokens", "completion_tokens"):
@@ -78,7 +82,7 @@ class Outcomes:
                 object.__setattr__(self, label, arr)
         for arr in (ids, correct, cost):
             arr.setflags(write=False)
-        if texts is not None:
+        if isinstance(texts, np.ndarray):
             texts.setflags(write=False)
         object.__setattr__(self, "query_ids", ids)
         object.__setattr__(self, "correct", correct)

@@ -123,8 +123,10 @@ def load(name_or_path: str | Path, **options: Any) -> Outcomes:
 
 def load_file(path: Path, **options: Any) -> Outcomes:
     """A user's own file: long format if it has `query_id, model, correct`, else wide."""
-    from optllm.data.wide import load_long, load_wide, looks_long, read_table
+    from optllm.data.wide import is_parquet, load_long, load_wide, looks_long, parquet_columns, read_table
 
+    if is_parquet(path) and not looks_long(parquet_columns(path)):
+        return load_wide(path, **options)  # its text column left on disk
     df = read_table(path)
     if looks_long(df):
         return load_long(path, df=df, **options)

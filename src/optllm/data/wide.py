@@ -42,6 +42,28 @@ def read_table(path: str | Path, **kw: Any) -> pd.DataFrame:
     raise OptLLMError(f"{p}: unknown file type {kind!r}; use .csv, .jsonl or .parquet")
 
 
+def is_parquet(path: str | Path) -> bool:
+    """A Parquet file by its name (.parquet / .pq)."""
+    return Path(path).suffix.lower() in (".parquet", ".pq")
+
+
+def parquet_columns(path: str | Path) -> list[str]:
+    """The column names of a Parquet file, read from its footer alone (pandas' index columns left out)."""
+    import pyarrow.parquet as pq
+
+    p = Path(path)
+    if not p.exists():
+        raise OptLLMError(f"{p}: file not found")
+    try:
+        names = pq.read_schema(p).names
+    except (OSError, ValueError) as e:
+        raise OptLLMError(f"{p}: cannot read as Parquet: {str(e).strip().splitlines()[0] if str(e).strip() else e}") from None
+    return [c for c in names if not c.startswith("__index_level_")]
+
+
+TEXT_COLUMNS = ("query", "prompt", "content", "text")  # a wide table's text column, when not named
+
+
 def _delimited(p: Path, df: pd.DataFrame, sep: str) -> pd.DataFrame:
     """A CSV read into one column whose header holds another delimiter was written with it."""
     if len(df.columns) == 1:
@@ -98,11 +120,21 @@ def load_wide(
     """Read a wide table: for each model a correctness column and a cost column.
 
     Models are found from `cost_pattern` (every column matching it whose correctness column
-    exists) unless given. Text: `text_column`, else `query`, `prompt`, `content`. Ids:
+    exists) unless given. Text: `text_column`, else `query`, `prompt`, `content`, `text`. Ids:
     `id_column`, else `query_id`/`id`/`sample_id`, else the row number.
+
+    A Parquet file's text column is not read: the texts stay in the file as a `DiskTexts`
+    (read in chunks when the queries are predicted), so 10^7 prompts need no room in memory.
     """
     p = Path(path)
-    if df is None:
+    disk_text = None
+    if df is None and is_parquet(p):  # the text column stays in the file (DiskTexts), the rest is read
+        names = parquet_columns(p)
+        disk_text = text_column or next((c for c in TEXT_COLUMNS if c in names), None)
+        if text_column and text_column not in names:
+            raise OptLLMError(f"{p}: text column {text_column!r} not found")
+        df = read_table(p, columns=[c for c in names if c != disk_text])
+    elif df is None:
         df = read_table(p)
     if "{model}" not in cost_pattern or "{model}" not in correct_pattern:
         raise OptLLMError("patterns must contain '{model}'")
@@ -130,10 +162,15 @@ def load_wide(
             arr[:, k] = _numeric(df, col, p, kind)
             _check_values(arr[:, k], p, col, kind)
     ids = _pick_ids(df, p, id_column)
-    text_col = text_column or next((c for c in ("query", "prompt", "content", "text") if c in df.columns), None)
-    if text_column and text_column not in df.columns:
-        raise OptLLMError(f"{p}: text column {text_column!r} not found")
-    texts = None if text_col is None else df[text_col].fillna("").astype(str).to_numpy(dtype=object)
+    if disk_text is not None:
+        from optllm.data.texts import DiskTexts
+
+        text_col, texts = disk_text, DiskTexts(p, disk_text)
+    else:
+        text_col = text_column or next((c for c in TEXT_COLUMNS if c in df.columns), None)
+        if text_column and text_column not in df.columns:
+            raise OptLLMError(f"{p}: text column {text_column!r} not found")
+        texts = None if text_col is None else df[text_col].fillna("").astype(str).to_numpy(dtype=object)
     return Outcomes(
         query_ids=ids,
         models=tuple(models),
@@ -348,6 +385,7 @@ def _roles(df: pd.DataFrame, qpos: np.ndarray, n: int, p: Path) -> np.ndarray:
     return out
 
 
-def looks_long(df: pd.DataFrame) -> bool:
-    """True when the columns are those of the long format."""
-    return {"query_id", "model", "correct"}.issubset(map(str, df.columns))
+def looks_long(df: pd.DataFrame | list[str]) -> bool:
+    """True when the columns (of a table, or the names) are those of the long format."""
+    cols = df.columns if isinstance(df, pd.DataFrame) else df
+    return {"query_id", "model", "correct"}.issubset(map(str, cols))

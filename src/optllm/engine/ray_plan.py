@@ -303,7 +303,16 @@ def ray_build_plan(prompt_ids: Sequence[Any], prompts: Sequence[str], catalogue:
         shutil.rmtree(work, ignore_errors=True)
         if started:
             ray.shutdown()
-    choice = read_plan_shards(out) if sel.plan is not None else None
+    choice = None
+    if sel.plan is not None:  # read back through the checked reader dispatch uses: every query once
+        import pandas as pd
+
+        from optllm.planning.plan import read_plan_shards
+
+        codes = pd.Categorical(read_plan_shards(out, plan_ids.size), categories=list(names)).codes
+        if (codes < 0).any():
+            raise OptLLMError(f"internal error: {out} plans a model outside the catalogue")
+        choice = codes.astype(np.int64)
     return RayPlan(plan_ids, names, choice, sel, summary, t, info)
 
 
@@ -328,21 +337,3 @@ def _write_ids(path: Path, ids: np.ndarray, prompts: Sequence[str]) -> None:
     pq.write_table(pa.table({"query": pa.array(np.arange(ids.size, dtype=np.int64)),
                              "id": pa.array([str(x) for x in ids]),
                              "prompt": pa.array([str(t) for t in prompts], type=pa.large_string())}), str(path))
-
-
-def read_plan_shards(folder: str | Path) -> np.ndarray:
-    """The model index per query of a plan written as Parquet shards (query order)."""
-    import pyarrow.parquet as pq
-
-    files = sorted(Path(folder).glob("part-*.parquet"))
-    if not files:
-        raise OptLLMError(f"{folder}: no plan shards (part-*.parquet)")
-    q, m = [], []
-    for f in files:
-        t = pq.read_table(f, columns=["query", "model"])
-        q.append(t.column("query").to_numpy())
-        m.append(t.column("model").to_numpy())
-    qq, mm = np.concatenate(q), np.concatenate(m).astype(np.int64)
-    out = np.empty(qq.size, dtype=np.int64)
-    out[qq] = mm
-    return out

@@ -228,17 +228,24 @@ def predict_in_chunks(model: Any, inputs: Any, rows: int = PREDICT_CHUNK,
     """(mean, std) of `model` on `inputs`, `rows` at a time: the fitted featuriser and
     predictor are fixed, so chunks give the same numbers with memory bounded by the chunk.
     `with_std=False`: the means alone (`predict_mean`), std None."""
-    n = len(inputs) if isinstance(inputs, list) else inputs.shape[0]
+    from optllm.data.texts import DiskTexts
+
+    n = inputs.shape[0] if hasattr(inputs, "shape") else len(inputs)
+    if isinstance(inputs, DiskTexts):  # texts on disk: read a chunk, predict it, let it go
+        chunks: Any = inputs.chunks(rows)
+    else:
+        chunks = (inputs if n <= rows else _rows(inputs, np.arange(lo, min(n, lo + rows)))
+                  for lo in range(0, max(n, 1), rows))
     means, stds = [], []
-    for lo in range(0, max(n, 1), rows):
-        idx = np.arange(lo, min(n, lo + rows))
-        chunk = inputs if n <= rows else _rows(inputs, idx)
+    for chunk in chunks:
         if with_std:
             pred = model.predict(chunk)
             means.append(np.asarray(pred.mean, dtype=np.float64))
             stds.append(np.asarray(pred.std, dtype=np.float64))
         else:
             means.append(np.asarray(model.predict_mean(chunk), dtype=np.float64))
+    if not means:  # no queries on disk: the fitted predictor's shape from an empty call
+        return predict_in_chunks(model, [], rows, with_std)
     return np.concatenate(means), (np.concatenate(stds) if with_std else None)
 
 

@@ -436,8 +436,10 @@ def _plot(plan: Plan, fr: pd.DataFrame, path: Path) -> None:
                xlabel="estimated total cost (USD)", ylabel="accuracy (predicted; lower bound)")
 
 
-def read_plan(folder: str | Path) -> list[PlanItem]:
-    """The items of a plan folder written by `write_plan`, with clear errors."""
+def read_plan(folder: str | Path, fallback: bool = False) -> list[PlanItem]:
+    """The items of a plan folder written by `write_plan` (or `plan --engine ray`), with clear
+    errors. `fallback`: the items will be sent with fallbacks, so a folder whose format lists
+    none (the Ray engine's shards) is refused instead of silently sending without them."""
     import json
 
     d = Path(folder)
@@ -452,6 +454,9 @@ def read_plan(folder: str | Path) -> list[PlanItem]:
             raise OptLLMError(f"{d}: the goal was not certified, so this folder holds no plan to send: "
                               f"{sel.get('message', 'see summary.json')}")
     if not (d / "plan.csv").is_file() and (d / "ids.parquet").is_file():
+        if fallback:
+            raise OptLLMError(f"--fallback: {d} was planned with --engine ray, whose plan lists no fallback "
+                              "models; dispatch it without --fallback")
         return _read_sharded_plan(d)
     for name in ("plan.csv", "prompts.jsonl"):
         if not (d / name).is_file():
@@ -483,6 +488,40 @@ def read_plan(folder: str | Path) -> list[PlanItem]:
     return items
 
 
+def read_plan_shards(d: str | Path, n: int) -> np.ndarray:
+    """The model name of each of the n planned queries (an object array in query order) from a
+    Ray plan folder's shards part-*.parquet (query, model_name), checked: every query
+    0..n-1 planned exactly once. The one reader of the shards (`dispatch` and `plan --engine ray`)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    d = Path(d)
+    files = sorted(d.glob("part-*.parquet"))
+    if not files:
+        raise OptLLMError(f"{d}: no plan shards (part-*.parquet); is this a folder written by `optllm plan`?")
+    model = np.full(n, None, dtype=object)
+    for f in files:
+        try:
+            s = pq.read_table(f, columns=["query", "model_name"])
+            rows = s.column("query").to_numpy()
+            names = pc.cast(s.column("model_name"), pa.string()).to_numpy(zero_copy_only=False)
+        except Exception as e:  # not Parquet, a column missing: one line naming the shard
+            raise OptLLMError(f"{f}: not a plan shard with columns query and model_name "
+                              f"({type(e).__name__}: {str(e)[:200]})") from None
+        if rows.size and (rows.min() < 0 or rows.max() >= n):
+            raise OptLLMError(f"{f}: query {int(rows.max() if rows.max() >= n else rows.min())} is not a planned "
+                              f"query (0..{n - 1})")
+        if np.any(model[rows] != None) or np.unique(rows).size != rows.size:  # noqa: E711 (elementwise)
+            raise OptLLMError(f"{f}: a query is planned twice")
+        model[rows] = names
+    lost = np.flatnonzero(model == None)  # noqa: E711
+    if lost.size:
+        raise OptLLMError(f"{d}: {lost.size:,} planned queries have no shard row (first: query {int(lost[0])}); "
+                          "the folder is incomplete")
+    return model
+
+
 def _read_sharded_plan(d: Path) -> list[PlanItem]:
     """The items of a plan folder written by `plan --engine ray`: plan shards part-*.parquet
     (query, model, model_name), ids.parquet (query, id, prompt) and summary.json (the tier:
@@ -505,27 +544,7 @@ def _read_sharded_plan(d: Path) -> list[PlanItem]:
     n = len(ids)
     if not np.array_equal(np.sort(q), np.arange(n)):
         raise OptLLMError(f"{where}: column query must number the plan's rows 0..{n - 1} once each")
-    files = sorted(d.glob("part-*.parquet"))
-    if not files:
-        raise OptLLMError(f"{d}: no plan shards (part-*.parquet); is this a folder written by `optllm plan`?")
-    model = np.full(n, None, dtype=object)
-    for f in files:
-        try:
-            s = pq.read_table(f, columns=["query", "model_name"])
-        except Exception as e:
-            raise OptLLMError(f"{f}: not a plan shard with columns query and model_name "
-                              f"({type(e).__name__}: {str(e)[:200]})") from None
-        rows = s.column("query").to_numpy()
-        if rows.size and (rows.min() < 0 or rows.max() >= n):
-            raise OptLLMError(f"{f}: query {int(rows.max() if rows.max() >= n else rows.min())} is not a row of "
-                              f"{where} (0..{n - 1})")
-        if np.any(model[rows] != None):  # noqa: E711 (elementwise on an object array)
-            raise OptLLMError(f"{f}: a query is planned twice (also in an earlier shard)")
-        model[rows] = np.asarray(s.column("model_name").to_pylist(), dtype=object)
-    lost = np.flatnonzero(model == None)  # noqa: E711
-    if lost.size:
-        raise OptLLMError(f"{d}: {lost.size:,} planned queries have no shard row (first: query {int(lost[0])}); "
-                          "the folder is incomplete")
+    model = read_plan_shards(d, n)
     try:
         tier = (json.loads((d / "summary.json").read_text()).get("tier") or {}) if (d / "summary.json").is_file() else {}
     except (OSError, ValueError):

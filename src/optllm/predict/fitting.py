@@ -9,11 +9,19 @@ import numpy as np
 from optllm.data import Outcomes
 
 
-def inputs_of(data: Outcomes) -> Any:
+def inputs_of(data: Outcomes, stream: bool = False) -> Any:
     """The predictor input for a part of the data: its texts, or one constant feature when the
-    data has no texts (every predictor then reduces to the base rate)."""
+    data has no texts (every predictor then reduces to the base rate).
+
+    Texts left in their Parquet file (`optllm.data.texts.DiskTexts`) are read into memory,
+    unless `stream`: then the `DiskTexts` itself, for `predict_in_chunks` to read a chunk at
+    a time (the queries to assign; a fit needs its texts in memory)."""
+    from optllm.data.texts import DiskTexts, text_list
+
     if data.texts is not None:
-        return [str(t) for t in data.texts]
+        if stream and isinstance(data.texts, DiskTexts):
+            return data.texts
+        return text_list(data.texts)
     return np.zeros((data.n, 1))
 
 
