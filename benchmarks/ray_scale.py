@@ -80,11 +80,16 @@ def _descendants_hwm(root: int) -> list[dict]:
         todo += kids.get(pid, [])
         try:
             name = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
-            hwm = next(int(x.split()[1]) for x in Path(f"/proc/{pid}/status").read_text().splitlines()
-                       if x.startswith("VmHWM"))
-        except (OSError, StopIteration):
+            status = {x.split(":")[0]: x.split()[1] for x in Path(f"/proc/{pid}/status").read_text().splitlines()
+                      if x.startswith(("VmHWM", "RssAnon", "RssShmem"))}
+            hwm = int(status["VmHWM"])
+        except (OSError, KeyError, IndexError):
             continue
-        out.append({"pid": pid, "name": name[:60], "peak_rss_mb": hwm / 1024})
+        # now (the job done, the shard states still in the object store): private memory apart from
+        # the object store's shared pages the process has mapped, which RSS counts too
+        out.append({"pid": pid, "name": name[:60], "peak_rss_mb": hwm / 1024,
+                    "rss_anon_mb": int(status.get("RssAnon", 0)) / 1024,
+                    "rss_shmem_mb": int(status.get("RssShmem", 0)) / 1024})
     return out
 
 
@@ -114,7 +119,8 @@ def child_ray(folder: str, budget: float, target: float, save: str, workers: int
     import ray
 
     from optllm.engine.ray_engine import RayFront
-    from optllm.engine.ray_plan import read_plan_shards, warm_workers
+    from optllm.engine.ray_plan import warm_workers
+    from optllm.planning.plan import read_plan_shards
 
     t0 = time.perf_counter()
     ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False,
@@ -127,6 +133,7 @@ def child_ray(folder: str, budget: float, target: float, save: str, workers: int
         ab = rf.at_budget(budget, save + ".budget")
         aa = rf.at_accuracy(target, save + ".target")
         wall = time.perf_counter() - t0
+        n_rows, models = rf.n, list(rf.models)
         procs = _descendants_hwm(os.getpid())
         res = {"engine": "ray", "wall_s": wall, "cluster_start_s": start, "build_s": t1 - t0,
                "plans_s": wall - (t1 - t0), "moves": int(rf.n_moves), "shards": rf.S, "workers": rf.workers,
@@ -138,10 +145,14 @@ def child_ray(folder: str, budget: float, target: float, save: str, workers: int
     res["driver_peak_rss_mb"] = _peak_mb()
     res["worker_peak_rss_mb"] = sorted((p["peak_rss_mb"] for p in procs if p["name"].startswith("ray::")),
                                        reverse=True)
+    res["worker_private_now_mb"] = sorted((p["rss_anon_mb"] for p in procs if p["name"].startswith("ray::")),
+                                          reverse=True)
+    res["worker_object_store_mapped_now_mb"] = sorted((p["rss_shmem_mb"] for p in procs
+                                                      if p["name"].startswith("ray::")), reverse=True)
     res["other_ray_processes"] = [p for p in procs if not p["name"].startswith("ray::")]
     ray.shutdown()
     for k in ("budget", "target"):  # read back (after timing) for the comparison
-        np.save(save + f".{k}.npy", read_plan_shards(save + f".{k}").astype(np.int16))
+        np.save(save + f".{k}.npy", read_plan_shards(save + f".{k}", n_rows, models).astype(np.int16))
     return res
 
 

@@ -305,14 +305,9 @@ def ray_build_plan(prompt_ids: Sequence[Any], prompts: Sequence[str], catalogue:
             ray.shutdown()
     choice = None
     if sel.plan is not None:  # read back through the checked reader dispatch uses: every query once
-        import pandas as pd
-
         from optllm.planning.plan import read_plan_shards
 
-        codes = pd.Categorical(read_plan_shards(out, plan_ids.size), categories=list(names)).codes
-        if (codes < 0).any():
-            raise OptLLMError(f"internal error: {out} plans a model outside the catalogue")
-        choice = codes.astype(np.int64)
+        choice = read_plan_shards(out, plan_ids.size, names)
     return RayPlan(plan_ids, names, choice, sel, summary, t, info)
 
 

@@ -488,10 +488,11 @@ def read_plan(folder: str | Path, fallback: bool = False) -> list[PlanItem]:
     return items
 
 
-def read_plan_shards(d: str | Path, n: int) -> np.ndarray:
+def read_plan_shards(d: str | Path, n: int, models: Sequence[str] | None = None) -> np.ndarray:
     """The model name of each of the n planned queries (an object array in query order) from a
     Ray plan folder's shards part-*.parquet (query, model_name), checked: every query
-    0..n-1 planned exactly once. The one reader of the shards (`dispatch` and `plan --engine ray`)."""
+    0..n-1 planned exactly once. With `models`: each query's index into them instead (a name
+    not among them is an error). The one reader of the shards (`dispatch`, `plan --engine ray`)."""
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
@@ -519,7 +520,15 @@ def read_plan_shards(d: str | Path, n: int) -> np.ndarray:
     if lost.size:
         raise OptLLMError(f"{d}: {lost.size:,} planned queries have no shard row (first: query {int(lost[0])}); "
                           "the folder is incomplete")
-    return model
+    if models is None:
+        return model
+    import pandas as pd
+
+    codes = pd.Categorical(model, categories=list(models)).codes
+    if (codes < 0).any():
+        i = int(np.flatnonzero(codes < 0)[0])
+        raise OptLLMError(f"{d}: query {i} is planned on {model[i]!r}, not one of the plan's models")
+    return codes.astype(np.int64)
 
 
 def _read_sharded_plan(d: Path) -> list[PlanItem]:
