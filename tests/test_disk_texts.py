@@ -133,3 +133,47 @@ def test_the_chunked_synthetic_writer_gives_a_reproducible_loadable_world(tmp_pa
     with pytest.raises(OptLLMError, match="at least 2 queries"):
         write_synthetic(str(tmp_path / "c.parquet"), 1, 5)
     assert not (tmp_path / "c.parquet").exists()
+
+
+def test_a_shuffled_view_reads_each_row_group_once(tmp_path, monkeypatch):
+    path = tmp_path / "t.parquet"
+    _write(path, [f"t{i}" for i in range(400)], 10)  # 40 row groups
+    reads = []
+    real = pq.ParquetFile.read_row_group
+    monkeypatch.setattr(pq.ParquetFile, "read_row_group", lambda self, g, **kw: reads.append(g) or real(self, g, **kw))
+    perm = np.random.default_rng(0).permutation(400)
+    view = DiskTexts(path, "query")[perm]
+    assert not view.in_file_order and list(view) == [f"t{i}" for i in perm]
+    assert sorted(reads) == list(range(40))
+    reads.clear()
+    assert [t for c in DiskTexts(path, "query")[np.sort(perm[:200])].chunks(7) for t in c] == [
+        f"t{i}" for i in np.sort(perm[:200])]
+    assert sorted(set(reads)) == sorted(reads)  # in file order: each group read once too, a chunk at a time
+
+
+def test_parquet_loads_as_csv_does_where_texts_cannot_stay_on_disk(tmp_path):
+    from optllm.data import load_wide
+
+    df = pd.DataFrame({"query_id": ["p", "q", "r"], "query": [1.0, 2.5, 3.0], "a": [1, 0, 1], "a_cost": [1.0, 2, 3],
+                       "b": [0, 0, 1], "b_cost": [0.5, 0.5, 0.5]})
+    df.to_parquet(tmp_path / "num.parquet")
+    df.to_csv(tmp_path / "num.csv", index=False)
+    for kw in ({}, {"text_column": "query_id"}, {"id_column": "query"}):
+        a, b = load_wide(tmp_path / "num.parquet", **kw), load_wide(tmp_path / "num.csv", **kw)
+        assert not isinstance(a.texts, DiskTexts), kw  # a number column, or the ids: read as a CSV reads it
+        assert text_list(a.texts) == text_list(b.texts) and a.query_ids.astype(str).tolist() == b.query_ids.astype(
+            str).tolist(), kw
+    idx = df.drop(columns=["query"]).rename(columns={"query_id": "query"}).set_index("query")
+    idx.to_parquet(tmp_path / "index.parquet")  # an index named like a text column is not the texts
+    assert load(tmp_path / "index.parquet").texts is None
+
+
+def test_a_replaced_file_is_refused_not_read(tmp_path):
+    path = tmp_path / "t.parquet"
+    _write(path, ["a", "b", "c"], 2)
+    d = DiskTexts(path, "query")
+    with pytest.raises(TypeError):
+        d[True]
+    _write(path, ["x", "y", "z", "w"], 2)
+    with pytest.raises(OptLLMError, match="changed since it was loaded"):
+        d.tolist()

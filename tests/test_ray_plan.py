@@ -227,3 +227,7 @@ def test_the_shard_reader_checks_every_query_once(tmp_path):
     pd.DataFrame({"query": [0]}).to_parquet(shards[0])
     with pytest.raises(OptLLMError, match="part-00000.parquet: not a plan shard"):
         read_plan_shards(d, 7)
+    _write_plan_shards(d, choice, names, rows=3)
+    np.testing.assert_array_equal(read_plan_shards(d, 7, names), choice)  # by the model index column
+    with pytest.raises(OptLLMError, match="model index 2 is not one of the plan's 2 models"):
+        read_plan_shards(d, 7, names[:2])

@@ -31,7 +31,7 @@ class DiskTexts:
     def __init__(self, path: str | Path, column: str, rows: np.ndarray | None = None) -> None:
         import pyarrow.parquet as pq
 
-        self.path = Path(path)
+        self.path = Path(path).resolve()  # a later chdir does not move it
         self.column = column
         try:
             pf = pq.ParquetFile(self.path)
@@ -40,6 +40,7 @@ class DiskTexts:
         if column not in pf.schema_arrow.names:
             raise OptLLMError(f"{self.path}: no text column {column!r} (columns: {', '.join(pf.schema_arrow.names[:10])})")
         meta = pf.metadata
+        self._stamp = _stamp(self.path)  # the file as loaded: a replaced file is refused, not read
         sizes = np.array([meta.row_group(g).num_rows for g in range(meta.num_row_groups)], dtype=np.int64)
         self._starts = np.concatenate([[0], np.cumsum(sizes)])  # row group g holds rows [starts[g], starts[g+1])
         total = int(self._starts[-1])
@@ -88,6 +89,8 @@ class DiskTexts:
         return DiskTexts(self.path, self.column, self.file_rows()[pos])
 
     def __getitem__(self, idx: Any) -> Any:
+        if isinstance(idx, (bool, np.bool_)):
+            raise TypeError("DiskTexts: index with an int, a slice, an index array or a mask, not a bool")
         if isinstance(idx, (int, np.integer)):
             i = int(idx) + (self._n if idx < 0 else 0)
             if not 0 <= i < self._n:
@@ -95,9 +98,21 @@ class DiskTexts:
             return self._read(self.file_rows(i, i + 1))[0]
         return self.take(idx)
 
+    @property
+    def in_file_order(self) -> bool:
+        """True when the view's rows ascend (every split part's do): chunks then read each row group once."""
+        return self.rows is None or bool(np.all(self.rows[1:] >= self.rows[:-1]))
+
     def chunks(self, size: int) -> Iterator[list[str]]:
-        """The texts in order, `size` at a time."""
+        """The texts in order, `size` at a time. A view in file order holds one chunk (and one
+        row group) in memory at a time; a shuffled one is read whole first (each row group once,
+        where chunk by chunk would read every group for every chunk)."""
         size = max(int(size), 1)
+        if not self.in_file_order:
+            texts = self.tolist()
+            for lo in range(0, self._n, size):
+                yield texts[lo:lo + size]
+            return
         for lo in range(0, self._n, size):
             yield self._read(self.file_rows(lo, min(self._n, lo + size)))
 
@@ -125,8 +140,11 @@ class DiskTexts:
 
     def _group(self, g: int) -> np.ndarray:
         """Row group g's texts, an object array of str (nulls as "")."""
-        if self._cache is not None and self._cache[0] == g:
-            return self._cache[1]
+        cached = self._cache  # one read of the attribute: another thread may replace it
+        if cached is not None and cached[0] == g:
+            return cached[1]
+        if _stamp(self.path) != self._stamp:
+            raise OptLLMError(f"{self.path}: the file changed since it was loaded; load it again")
         import pyarrow as pa
         import pyarrow.compute as pc
         import pyarrow.parquet as pq
@@ -141,6 +159,14 @@ class DiskTexts:
                               f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
         self._cache = (g, texts)
         return texts
+
+
+def _stamp(path: Path) -> tuple[int, int]:
+    try:
+        st = path.stat()
+    except OSError as e:
+        raise OptLLMError(f"{path}: cannot read the texts ({e.strerror or e})") from None
+    return st.st_size, st.st_mtime_ns
 
 
 def text_list(texts: Any) -> list[str]:

@@ -58,7 +58,29 @@ def parquet_columns(path: str | Path) -> list[str]:
         names = pq.read_schema(p).names
     except (OSError, ValueError) as e:
         raise OptLLMError(f"{p}: cannot read as Parquet: {str(e).strip().splitlines()[0] if str(e).strip() else e}") from None
-    return [c for c in names if not c.startswith("__index_level_")]
+    try:
+        index = set((pq.read_schema(p).pandas_metadata or {}).get("index_columns") or [])
+    except (ValueError, TypeError):
+        index = set()
+    index = {c for c in index if isinstance(c, str)}  # (a RangeIndex is described by a dict, not stored)
+    return [c for c in names if not c.startswith("__index_level_") and c not in index]
+
+
+def _on_disk_ok(p: Path, column: str, id_column: str | None) -> bool:
+    """Whether a Parquet text column can stay on disk: a string column that is not also the
+    ids (a number or a boolean column is read into memory and made text as in a CSV)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if column == id_column or (id_column is None and column in ID_COLUMNS):
+        return False
+    t = pq.read_schema(p).field(column).type
+    if pa.types.is_dictionary(t):
+        t = t.value_type
+    return pa.types.is_string(t) or pa.types.is_large_string(t)
+
+
+ID_COLUMNS = ("query_id", "id", "sample_id")  # a wide table's id column, when not named
 
 
 TEXT_COLUMNS = ("query", "prompt", "content", "text")  # a wide table's text column, when not named
@@ -133,6 +155,8 @@ def load_wide(
         disk_text = text_column or next((c for c in TEXT_COLUMNS if c in names), None)
         if text_column and text_column not in names:
             raise OptLLMError(f"{p}: text column {text_column!r} not found")
+        if disk_text is not None and not _on_disk_ok(p, disk_text, id_column):
+            disk_text = None  # read as the other formats read it (not text, or also the ids)
         df = read_table(p, columns=[c for c in names if c != disk_text])
     elif df is None:
         df = read_table(p)
@@ -188,7 +212,7 @@ def _pick_ids(df: pd.DataFrame, p: Path, id_column: str | None) -> np.ndarray:
             raise OptLLMError(f"{p}: id column {id_column!r} not found")
         ids = df[id_column]
     else:
-        col = next((c for c in ("query_id", "id", "sample_id") if c in df.columns), None)
+        col = next((c for c in ID_COLUMNS if c in df.columns), None)
         if col is None:
             return np.arange(len(df))
         ids = df[col]

@@ -491,8 +491,8 @@ def read_plan(folder: str | Path, fallback: bool = False) -> list[PlanItem]:
 def read_plan_shards(d: str | Path, n: int, models: Sequence[str] | None = None) -> np.ndarray:
     """The model name of each of the n planned queries (an object array in query order) from a
     Ray plan folder's shards part-*.parquet (query, model_name), checked: every query
-    0..n-1 planned exactly once. With `models`: each query's index into them instead (a name
-    not among them is an error). The one reader of the shards (`dispatch`, `plan --engine ray`)."""
+    0..n-1 planned exactly once. With `models` (the plan's models, in the order the shards'
+    `model` column indexes them): each query's index into them instead, read from that column. The one reader of the shards (`dispatch`, `plan --engine ray`)."""
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
@@ -501,34 +501,32 @@ def read_plan_shards(d: str | Path, n: int, models: Sequence[str] | None = None)
     files = sorted(d.glob("part-*.parquet"))
     if not files:
         raise OptLLMError(f"{d}: no plan shards (part-*.parquet); is this a folder written by `optllm plan`?")
-    model = np.full(n, None, dtype=object)
+    by_index = models is not None  # the shards' model index column: no string per row
+    model = np.full(n, -1, dtype=np.int64) if by_index else np.full(n, None, dtype=object)
     for f in files:
         try:
-            s = pq.read_table(f, columns=["query", "model_name"])
+            s = pq.read_table(f, columns=["query", "model" if by_index else "model_name"])
             rows = s.column("query").to_numpy()
-            names = pc.cast(s.column("model_name"), pa.string()).to_numpy(zero_copy_only=False)
+            col = s.column(1)
+            names = col.to_numpy() if by_index else pc.cast(col, pa.string()).to_numpy(zero_copy_only=False)
         except Exception as e:  # not Parquet, a column missing: one line naming the shard
-            raise OptLLMError(f"{f}: not a plan shard with columns query and model_name "
+            raise OptLLMError(f"{f}: not a plan shard with columns query and {'model' if by_index else 'model_name'} "
                               f"({type(e).__name__}: {str(e)[:200]})") from None
         if rows.size and (rows.min() < 0 or rows.max() >= n):
             raise OptLLMError(f"{f}: query {int(rows.max() if rows.max() >= n else rows.min())} is not a planned "
                               f"query (0..{n - 1})")
-        if np.any(model[rows] != None) or np.unique(rows).size != rows.size:  # noqa: E711 (elementwise)
+        if by_index and names.size and (names.min() < 0 or names.max() >= len(models)):  # type: ignore[arg-type]
+            raise OptLLMError(f"{f}: model index {int(names.max())} is not one of the plan's "
+                              f"{len(models)} models")  # type: ignore[arg-type]
+        taken = (model[rows] >= 0) if by_index else (model[rows] != None)  # noqa: E711 (elementwise)
+        if np.any(taken) or np.unique(rows).size != rows.size:
             raise OptLLMError(f"{f}: a query is planned twice")
         model[rows] = names
-    lost = np.flatnonzero(model == None)  # noqa: E711
+    lost = np.flatnonzero(model < 0) if by_index else np.flatnonzero(model == None)  # noqa: E711
     if lost.size:
         raise OptLLMError(f"{d}: {lost.size:,} planned queries have no shard row (first: query {int(lost[0])}); "
                           "the folder is incomplete")
-    if models is None:
-        return model
-    import pandas as pd
-
-    codes = pd.Categorical(model, categories=list(models)).codes
-    if (codes < 0).any():
-        i = int(np.flatnonzero(codes < 0)[0])
-        raise OptLLMError(f"{d}: query {i} is planned on {model[i]!r}, not one of the plan's models")
-    return codes.astype(np.int64)
+    return model
 
 
 def _read_sharded_plan(d: Path) -> list[PlanItem]:
