@@ -3,7 +3,7 @@ LLMs and mixes, and `optllm coverage`, which measures how often the promises hol
 from __future__ import annotations
 
 import json
-from dataclasses import replace
+from dataclasses import asdict, replace
 
 import numpy as np
 import pytest
@@ -156,3 +156,32 @@ def _has_data() -> bool:
 
     d = data_dir(required=False)
     return d is not None and (d / "routellm").exists()
+
+
+def test_a_checkpoint_keeps_finished_splits_and_resumes_only_the_missing(tmp_path, monkeypatch) -> None:
+    """A campaign killed part-way goes on from its checkpoint: the finished splits are not run
+    again, the figures equal a campaign run in one go, other settings are refused."""
+    import optllm.evaluate.coverage as cov
+
+    cfg = cov.CoverageConfig(splits=2, fractions=(0.02,), confidences=(0.9,), estimators=("labelled",))
+    ck = tmp_path / "ck"
+    whole = cov.run_coverage(["demo"], replace(cfg, splits=3))
+    calls = []
+    real = cov.coverage_split
+    monkeypatch.setattr(cov, "coverage_split", lambda *a: calls.append(a[2:4]) or real(*a))
+    cov.run_coverage(["demo"], cfg, checkpoint=str(ck))
+    assert calls == [(0.02, 0), (0.02, 1)] and len((ck / "splits.jsonl").read_text().splitlines()) == 2
+    with open(ck / "splits.jsonl", "a") as fh:
+        fh.write('{"dataset": "demo", "fraction": 0.0')  # a line cut short by a kill
+    calls.clear()
+    seen = []
+    again = cov.run_coverage(["demo"], replace(cfg, splits=3), checkpoint=str(ck),
+                             progress=lambda done, total, what: seen.append((done, total)))
+    assert calls == [(0.02, 2)] and seen[0] == (2, 3) and seen[-1] == (3, 3)
+    strip = lambda d: [{k: v for k, v in r.items() if k != "seconds"} for r in d["splits"]]  # noqa: E731
+    assert strip(again.as_dict()) == strip(whole.as_dict())
+    assert [asdict(c) for c in again.cells()] == [asdict(c) for c in whole.cells()]
+    r = runner.invoke(app, ["coverage", "demo", "--splits", "1", "--fractions", "0.02", "--confidences", "0.8",
+                            "--bounds", "labelled", "--checkpoint", str(ck)])
+    assert r.exit_code == 2 and "measured with other settings (confidences [0.9])" in r.output
+    assert len([x for x in r.output.splitlines() if x.strip()]) == 1

@@ -33,6 +33,7 @@ def coverage(
     seed: int = typer.Option(0, help="Seed of the first split; split r uses seed + r."),
     workers: int = typer.Option(1, help="Worker processes (splits run in parallel)."),
     out: str = typer.Option(None, help="Write coverage.json, calibration.png and table.md to this folder."),
+    checkpoint: str = typer.Option(None, help="Keep each finished split in this folder as it ends (splits.jsonl); run again with the same folder and settings to reuse them and run only the missing splits."),
     json_out: bool = typer.Option(False, "--json", help="Print the aggregated cells as JSON."),
 ) -> None:
     """Measure how often our confidence statements hold, on data with ground truth.
@@ -43,7 +44,8 @@ def coverage(
     plan was picked and the promise kept (declined, or met: at least C); whether the safe
     budget rule did no worse than the best plan without a predictor; the mean interval width
     and the certified saving (so a vacuous bound cannot pass); and the standardised error's
-    mean and sd. No paper baselines run, so 50 splits are affordable.
+    mean and sd. No paper baselines run, so 50 splits are affordable. A long campaign
+    survives a stop with --checkpoint DIR: run the same command again to go on.
     """
     from optllm.evaluate.coverage import COVERAGE_FILES
     from optllm.io import check_output_dir
@@ -62,7 +64,8 @@ def coverage(
                   TimeRemainingColumn(), console=console, transient=True, disable=json_out) as prog:
         task = prog.add_task("coverage", total=None)
         report = run_coverage(list(datasets), cfg, workers,
-                              lambda done, total, what: prog.update(task, completed=done, total=total, description=what))
+                              lambda done, total, what: prog.update(task, completed=done, total=total, description=what),
+                              checkpoint=checkpoint)
     command = "optllm " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else ""
     paths = write_coverage(report, out, command) if out else None
     if json_out:

@@ -210,31 +210,125 @@ def _run_task(args: tuple[str, float, int, CoverageConfig]) -> SplitRecord:
 
 
 def run_coverage(names: list[str], cfg: CoverageConfig, workers: int = 1,
-                 progress: Callable[[int, int, str], None] | None = None) -> "CoverageReport":
-    """Every split of every dataset × fraction; `workers` processes (1: in this process)."""
+                 progress: Callable[[int, int, str], None] | None = None,
+                 checkpoint: str | None = None) -> "CoverageReport":
+    """Every split of every dataset × fraction; `workers` processes (1: in this process).
+
+    `checkpoint`: a folder where each finished split is appended as it ends (splits.jsonl,
+    beside config.json, the settings a split's figures depend on); a later call with the same
+    folder and settings reuses them and runs only the missing splits (more splits, fractions or
+    datasets may be added). Other settings there are refused, not mixed in."""
     from optllm.data import load
 
     for name in names:  # fail on a bad name before any work
         _DATA_CACHE.setdefault(name, load(name))
-    tasks = [(n, f, r, cfg) for n, f, r in _tasks(cfg, names)]
+    store = Checkpoint(checkpoint, cfg) if checkpoint else None
+    done = store.records() if store else {}
+    all_tasks = [(n, f, r, cfg) for n, f, r in _tasks(cfg, names)]
+    records: list[SplitRecord] = [done[k] for k in (_key(n, f, r) for n, f, r, _ in all_tasks) if k in done]
+    tasks = [t for t in all_tasks if _key(*t[:3]) not in done]
     say = progress or (lambda done, total, what: None)
-    records: list[SplitRecord] = []
     t0 = time.perf_counter()
+
+    def finished(rec: SplitRecord, i: int) -> None:
+        records.append(rec)
+        if store:
+            store.add(rec)
+        say(len(records), len(all_tasks), f"{rec.dataset} {rec.fraction:.0%} split {rec.split + 1}")
+
+    if records:
+        say(len(records), len(all_tasks), f"{len(records)} splits from {checkpoint}")
     if workers <= 1:
         for i, t in enumerate(tasks):
-            records.append(_run_task(t))
-            say(i + 1, len(tasks), f"{t[0]} {t[1]:.0%} split {t[2] + 1}")
+            finished(_run_task(t), i)
     else:
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
         with ProcessPoolExecutor(max_workers=workers) as pool:
             futs = {pool.submit(_run_task, t): t for t in tasks}
             for i, fut in enumerate(as_completed(futs)):
-                records.append(fut.result())
-                t = futs[fut]
-                say(i + 1, len(tasks), f"{t[0]} {t[1]:.0%} split {t[2] + 1}")
+                finished(fut.result(), i)
     records.sort(key=lambda s: (names.index(s.dataset), s.fraction, s.split))
     return CoverageReport(cfg, names, records, time.perf_counter() - t0)
+
+
+def _key(dataset: str, fraction: float, split: int) -> tuple[str, str, int]:
+    return dataset, f"{float(fraction):.10g}", int(split)
+
+
+class Checkpoint:
+    """The finished splits of a coverage campaign, one JSON line each in `folder/splits.jsonl`
+    (appended and flushed to disk as each split ends, so a killed run loses at most the splits
+    in flight), and `folder/config.json`: the settings every split's figures depend on (all of
+    `CoverageConfig` but the number of splits and the fractions, which only say which splits)."""
+
+    SETTINGS = ("confidences", "targets", "estimators", "predictor", "folds", "seed")
+
+    def __init__(self, folder: str, cfg: CoverageConfig) -> None:
+        import json
+        from pathlib import Path
+
+        from optllm.io import write_json
+
+        self.folder = Path(folder)
+        if self.folder.exists() and not self.folder.is_dir():
+            raise OptLLMError(f"--checkpoint {folder}: is a file, expected a folder")
+        want = json.loads(json.dumps({k: getattr(cfg, k) for k in self.SETTINGS}))  # tuples as lists
+        conf = self.folder / "config.json"
+        if conf.is_file():
+            try:
+                have = json.loads(conf.read_text())
+            except (OSError, ValueError):
+                raise OptLLMError(f"--checkpoint {folder}: config.json is not readable JSON; use another folder") from None
+            diff = sorted(k for k in self.SETTINGS if have.get(k) != want[k])
+            if diff:
+                raise OptLLMError(f"--checkpoint {folder}: its splits were measured with other settings "
+                                  f"({', '.join(f'{k} {have.get(k)!r}' for k in diff)}); use another folder or the same "
+                                  "settings")
+        else:
+            try:
+                self.folder.mkdir(parents=True, exist_ok=True)
+                write_json(conf, want)
+            except OSError as e:
+                raise OptLLMError(f"--checkpoint {folder}: cannot be written ({e.strerror or e})") from None
+        self.path = self.folder / "splits.jsonl"
+
+    def records(self) -> dict[tuple[str, str, int], SplitRecord]:
+        """The splits already measured (a line cut short by a kill is ignored)."""
+        import json
+
+        out: dict[tuple[str, str, int], SplitRecord] = {}
+        if not self.path.is_file():
+            return out
+        for line in self.path.read_text().splitlines():
+            try:
+                rec = split_record(json.loads(line))
+            except (ValueError, KeyError, TypeError):
+                continue
+            out[_key(rec.dataset, rec.fraction, rec.split)] = rec
+        return out
+
+    def add(self, rec: SplitRecord) -> None:
+        import json
+        import os
+
+        with open(self.path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(asdict(rec), default=_plain) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+
+
+def _plain(x: Any) -> Any:
+    if isinstance(x, np.generic):
+        return x.item()
+    raise TypeError(f"not JSON: {type(x).__name__}")
+
+
+def split_record(d: dict[str, Any]) -> SplitRecord:
+    """A `SplitRecord` back from its JSON form."""
+    cells = {est: {conf: CellRecord(**rec) for conf, rec in by_conf.items()} for est, by_conf in d["cells"].items()}
+    return SplitRecord(d["dataset"], float(d["fraction"]), int(d["split"]), int(d["n_labelled"]), int(d["n_assigned"]),
+                       float(d["best_accuracy"]), cells, d["diagnostics"], float(d["seconds"]))
 
 
 @dataclass(frozen=True)
@@ -349,7 +443,7 @@ def write_coverage(report: CoverageReport, out: str, command: str = "") -> dict[
         write_json(tmp / "coverage.json", {"command": command, **report.as_dict()})
         plot_calibration(tmp / "calibration.png", report.cells(),
                          title=f"{report.config.splits} splits per cell; target: 100% of the best LLM")
-        lines = [f"# optllm coverage\n", f"`{command}`\n" if command else "",
+        lines = ["# optllm coverage\n", f"`{command}`\n" if command else "",
                  f"Targets (columns 'target kept', 'picked', 'certified saving'): {targets} of the best LLM's "
                  "realised accuracy. Budgets ('budget no worse'): the best LLM's cost, then half of it.\n",
                  "| " + " | ".join(TABLE_COLUMNS) + " |", "|" + "---|" * len(TABLE_COLUMNS)]
