@@ -301,3 +301,18 @@ def test_replaced_outputs_keep_their_mode(tmp_path, umask) -> None:
         write_json(tmp / "a.json", {})
     assert stat.S_IMODE((tmp_path / "f.json").stat().st_mode) == 0o640
     assert stat.S_IMODE((tmp_path / "d").stat().st_mode) == 0o750
+
+
+def test_a_table_written_in_chunks_is_the_table_written_at_once(tmp_path):
+    import pandas as pd
+
+    from optllm.io import write_csv_chunks
+
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"id": [f"q{i}" for i in range(10)], "model": rng.choice(["a", 'b,"c"'], 10),
+                       "cost": rng.random(10) / 7, "n": np.arange(10)})
+    for chunk in (1, 3, 10, 64):
+        write_csv_chunks(tmp_path / "t.csv", len(df), lambda lo, hi: df.iloc[lo:hi], chunk=chunk)
+        assert (tmp_path / "t.csv").read_text() == df.to_csv(index=False), chunk
+    write_csv_chunks(tmp_path / "e.csv", 0, lambda lo, hi: df.iloc[lo:hi])
+    assert (tmp_path / "e.csv").read_text() == df.iloc[:0].to_csv(index=False)

@@ -175,6 +175,19 @@ def write_with(path: str | os.PathLike[str], writer: Callable[[Path], None]) -> 
         writer(tmp)
 
 
+CSV_CHUNK = 1 << 18  # rows of a large table built and written at a time
+
+
+def write_csv_chunks(path: str | os.PathLike[str], n: int, rows_of: Callable[[int, int], Any],
+                     chunk: int = CSV_CHUNK) -> None:
+    """Write an n-row CSV table atomically, `chunk` rows at a time: `rows_of(lo, hi)` gives
+    rows lo..hi as a DataFrame (the same columns each time), so a plan of 10^7 queries never
+    becomes one 10^7-row frame. The file equals `rows_of(0, n).to_csv(index=False)`."""
+    with atomic_open(path, "w", encoding="utf-8", newline="") as fh:
+        for lo in range(0, max(n, 1), chunk):
+            rows_of(lo, min(n, lo + chunk)).to_csv(fh, index=False, header=lo == 0)
+
+
 # ---------------------------------------------------------------------- checks before work
 def _where(option: str, path: str | os.PathLike[str]) -> str:
     return f"{option} {path}".strip()

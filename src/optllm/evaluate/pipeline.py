@@ -170,7 +170,7 @@ def write_run(res: RunResult, out_dir: str) -> dict[str, str]:
     import pandas as pd
 
     from optllm.evaluate.plots import plot_front
-    from optllm.io import atomic_dir, write_json, write_with
+    from optllm.io import atomic_dir, write_csv_chunks, write_json, write_with
     from optllm.planning.plan import front_table
 
     out = Path(out_dir)
@@ -180,11 +180,14 @@ def write_run(res: RunResult, out_dir: str) -> dict[str, str]:
     with atomic_dir(out, RUN_FILES) as tmp:
         write_with(tmp / "front.csv", lambda p: front_df.to_csv(p, index=False))
         if plan is not None:
-            rows, a = np.arange(res.data.n), plan.models
-            plan_df = pd.DataFrame({"query_id": res.data.query_ids,
-                                    "model": np.asarray(res.data.models, dtype=object)[a],
-                                    "expected_cost": res.data.cost[rows, a], "p": res.p[rows, a]})
-            write_with(tmp / "plan.csv", lambda p: plan_df.to_csv(p, index=False))
+            a, names = plan.models, np.asarray(res.data.models, dtype=object)
+
+            def rows_of(lo: int, hi: int) -> pd.DataFrame:
+                r = np.arange(lo, hi)
+                return pd.DataFrame({"query_id": res.data.query_ids[lo:hi], "model": names[a[lo:hi]],
+                                     "expected_cost": res.data.cost[r, a[lo:hi]], "p": res.p[r, a[lo:hi]]})
+
+            write_csv_chunks(tmp / "plan.csv", res.data.n, rows_of)
         summary = res.summary()
         write_json(tmp / "summary.json", summary)
         d = res.data

@@ -61,19 +61,23 @@ class Plan:
     def p(self) -> np.ndarray:
         return self.planned.p
 
-    def table(self) -> pd.DataFrame:
+    def table(self, lo: int = 0, hi: int | None = None) -> pd.DataFrame:
+        """plan.csv's rows lo..hi (all by default)."""
         if self.choice is None:
             raise OptLLMError("the goal was not certified: there is no plan to write")
-        rows, c = np.arange(len(self.ids)), self.choice
+        hi = len(self.ids) if hi is None else hi
+        rows, c = np.arange(lo, hi), self.choice[lo:hi]
+        names = np.asarray(self.models, dtype=object)
+        tier = np.where(np.isin(names, list(self.batch_models)), "batch", "online").astype(object)
         return pd.DataFrame({
-            "id": self.ids,
-            "model": [self.models[k] for k in c],
+            "id": self.ids[lo:hi],
+            "model": names[c],
             "est_cost": self.costs.mean[rows, c],
             "est_cost_upper": self.costs.upper[rows, c],
             "p": self.p[rows, c],
             "prompt_tokens": self.costs.prompt_tokens[rows, c].astype(np.int64),
-            "fallbacks": [";".join(f) for f in self.fallbacks],
-            "tier": ["batch" if self.models[k] in self.batch_models else "online" for k in c],
+            "fallbacks": [";".join(f) for f in self.fallbacks[lo:hi]],
+            "tier": tier[c],
         })
 
     def items(self) -> list[PlanItem]:
@@ -391,14 +395,13 @@ PLAN_FILES = ("plan.csv", "prompts.jsonl", "front.csv", "front.png", "summary.js
 
 def write_plan(plan: Plan, out: str | Path, inputs: dict[str, Any] | None = None) -> Path:
     """Write the plan folder all-or-nothing (a temporary folder renamed into place)."""
-    from optllm.io import atomic_dir, write_json, write_with
+    from optllm.io import atomic_dir, write_csv_chunks, write_json, write_with
 
     d = Path(out)
     with atomic_dir(d, PLAN_FILES) as tmp:
         files = []
         if plan.choice is not None:
-            table = plan.table()
-            write_with(tmp / "plan.csv", lambda t: table.to_csv(t, index=False))
+            write_csv_chunks(tmp / "plan.csv", len(plan.ids), plan.table)
             write_prompts(tmp / "prompts.jsonl", plan.ids, plan.prompts)
             files += ["plan.csv", "prompts.jsonl"]
         if plan.planned.predictor is not None:  # what `optllm serve --from` routes with
