@@ -23,12 +23,20 @@ Workers are Ray tasks running local dispatch's `Dispatcher` on their shard (same
 classification, retries with backoff, circuit breaker, rate limiter and slow start), with its
 guard and its two logs replaced by thin proxies to the coordinator. Rate limits (`rpm`/`tpm`)
 are per worker process: each worker gets its share (the model's limit / workers).
+
+SIGINT/SIGTERM on the driver (`_StopSignals`) as for local dispatch: the first stops the
+coordinator's guard, so no worker is granted a new reservation and the calls in flight finish
+and are recorded; a second cancels the workers (their calls in flight abandoned, counted as
+spent, sent again on resume).
 """
 from __future__ import annotations
 
 import asyncio
 import dataclasses
 import os
+import signal
+import sys
+import threading
 import time
 import uuid
 from collections import Counter
@@ -237,6 +245,52 @@ def _merge(total: RayDispatchReport, part: DispatchReport) -> None:
         total.errors[k] = total.errors.get(k, 0) + v
 
 
+class _StopSignals:
+    """SIGINT/SIGTERM on the driver, as local dispatch answers them: the first stops the
+    coordinator's guard (no new reservation is granted, so no worker sends a new call; the
+    calls in flight finish and are recorded), a second cancels the workers (their calls in
+    flight are abandoned: their reservations stay in the ledger as spent, and a resume sends
+    them again). Installed only on the main thread, and when `enabled`."""
+
+    def __init__(self, coord: Any, refs: list[Any], enabled: bool) -> None:
+        self.coord, self.refs = coord, refs
+        self.enabled = enabled and threading.current_thread() is threading.main_thread()
+        self.first = ""
+        self.abandoned = False
+        self.in_flight = 0
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> "_StopSignals":
+        if self.enabled:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._on_signal)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+    def _on_signal(self, sig: int, _frame: Any) -> None:
+        import ray
+
+        name = signal.Signals(sig).name
+        if not self.first:
+            self.first = name
+            self.coord.stop.remote(f"interrupted by {name}")
+            print(f"{name}: no new calls; waiting for the calls in flight on the workers to be recorded (again to "
+                  "abandon them: they then count as spent and are sent again on resume)", file=sys.stderr, flush=True)
+            return
+        if not self.abandoned:
+            self.abandoned = True
+            try:
+                self.in_flight = int(ray.get(self.coord.guard_state.remote(), timeout=5)["in_flight"])
+            except Exception:  # noqa: BLE001 - the count is for the report only
+                self.in_flight = 0
+            print(f"{name} again: abandoning {self.in_flight} call(s) in flight", file=sys.stderr, flush=True)
+            for ref in self.refs:
+                ray.cancel(ref, force=True)
+
+
 def ray_dispatch(items: Sequence[PlanItem], catalogue: Catalogue, out: str | os.PathLike[str], *,
                  concurrency: int = 16, max_spend: float | None = None, fallback: bool = False,
                  environ: Mapping[str, str] | None = None, address: str | None = None,
@@ -296,16 +350,31 @@ def ray_dispatch(items: Sequence[PlanItem], catalogue: Catalogue, out: str | os.
                                         "concurrency": concurrency, "order": rep.order,
                                         "resent_after_crash": rep.resent_after_crash}))
         task = ray.remote(num_cpus=1)(_run_shard)
-        refs = [task.remote(coord, s, cat, keys, options, state, run_id, k, n) for k, s in enumerate(shards) if s]
+        sent = [(k, s) for k, s in enumerate(shards) if s]
+        refs = [task.remote(coord, s, cat, keys, options, state, run_id, k, n) for k, s in sent]
+        stop = _StopSignals(coord, refs, kw.get("handle_signals", True))
+        lost: list[list[PlanItem]] = []
         try:
-            for part in ray.get(refs):
-                _merge(rep, part)
+            with stop:
+                pending = list(refs)
+                while pending:  # in short waits, so a signal's handler runs while the shards go on
+                    _, pending = ray.wait(pending, num_returns=len(pending), timeout=0.25)
+            for (k, s), ref in zip(sent, refs):
+                try:
+                    _merge(rep, ray.get(ref))
+                except ray.exceptions.RayError:
+                    if not stop.abandoned:
+                        raise
+                    lost.append(s)  # its worker was cancelled by a second signal: counted from the files below
         except Exception as e:
             cause = getattr(e, "cause", None)
             if isinstance(cause, OptLLMError):
                 raise OptLLMError(str(cause)) from None
             raise
         finally:
+            rep.interrupted = stop.first
+            if stop.abandoned:
+                rep.abandoned = stop.in_flight
             g = ray.get(coord.guard_state.remote())
             rep.stopped = g["stop_reason"] if g["stopped"] else ""
             rep.spent_total = g["spent"] + g["reserved"]
@@ -321,6 +390,10 @@ def ray_dispatch(items: Sequence[PlanItem], catalogue: Catalogue, out: str | os.
             ray.kill(coord)
         final = ResumeState.read(out, ledger_path(out), repair=False)
         rep.spent_uncertain = final.spent_uncertain
+        for s in lost:  # shards whose report died with their worker: what the answers file says
+            done = sum(1 for it in s if it.id in final.answered)
+            rep.answered += done
+            rep.not_sent += len(s) - done
         return rep
     finally:
         if started:
