@@ -177,7 +177,7 @@ def test_a_checkpoint_keeps_finished_splits_and_resumes_only_the_missing(tmp_pat
     seen = []
     again = cov.run_coverage(["demo"], replace(cfg, splits=3), checkpoint=str(ck),
                              progress=lambda done, total, what: seen.append((done, total)))
-    assert calls == [(0.02, 2)] and seen[0] == (2, 3) and seen[-1] == (3, 3)
+    assert calls == [(0.02, 2)] and seen[0] == (2, 3) and seen[-1] == (3, 3) and again.reused == 2
     strip = lambda d: [{k: v for k, v in r.items() if k != "seconds"} for r in d["splits"]]  # noqa: E731
     assert strip(again.as_dict()) == strip(whole.as_dict())
     assert [asdict(c) for c in again.cells()] == [asdict(c) for c in whole.cells()]

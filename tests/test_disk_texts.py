@@ -177,3 +177,17 @@ def test_a_replaced_file_is_refused_not_read(tmp_path):
     _write(path, ["x", "y", "z", "w"], 2)
     with pytest.raises(OptLLMError, match="changed since it was loaded"):
         d.tolist()
+
+
+def test_errors_name_the_row_as_the_file_numbers_it(tmp_path):
+    """A bad cell in table row 5 (0-based): line 7 of a CSV (after its header), record 6 of a
+    Parquet or JSONL file."""
+    df = pd.DataFrame({"prompt": [f"p{i}" for i in range(8)], "a": [1] * 8, "a_cost": [0.1] * 8,
+                       "b": [0] * 8, "b_cost": [0.2] * 8})
+    df.loc[5, "b_cost"] = -0.01
+    df.to_csv(tmp_path / "w.csv", index=False)
+    df.to_parquet(tmp_path / "w.parquet")
+    df.to_json(tmp_path / "w.jsonl", orient="records", lines=True)
+    for name, row in (("w.csv", 7), ("w.parquet", 6), ("w.jsonl", 6)):
+        with pytest.raises(OptLLMError, match=rf"row {row}, column 'b_cost': negative cost -0.01"):
+            load(tmp_path / name)

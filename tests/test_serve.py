@@ -482,10 +482,14 @@ def test_bearer_token(plan_dir: Path, cat_path: Path) -> None:
 
 def test_no_token_refuses_a_public_address() -> None:
     with pytest.raises(OptLLMError, match="0.0.0.0 is not a loopback address"):
-        client_token("0.0.0.0", "OPTLLM_SERVE_TOKEN", environ={})
-    assert client_token("127.0.0.1", "OPTLLM_SERVE_TOKEN", environ={}) is None
-    assert client_token("::1", "OPTLLM_SERVE_TOKEN", environ={}) is None
+        client_token("0.0.0.0", None, environ={})
+    assert client_token("127.0.0.1", None, environ={}) is None
+    assert client_token("::1", None, environ={}) is None
+    assert client_token("0.0.0.0", None, environ={"OPTLLM_SERVE_TOKEN": "abc"}) == "abc"
     assert client_token("0.0.0.0", "MY_TOKEN", environ={"MY_TOKEN": "abc"}) == "abc"
+    for env in ({}, {"MY_TOKEN": ""}):  # a variable named on purpose but unset is an error, not "no auth"
+        with pytest.raises(OptLLMError, match="--token-env MY_TOKEN: that environment variable is not set"):
+            client_token("127.0.0.1", "MY_TOKEN", environ=env)
     with pytest.raises(OptLLMError, match="NAME"):
         client_token("127.0.0.1", "sk-abcdefghijklmnopqrstuvwx", environ={})
 

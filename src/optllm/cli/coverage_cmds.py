@@ -71,7 +71,8 @@ def coverage(
     if json_out:
         from dataclasses import asdict
 
-        emit_json({"config": asdict(cfg), "cells": [asdict(c) for c in report.cells()], "seconds": report.seconds})
+        emit_json({"config": asdict(cfg), "cells": [asdict(c) for c in report.cells()], "seconds": report.seconds,
+                   "reused_from_checkpoint": report.reused})
         return
     t = Table(title=f"coverage, {splits} splits per row: kept = worst target ({targets} of the best LLM), "
                     "saving and picked at the highest target, budget = worst of 100%/50% of its cost")
@@ -84,6 +85,9 @@ def coverage(
                   f"{min(v['kept'] for v in c.targets.values()):.0%}", f"{top['picked']:.0%}", f"{top['saving']:.1%}",
                   "—" if not nw else f"{min(nw):.0%}", f"{c.width:.3f}")
     console.print(t)
+    if report.reused:
+        console.print(f"{report.reused} of {len(report.records)} splits reused from {checkpoint}, "
+                      f"{len(report.records) - report.reused} run now")
     console.print("every column, per target and budget: --out DIR (table.md, coverage.json) or --json")
     if paths:
         console.print(f"wrote {paths['coverage.json']}, {paths['calibration.png']} and {paths['table.md']}")

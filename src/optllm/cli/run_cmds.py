@@ -33,7 +33,7 @@ def print_run(res: RunResult) -> None:
     paper's hindsight figure beside it."""
     s = res.summary()
     best = s["best_model"]
-    console.print(f"[bold]{s['dataset']}[/]: {s['n_assigned']:,} queries assigned, {s['n_labelled']} labelled "
+    console.print(f"[bold]{s['dataset']}[/]: {s['n_assigned']:,} queries assigned, {s['n_labelled']:,} labelled "
                   f"(labelling cost ${s['labelling_cost']:.4f}, {'included' if s['labelling_cost_included'] else 'not included'} below)")
     print_selection(s["selection"], realised=s["realised"] or {},
                     single={"name": best["name"], "cost": best["total_cost"], "realised": best["accuracy"]})

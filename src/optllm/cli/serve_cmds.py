@@ -30,7 +30,7 @@ def serve(
     max_spend: Optional[float] = typer.Option(None, "--max-spend", help="Hard cap in USD on everything this server spends (routed and direct calls): each call reserves its upper-bound cost first, as dispatch does."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind; anything but loopback needs a client token (--token-env)."),
     port: int = typer.Option(8000, "--port", help="Port to bind."),
-    token_env: str = typer.Option("OPTLLM_SERVE_TOKEN", "--token-env", help="NAME of the environment variable holding the clients' bearer token (clients pass it as their API key). Unset: no auth, loopback only."),
+    token_env: str = typer.Option(None, "--token-env", help="NAME of the environment variable holding the clients' bearer token (clients pass it as their API key); default OPTLLM_SERVE_TOKEN, whose absence means no auth, loopback only. A variable named here must be set."),
     prompts: Optional[Path] = typer.Option(None, "--prompts", help="Prompts (JSONL/CSV with id, prompt) of the batch lambda starts from (default: the plan folder's prompts.jsonl)."),
     shadow: Optional[str] = typer.Option(None, "--shadow", help="Shadow mode: send every request to this catalogue model and only log what the router would have chosen (with its predicted accuracy and cost)."),
     log: Optional[Path] = typer.Option(None, "--log", help="JSONL file of every routed decision: served and routed model, predicted accuracy and cost, lambda, routing time (never the prompt)."),

@@ -42,6 +42,13 @@ def read_table(path: str | Path, **kw: Any) -> pd.DataFrame:
     raise OptLLMError(f"{p}: unknown file type {kind!r}; use .csv, .jsonl or .parquet")
 
 
+def row_of(path: str | Path, r: int) -> str:
+    """Where row r (0-based, of the table read) is, as the user sees the file: a CSV's line
+    (its header is line 1, so r + 2); in JSONL, JSON or Parquet the record's number (r + 1)."""
+    kinds = {s.lower() for s in Path(path).suffixes}
+    return f"row {r + 1}" if kinds & {".parquet", ".pq", ".jsonl", ".ndjson", ".json"} else f"row {r + 2}"
+
+
 def is_parquet(path: str | Path) -> bool:
     """A Parquet file by its name (.parquet / .pq)."""
     return Path(path).suffix.lower() in (".parquet", ".pq")
@@ -112,7 +119,7 @@ def _numeric(df: pd.DataFrame, col: str, path: Path, kind: str) -> np.ndarray:
     bad = np.isnan(v) & s.notna().to_numpy()
     if bad.any():
         r = int(np.flatnonzero(bad)[0])
-        raise OptLLMError(f"{path}: row {r + 2}, column {col!r}: {kind} {df[col].iloc[r]!r} is not a number")
+        raise OptLLMError(f"{path}: {row_of(path, r)}, column {col!r}: {kind} {df[col].iloc[r]!r} is not a number")
     return v
 
 
@@ -120,13 +127,13 @@ def _check_values(v: np.ndarray, path: Path, col: str, kind: str, ids: np.ndarra
     nan = np.isnan(v)
     if nan.any():
         r = int(np.flatnonzero(nan)[0])
-        raise OptLLMError(f"{path}: row {r + 2}, column {col!r}: {kind} is missing (NaN); {int(nan.sum())} such rows")
+        raise OptLLMError(f"{path}: {row_of(path, r)}, column {col!r}: {kind} is missing (NaN); {int(nan.sum())} such rows")
     if kind == "cost" and (v < 0).any():
         r = int(np.flatnonzero(v < 0)[0])
-        raise OptLLMError(f"{path}: row {r + 2}, column {col!r}: negative cost {v[r]}")
+        raise OptLLMError(f"{path}: {row_of(path, r)}, column {col!r}: negative cost {v[r]}")
     if kind == "correct" and ((v < 0) | (v > 1)).any():
         r = int(np.flatnonzero((v < 0) | (v > 1))[0])
-        raise OptLLMError(f"{path}: row {r + 2}, column {col!r}: correct must be in [0, 1], got {v[r]}")
+        raise OptLLMError(f"{path}: {row_of(path, r)}, column {col!r}: correct must be in [0, 1], got {v[r]}")
 
 
 def load_wide(
@@ -219,10 +226,10 @@ def _pick_ids(df: pd.DataFrame, p: Path, id_column: str | None) -> np.ndarray:
     dup = ids.duplicated()
     if dup.any():
         r = int(np.flatnonzero(dup.to_numpy())[0])
-        raise OptLLMError(f"{p}: row {r + 2}: duplicate query id {ids.iloc[r]!r}")
+        raise OptLLMError(f"{p}: {row_of(p, r)}: duplicate query id {ids.iloc[r]!r}")
     if ids.isna().any():
         r = int(np.flatnonzero(ids.isna().to_numpy())[0])
-        raise OptLLMError(f"{p}: row {r + 2}: missing query id")
+        raise OptLLMError(f"{p}: {row_of(p, r)}: missing query id")
     return ids.to_numpy()
 
 
@@ -287,13 +294,13 @@ def _checked_long(df: pd.DataFrame, p: Path, require_cost: bool, binary: bool = 
     for col in ("query_id", "model"):
         if df[col].isna().any():
             r = int(np.flatnonzero(df[col].isna().to_numpy())[0])
-            raise OptLLMError(f"{p}: row {r + 2}, column {col!r}: missing value")
+            raise OptLLMError(f"{p}: {row_of(p, r)}, column {col!r}: missing value")
     corr = _numeric(df, "correct", p, "correct")
     _check_values(corr, p, "correct", "correct")
     if binary and not np.isin(corr, (0.0, 1.0)).all():
         bad = ~np.isin(corr, (0.0, 1.0))
         r = int(np.flatnonzero(bad)[0])
-        raise OptLLMError(f"{p}: row {r + 2}, column 'correct': {corr[r]:g} is not 0 or 1 ({int(bad.sum())} such "
+        raise OptLLMError(f"{p}: {row_of(p, r)}, column 'correct': {corr[r]:g} is not 0 or 1 ({int(bad.sum())} such "
                           "rows); labels are 0/1 (the plan's bounds count correct answers)")
     df = df.assign(correct=corr)
     if "cost" in df.columns:
@@ -308,18 +315,18 @@ def _checked_long(df: pd.DataFrame, p: Path, require_cost: bool, binary: bool = 
             inf = np.isinf(v)
             if inf.any():
                 r = int(np.flatnonzero(inf)[0])
-                raise OptLLMError(f"{p}: row {r + 2}, column {col!r}: token count {v[r]:g} is not a finite number")
+                raise OptLLMError(f"{p}: {row_of(p, r)}, column {col!r}: token count {v[r]:g} is not a finite number")
             neg = v < 0
             if neg.any():
                 r = int(np.flatnonzero(neg)[0])
-                raise OptLLMError(f"{p}: row {r + 2}, column {col!r}: negative token count {v[r]:g}")
+                raise OptLLMError(f"{p}: {row_of(p, r)}, column {col!r}: negative token count {v[r]:g}")
             df = df.assign(**{col: v})
     df = df.assign(model=df["model"].astype(str))
     dup = df.duplicated(["query_id", "model"])
     if dup.any():
         r = int(np.flatnonzero(dup.to_numpy())[0])
         raise OptLLMError(
-            f"{p}: row {r + 2}: query {str(df['query_id'].iloc[r])!r} has model {df['model'].iloc[r]!r} twice"
+            f"{p}: {row_of(p, r)}: query {str(df['query_id'].iloc[r])!r} has model {df['model'].iloc[r]!r} twice"
         )
     return df
 
@@ -398,14 +405,14 @@ def _roles(df: pd.DataFrame, qpos: np.ndarray, n: int, p: Path) -> np.ndarray:
     bad = ~raw.isin(list(ROLE_NAMES))
     if bad.any():
         r = int(np.flatnonzero(bad.to_numpy())[0])
-        raise OptLLMError(f"{p}: row {r + 2}, column 'split': {df['split'].iloc[r]!r} is not train or val")
+        raise OptLLMError(f"{p}: {row_of(p, r)}, column 'split': {df['split'].iloc[r]!r} is not train or val")
     role = raw.map(ROLE_NAMES).to_numpy(dtype=object)
     out = np.empty(n, dtype=object)
     out[qpos] = role
     clash = out[qpos] != role
     if clash.any():
         r = int(np.flatnonzero(clash)[0])
-        raise OptLLMError(f"{p}: row {r + 2}, column 'split': query {str(df['query_id'].iloc[r])!r} is both train and val")
+        raise OptLLMError(f"{p}: {row_of(p, r)}, column 'split': query {str(df['query_id'].iloc[r])!r} is both train and val")
     return out
 
 

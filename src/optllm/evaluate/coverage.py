@@ -249,7 +249,7 @@ def run_coverage(names: list[str], cfg: CoverageConfig, workers: int = 1,
             for i, fut in enumerate(as_completed(futs)):
                 finished(fut.result(), i)
     records.sort(key=lambda s: (names.index(s.dataset), s.fraction, s.split))
-    return CoverageReport(cfg, names, records, time.perf_counter() - t0)
+    return CoverageReport(cfg, names, records, time.perf_counter() - t0, reused=len(all_tasks) - len(tasks))
 
 
 def _key(dataset: str, fraction: float, split: int) -> tuple[str, str, int]:
@@ -388,6 +388,7 @@ class CoverageReport:
     datasets: list[str]
     records: list[SplitRecord]
     seconds: float
+    reused: int = 0  # splits taken from the checkpoint, not run again
     _cells: list[Cell] = field(default_factory=list, repr=False, compare=False)
 
     def cells(self) -> list[Cell]:
@@ -404,6 +405,7 @@ class CoverageReport:
 
     def as_dict(self) -> dict[str, Any]:
         return {"config": asdict(self.config), "datasets": self.datasets, "seconds": self.seconds,
+                "reused_from_checkpoint": self.reused,
                 "cells": [asdict(c) for c in self.cells()],
                 "splits": [asdict(r) for r in self.records]}
 

@@ -30,7 +30,8 @@ def is_loopback(host: str) -> bool:
 
 
 def client_token(host: str, token_env: str | None, environ: Mapping[str, str] | None = None) -> str | None:
-    """The clients' bearer token from the variable `token_env`; none → only a loopback host."""
+    """The clients' bearer token from the variable `token_env` (None: `OPTLLM_SERVE_TOKEN`, and
+    unset there means no auth, so only a loopback host; a variable named explicitly must be set)."""
     from optllm.secrets import looks_like_secret, remember
 
     env = os.environ if environ is None else environ
@@ -38,6 +39,9 @@ def client_token(host: str, token_env: str | None, environ: Mapping[str, str] | 
     if looks_like_secret(name):
         raise OptLLMError("--token-env takes the NAME of an environment variable, not the token itself")
     tok = env.get(name) or None
+    if tok is None and token_env:  # a variable named on purpose that holds nothing: not "no auth"
+        raise OptLLMError(f"--token-env {name}: that environment variable is not set (or empty); export it, or "
+                          f"leave --token-env out to serve on loopback without auth")
     if tok is not None:
         remember(tok)
     if tok is None and not is_loopback(host):
