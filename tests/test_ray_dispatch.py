@@ -169,40 +169,12 @@ def test_checked_before_a_cluster_starts(tmp_path: Path) -> None:
 
 def test_ctrl_c_stops_every_worker_records_their_calls_and_resume_sends_nothing_twice(cluster, tmp_path: Path) -> None:
     """SIGINT to `dispatch --engine ray`: no worker starts a new call, the calls in flight are
-    recorded, the run exits 130 with the summary, and a resume sends each query once in all."""
-    import signal
-    import subprocess
+    recorded, the run exits 130 with the summary and says so in the ledger, and a resume sends
+    each query once in all."""
+    from test_dispatch_cli import ctrl_c_then_resume
 
-    from test_dispatch_cli import catalogue_file, plan_folder
-
-    log = tmp_path / "server.log"
-    proc, port = spawn(log, latency=0.3)
-    try:
-        plan = plan_folder(tmp_path / "plan", 80)
-        cat = catalogue_file(tmp_path / "models.yaml", f"http://127.0.0.1:{port}/v1")
-        out = tmp_path / "answers.jsonl"
-        address = cluster.get_runtime_context().gcs_address
-        cmd = [sys.executable, "-m", "optllm", "dispatch", str(plan), "--models", str(cat), "--out", str(out),
-               "--engine", "ray", "--address", address, "--workers", "2", "--concurrency", "4", "--no-progress"]
-        env = {**os.environ, "NO_PROXY": "127.0.0.1,localhost"}
-        child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and (not out.exists() or out.read_text().count("\n") < 5):
-            time.sleep(0.02)
-        child.send_signal(signal.SIGINT)
-        stdout, stderr = child.communicate(timeout=120)
-        assert child.returncode == 130, stderr[-2000:]
-        assert "interrupted by SIGINT" in stdout and "Traceback" not in stderr
-        first = out.read_text().count("\n")
-        assert 5 <= first < 80
-        requests, _ = read_log(log)
-        assert sum(requests.values()) == first  # every call in flight at Ctrl-C was waited for and recorded
-        events = [json.loads(x) for x in ledger_path(out).read_text().splitlines()]
-        assert any(e.get("event") == "stopped" and "interrupted by SIGINT" in e.get("reason", "") for e in events)
-        again = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=180)
-        assert again.returncode == 0, again.stderr[-2000:]
-        requests, served = read_log(log)
-        assert len(served) == 80 and max(requests.values()) == 1 and max(served.values()) == 1
-    finally:
-        proc.kill()
-        proc.wait(10)
+    address = cluster.get_runtime_context().gcs_address
+    out = ctrl_c_then_resume(tmp_path, 80, "--engine", "ray", "--address", address, "--workers", "2",
+                             "--concurrency", "4")
+    events = [json.loads(x) for x in ledger_path(out).read_text().splitlines()]
+    assert any(e.get("event") == "stopped" and "interrupted by SIGINT" in e.get("reason", "") for e in events)
