@@ -177,6 +177,8 @@ def test_a_replaced_file_is_refused_not_read(tmp_path):
     _write(path, ["x", "y", "z", "w"], 2)
     with pytest.raises(OptLLMError, match="changed since it was loaded"):
         d.tolist()
+    with pytest.raises(OptLLMError, match="changed since it was loaded"):
+        d[np.array([0])]  # a sub-view too: it would index the new file with the old rows
 
 
 def test_errors_name_the_row_as_the_file_numbers_it(tmp_path):

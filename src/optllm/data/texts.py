@@ -86,7 +86,10 @@ class DiskTexts:
         if pos.size and (pos.min() < -self._n or pos.max() >= self._n):
             raise IndexError(f"text positions out of range 0..{self._n - 1}")
         pos = np.where(pos < 0, pos + self._n, pos)
-        return DiskTexts(self.path, self.column, self.file_rows()[pos])
+        sub = DiskTexts(self.path, self.column, self.file_rows()[pos])
+        if sub._stamp != self._stamp:  # the sub-view must read the file its parent was loaded from
+            raise OptLLMError(f"{self.path}: the file changed since it was loaded; load it again")
+        return sub
 
     def __getitem__(self, idx: Any) -> Any:
         if isinstance(idx, (bool, np.bool_)):
