@@ -193,3 +193,24 @@ def test_errors_name_the_row_as_the_file_numbers_it(tmp_path):
     for name, row in (("w.csv", 7), ("w.parquet", 6), ("w.jsonl", 6)):
         with pytest.raises(OptLLMError, match=rf"row {row}, column 'b_cost': negative cost -0.01"):
             load(tmp_path / name)
+
+
+def test_a_model_column_without_its_cost_is_named_not_dropped_silently(tmp_path):
+    from typer.testing import CliRunner
+
+    from optllm.cli import app
+    from optllm.data.wide import wide_notes
+
+    rng = np.random.default_rng(0)
+    n = 300
+    df = pd.DataFrame({"prompt": [f"q {i % 7} {i}" for i in range(n)], "small": rng.integers(0, 2, n),
+                       "small_cost": 0.1, "mid": rng.integers(0, 2, n), "large": rng.integers(0, 2, n),
+                       "large_cost": 1.0, "length": rng.integers(5, 90, n)})
+    for name in ("w.csv", "w.parquet"):
+        (df.to_csv if name.endswith("csv") else df.to_parquet)(tmp_path / name, index=False)
+        d = load(tmp_path / name)
+        assert d.models == ("small", "large") and d.metadata["unpaired_columns"] == ["mid"]  # not 'length'
+        assert len(wide_notes(d)) == 1 and "'mid' looks like a model's correctness" in wide_notes(d)[0]
+    r = CliRunner().invoke(app, ["describe", str(tmp_path / "w.parquet")])
+    assert r.exit_code == 0 and "column 'mid' looks like a model's correctness" in r.output
+    assert load("demo").metadata.get("unpaired_columns") is None  # the bundled data: nothing to say

@@ -30,3 +30,15 @@ def emit_json(obj: Any) -> None:
     """Print strict JSON to stdout (no rich markup, no wrapping)."""
     sys.stdout.write(dumps_json(obj) + "\n")
     sys.stdout.flush()
+
+
+def load_data(name: str) -> Any:
+    """`optllm.data.load(name)`, with what the user should know about how it was read printed
+    on stderr (e.g. a wide table's column that looks like a model but has no cost column)."""
+    from optllm.data import load
+    from optllm.data.wide import wide_notes
+
+    data = load(name)
+    for note in wide_notes(data):
+        err_console.print(note, style="yellow", markup=False, highlight=False)
+    return data

@@ -9,8 +9,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from optllm.cli.app import app, console, emit_json, err_console
-from optllm.data import load
+from optllm.cli.app import app, console, emit_json, err_console, load_data
 from optllm.errors import OptLLMError
 from optllm.evaluate.compare import ALL_METHODS, compare_optimizers, expand_methods
 
@@ -93,7 +92,7 @@ def compare_optimizers_cmd(
         from optllm.io import check_output_file
 
         check_output_file(json_out, "--json-out")
-    outcomes = load(data)
+    outcomes = load_data(data)
     names = expand_methods(methods.split(","), gns)
     total = reps * len(names)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

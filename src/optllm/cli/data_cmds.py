@@ -4,9 +4,8 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from optllm.cli.app import app, console, emit_json
+from optllm.cli.app import app, console, emit_json, load_data
 from optllm.data import datasets as list_datasets
-from optllm.data import load
 
 
 @app.command()
@@ -39,7 +38,7 @@ def describe(
     json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """Per model: accuracy, total and mean cost; the oracle; the best single model."""
-    out = load(data)
+    out = load_data(data)
     s = out.summary()
     if json_out:
         emit_json(s)

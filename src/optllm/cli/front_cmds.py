@@ -9,7 +9,7 @@ from typing import Any, Sequence
 import typer
 from rich.table import Table
 
-from optllm.cli.app import app, console, emit_json, err_console
+from optllm.cli.app import app, console, emit_json, err_console, load_data
 from optllm.errors import OptLLMError
 from optllm.evaluate.truth import truth_summary
 from optllm.optimize.speed import DEFAULT_SIZES, bench_speed, parse_size
@@ -58,7 +58,6 @@ def front_cmd(
                           "the rest); add --truth for the exact true front from DATA's labels")
     if max_points < 0:
         raise OptLLMError(f"--max-points must be ≥ 0, got {max_points}")
-    from optllm.data import load
     from optllm.io import check_output_file
 
     if out is not None:
@@ -67,7 +66,7 @@ def front_cmd(
         check_output_file(plot, "--plot")
     from optllm.optimize.front import pareto_front
 
-    d = load(data)
+    d = load_data(data)
     front = pareto_front(d.correct, d.cost, models=d.models)
     s = truth_summary(d, front)
     if out is not None:

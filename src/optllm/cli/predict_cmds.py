@@ -5,7 +5,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from optllm.cli.app import app, console, emit_json
+from optllm.cli.app import app, console, emit_json, load_data
 from optllm.errors import OptLLMError
 
 
@@ -36,7 +36,6 @@ def predict_eval(
 ) -> None:
     """Brier, log loss, per-model AUC, calibration error and time of each predictor, and the
     saving at the best single model's accuracy when the exact optimiser uses its predictions."""
-    from optllm.data import load
     from optllm.io import check_output_file, write_json
     from optllm.evaluate.predictors import ALL, evaluate_predictors
 
@@ -46,7 +45,7 @@ def predict_eval(
     names = list(ALL) if predictors.strip().lower() == "all" else [p.strip() for p in predictors.split(",") if p.strip()]
     if not names:
         raise OptLLMError("--predictors: give 'all' or at least one predictor name")
-    outcomes = load(data)
+    outcomes = load_data(data)
     quiet = json_flag
     rows = len(names) + (1 if oracle and end_to_end else 0)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

@@ -8,7 +8,7 @@ import typer
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from optllm.cli import options as opt
-from optllm.cli.app import app, console, emit_json
+from optllm.cli.app import app, console, emit_json, load_data
 from optllm.cli.selection_view import print_selection
 from optllm.data import load
 from optllm.evaluate.pipeline import RunConfig, RunResult, run_pipeline, write_run
@@ -82,7 +82,7 @@ def run(
         from optllm.io import check_output_dir
 
         check_output_dir(out, "--out", RUN_FILES)
-    outcomes = load(data)
+    outcomes = load_data(data)
     with stages(not json_out) as say:
         res = run_pipeline(outcomes, cfg, progress=say)
         if out:

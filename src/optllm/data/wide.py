@@ -182,6 +182,7 @@ def load_wide(
                 f"{p}: no model columns found: expected pairs of columns like "
                 f"'{correct_pattern.format(model='<m>')}' and '{cost_pattern.format(model='<m>')}'"
             )
+    unpaired = _unpaired(df, models, cost_pattern, correct_pattern, {id_column, text_column, disk_text})
     n = len(df)
     correct = np.empty((n, len(models)))
     cost = np.empty((n, len(models)))
@@ -209,8 +210,36 @@ def load_wide(
         cost=cost,
         texts=texts,
         name=name or p.stem,
-        metadata={"source": str(p), "format": "wide", "text_column": text_col},
+        metadata={"source": str(p), "format": "wide", "text_column": text_col,
+                  **({"unpaired_columns": unpaired} if unpaired else {})},
     )
+
+
+def _unpaired(df: pd.DataFrame, models: list[str], cost_pattern: str, correct_pattern: str,
+              skip: set[str | None]) -> list[str]:
+    """Columns that look like a model's correctness (numbers in [0, 1], not ids, texts, a
+    split or a cost) but have no cost column, so are not models: most likely a cost column
+    missing or misnamed. `wide_notes` says so; they are not an error (a 0-1 feature is legal)."""
+    taken = {correct_pattern.format(model=m) for m in models} | {cost_pattern.format(model=m) for m in models}
+    rx = re.compile("^" + re.escape(cost_pattern).replace(re.escape("{model}"), "(.+)") + "$")
+    out = []
+    for c in map(str, df.columns):
+        if c in taken or c in skip or c in ID_COLUMNS or c in TEXT_COLUMNS or c == "split" or rx.match(c):
+            continue
+        col = df[c]
+        if col.dtype.kind not in "biuf" or col.isna().all():
+            continue
+        v = col.to_numpy(dtype=np.float64)
+        if np.nanmin(v) >= 0 and np.nanmax(v) <= 1:
+            out.append(c)
+    return out
+
+
+def wide_notes(data: Outcomes) -> list[str]:
+    """What a user should know about how a wide table was read (the CLI prints these)."""
+    cols = data.metadata.get("unpaired_columns") or []
+    return [f"note: column {c!r} looks like a model's correctness but has no cost column, so it is not one of "
+            f"the models here (give it a cost column, e.g. {c + '_cost'!r}, to route to it)" for c in cols]
 
 
 def _pick_ids(df: pd.DataFrame, p: Path, id_column: str | None) -> np.ndarray:
