@@ -125,3 +125,32 @@ def test_knn_takes_the_cosines_fast_path_with_the_same_numbers() -> None:
     from optllm.predict.features import row_normalise
 
     np.testing.assert_allclose(knn.rows_.cosines(row_normalise(G)), dense_dot(row_normalise(G), knn.F_), atol=1e-12)
+
+
+def test_the_cross_fit_thread_starts_after_the_predictors_imports() -> None:
+    """Two threads importing scikit-learn for the first time at once can see it half
+    initialised (CI once failed with "cannot import name 'clone' from partially initialized
+    module 'sklearn.base'"): in a fresh interpreter, the modules the predictors import lazily
+    are loaded before the cross-fit thread starts."""
+    import subprocess
+    import sys
+
+    code = """
+import sys
+import optllm.planning.core as core
+seen = []
+real = core.Background
+def spy(*a):
+    seen.append(all(m in sys.modules for m in ("sklearn.base", "sklearn.ensemble", "sklearn.feature_extraction.text")))
+    return real(*a)
+core.Background = spy
+from optllm.data import synthetic
+from optllm.planning.core import PlanSettings, plan_queries
+from optllm.selection import Goal
+d = synthetic(n=400, m=3, seed=3, texts=True)
+tr, va, te = d.subset(range(0, 40)), d.subset(range(40, 80)), d.subset(range(80, 400))
+plan_queries(tr, va, [str(t) for t in te.texts], te.cost, Goal(), PlanSettings(folds=3))
+print("imported before the thread:", seen)
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert "imported before the thread: [True]" in r.stdout, r.stdout + r.stderr[-2000:]

@@ -198,7 +198,7 @@ def ray_build_plan(prompt_ids: Sequence[Any], prompts: Sequence[str], catalogue:
     from optllm.evaluate.uncertainty import bounds_along
     from optllm.io import atomic_dir, check_output_dir, write_json
     from optllm.optimize.registry import build_front
-    from optllm.planning.core import Background, cross_fit
+    from optllm.planning.core import start_cross_fit
     from optllm.predict.base import single_thread_blas
     from optllm.planning.plan import prepare
     from optllm.predict import inputs_of, make_predictor
@@ -244,8 +244,7 @@ def ray_build_plan(prompt_ids: Sequence[Any], prompts: Sequence[str], catalogue:
         t1 = time.perf_counter()
         # the cross-fits (labelled sample only) run on a driver thread while the workers predict
         with single_thread_blas():
-            crossed = Background(cross_fit, settings.predictor, train, val, settings.folds, settings.seed,
-                                  settings.bound)
+            crossed = start_cross_fit(settings, train, val)
             n_shards = predict_to_parquet(model, plan_texts, cost_f, costs.feasible, names, work, batch_rows)
             t["predict_ray"] = time.perf_counter() - t1
             held = crossed.result()

@@ -112,8 +112,7 @@ def plan_queries(train: Outcomes, val: Outcomes, inputs: Any, cost: np.ndarray, 
     # where the fits mostly release it: trees, sparse products, BLAS); BLAS stays on one thread
     # for the whole stretch, so the two threads' nested limits cannot undo each other
     with single_thread_blas():
-        crossed = Background(cross_fit, settings.predictor, train, val, settings.folds, settings.seed,
-                              settings.bound)
+        crossed = start_cross_fit(settings, train, val)
         say("fit predictor")
         t1 = time.perf_counter()
         model = make_predictor(settings.predictor, seed=settings.seed)
@@ -171,6 +170,16 @@ class Background:
         if self._error is not None:
             raise self._error
         return self._value
+
+
+def start_cross_fit(settings: PlanSettings, train: Outcomes, val: Outcomes) -> Background:
+    """`cross_fit` of the labelled sample on a second thread (`Background`), for the caller to
+    fit and predict beside it; the predictors' lazy imports are done here first, on the
+    caller's thread, so the two threads never import scikit-learn at once."""
+    from optllm.predict.base import preload
+
+    preload()
+    return Background(cross_fit, settings.predictor, train, val, settings.folds, settings.seed, settings.bound)
 
 
 def cross_fit(name: str, train: Outcomes, val: Outcomes, folds: int, seed: int,

@@ -188,6 +188,19 @@ def rng_of(seed: int | np.random.Generator | None) -> np.random.Generator:
     return np.random.default_rng(0 if seed is None else seed)
 
 
+def preload() -> None:
+    """Import on this thread what the predictors import lazily (scikit-learn, SciPy's linear
+    algebra): two threads importing scikit-learn for the first time at once can find it
+    partially initialised (ImportError "cannot import name 'clone'"), as a fit on the main
+    thread beside the cross-fits on a second one did in a fresh process."""
+    import scipy.linalg  # noqa: F401
+    import scipy.stats  # noqa: F401
+    import sklearn.base  # noqa: F401
+    import sklearn.ensemble  # noqa: F401
+    import sklearn.feature_extraction.text  # noqa: F401
+    import threadpoolctl  # noqa: F401
+
+
 def single_thread_blas() -> Any:
     """Context: BLAS on one thread. The fits work on n_train-sized matrices, where threads only
     add overhead, and on a busy machine oversubscribed BLAS threads slow them 10-50×."""
