@@ -86,9 +86,11 @@ class DiskTexts:
         if pos.size and (pos.min() < -self._n or pos.max() >= self._n):
             raise IndexError(f"text positions out of range 0..{self._n - 1}")
         pos = np.where(pos < 0, pos + self._n, pos)
-        sub = DiskTexts(self.path, self.column, self.file_rows()[pos])
-        if sub._stamp != self._stamp:  # the sub-view must read the file its parent was loaded from
-            raise OptLLMError(f"{self.path}: the file changed since it was loaded; load it again")
+        self._check_unchanged()  # the sub-view must read the file its parent was loaded from
+        sub = object.__new__(DiskTexts)  # the same file: its footer is not read again
+        rows = self.file_rows()[pos]
+        rows.setflags(write=False)
+        sub.__dict__.update(self.__dict__, rows=rows, _n=int(rows.size), _cache=None)
         return sub
 
     def __getitem__(self, idx: Any) -> Any:
@@ -141,13 +143,16 @@ class DiskTexts:
             out[part] = self._group(g)[rows[part] - self._starts[g]]
         return out.tolist()
 
+    def _check_unchanged(self) -> None:
+        if _stamp(self.path) != self._stamp:
+            raise OptLLMError(f"{self.path}: the file changed since it was loaded; load it again")
+
     def _group(self, g: int) -> np.ndarray:
         """Row group g's texts, an object array of str (nulls as "")."""
         cached = self._cache  # one read of the attribute: another thread may replace it
         if cached is not None and cached[0] == g:
             return cached[1]
-        if _stamp(self.path) != self._stamp:
-            raise OptLLMError(f"{self.path}: the file changed since it was loaded; load it again")
+        self._check_unchanged()
         import pyarrow as pa
         import pyarrow.compute as pc
         import pyarrow.parquet as pq

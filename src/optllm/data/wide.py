@@ -54,42 +54,50 @@ def is_parquet(path: str | Path) -> bool:
     return Path(path).suffix.lower() in (".parquet", ".pq")
 
 
-def parquet_columns(path: str | Path) -> list[str]:
-    """The column names of a Parquet file, read from its footer alone (pandas' index columns left out)."""
+def parquet_schema(path: str | Path) -> Any:
+    """A Parquet file's schema, read from its footer alone, with one-line errors."""
     import pyarrow.parquet as pq
 
     p = Path(path)
     if not p.exists():
         raise OptLLMError(f"{p}: file not found")
     try:
-        names = pq.read_schema(p).names
+        return pq.read_schema(p)
     except (OSError, ValueError) as e:
         raise OptLLMError(f"{p}: cannot read as Parquet: {str(e).strip().splitlines()[0] if str(e).strip() else e}") from None
+
+
+def parquet_columns(path: str | Path, schema: Any = None) -> list[str]:
+    """The column names of a Parquet file (its `schema`, read from the footer when not given),
+    pandas' index columns left out."""
+    schema = parquet_schema(path) if schema is None else schema
     try:
-        index = set((pq.read_schema(p).pandas_metadata or {}).get("index_columns") or [])
+        index = set((schema.pandas_metadata or {}).get("index_columns") or [])
     except (ValueError, TypeError):
         index = set()
     index = {c for c in index if isinstance(c, str)}  # (a RangeIndex is described by a dict, not stored)
-    return [c for c in names if not c.startswith("__index_level_") and c not in index]
+    return [c for c in schema.names if not c.startswith("__index_level_") and c not in index]
 
 
-def _on_disk_ok(p: Path, column: str, id_column: str | None) -> bool:
+def _on_disk_ok(schema: Any, column: str, id_column: str | None) -> bool:
     """Whether a Parquet text column can stay on disk: a string column that is not also the
     ids (a number or a boolean column is read into memory and made text as in a CSV)."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     if column == id_column or (id_column is None and column in ID_COLUMNS):
         return False
-    t = pq.read_schema(p).field(column).type
+    t = schema.field(column).type
     if pa.types.is_dictionary(t):
         t = t.value_type
     return pa.types.is_string(t) or pa.types.is_large_string(t)
 
 
+def _cost_rx(cost_pattern: str) -> "re.Pattern[str]":
+    """The cost columns' names as a regex, the model name its group."""
+    return re.compile("^" + re.escape(cost_pattern).replace(re.escape("{model}"), "(.+)") + "$")
+
+
 ID_COLUMNS = ("query_id", "id", "sample_id")  # a wide table's id column, when not named
-
-
 TEXT_COLUMNS = ("query", "prompt", "content", "text")  # a wide table's text column, when not named
 
 
@@ -158,11 +166,12 @@ def load_wide(
     p = Path(path)
     disk_text = None
     if df is None and is_parquet(p):  # the text column stays in the file (DiskTexts), the rest is read
-        names = parquet_columns(p)
+        schema = parquet_schema(p)
+        names = parquet_columns(p, schema)
         disk_text = text_column or next((c for c in TEXT_COLUMNS if c in names), None)
         if text_column and text_column not in names:
             raise OptLLMError(f"{p}: text column {text_column!r} not found")
-        if disk_text is not None and not _on_disk_ok(p, disk_text, id_column):
+        if disk_text is not None and not _on_disk_ok(schema, disk_text, id_column):
             disk_text = None  # read as the other formats read it (not text, or also the ids)
         df = read_table(p, columns=[c for c in names if c != disk_text])
     elif df is None:
@@ -171,7 +180,7 @@ def load_wide(
         raise OptLLMError("patterns must contain '{model}'")
     cols = [str(c) for c in df.columns]
     if models is None:
-        rx = re.compile("^" + re.escape(cost_pattern).replace(re.escape("{model}"), "(.+)") + "$")
+        rx = _cost_rx(cost_pattern)
         models = []
         for c in cols:
             mt = rx.match(c)
@@ -221,7 +230,7 @@ def _unpaired(df: pd.DataFrame, models: list[str], cost_pattern: str, correct_pa
     split or a cost) but have no cost column, so are not models: most likely a cost column
     missing or misnamed. `wide_notes` says so; they are not an error (a 0-1 feature is legal)."""
     taken = {correct_pattern.format(model=m) for m in models} | {cost_pattern.format(model=m) for m in models}
-    rx = re.compile("^" + re.escape(cost_pattern).replace(re.escape("{model}"), "(.+)") + "$")
+    rx = _cost_rx(cost_pattern)
     out = []
     for c in map(str, df.columns):
         if c in taken or c in skip or c in ID_COLUMNS or c in TEXT_COLUMNS or c == "split" or rx.match(c):

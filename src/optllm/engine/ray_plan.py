@@ -8,10 +8,10 @@ Steps (the single-process path is `optllm.planning.build_plan` → `plan_queries
    labelled sample and fit the predictor on it: the same code and seed as `build_plan`, so the
    same fitted predictor (the labelled sample is small).
 2. Workers (the cross-fits for the bounds meanwhile on a driver thread): the fitted predictor
-   (featuriser inside) and the cost matrix are put in the object store once; a `ray.data` dataset of (row, prompt) is mapped with `map_batches` in batches of
-   `batch_rows` rows, each batch predicting the means (`predict_mean`, the call
-   `predict_in_chunks` makes; rows of a fitted predictor are independent, so batches give the
-   same numbers) and writing one Parquet shard (`part-<first row>.parquet`, columns
+   (featuriser inside) and the cost matrix are put in the object store once; a `ray.data`
+   dataset of (row, prompt) is mapped with `map_batches` in batches of `batch_rows` rows, each
+   batch predicting the means (`predict_mean`, the call `predict_in_chunks` makes; rows of a
+   fitted predictor are independent, so batches give the same numbers) and writing one Parquet shard (`part-<first row>.parquet`, columns
    `p_<model>`, `cost_<model>`) into a temporary folder.
 3. Decision: the selection rules need per-query values along the whole front (the held-out
    correction routes the labelled queries at every point's dual price, the Bernoulli variance

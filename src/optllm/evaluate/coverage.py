@@ -230,7 +230,7 @@ def run_coverage(names: list[str], cfg: CoverageConfig, workers: int = 1,
     say = progress or (lambda done, total, what: None)
     t0 = time.perf_counter()
 
-    def finished(rec: SplitRecord, i: int) -> None:
+    def finished(rec: SplitRecord) -> None:
         records.append(rec)
         if store:
             store.add(rec)
@@ -239,15 +239,15 @@ def run_coverage(names: list[str], cfg: CoverageConfig, workers: int = 1,
     if records:
         say(len(records), len(all_tasks), f"{len(records)} splits from {checkpoint}")
     if workers <= 1:
-        for i, t in enumerate(tasks):
-            finished(_run_task(t), i)
+        for t in tasks:
+            finished(_run_task(t))
     else:
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
         with ProcessPoolExecutor(max_workers=workers) as pool:
-            futs = {pool.submit(_run_task, t): t for t in tasks}
-            for i, fut in enumerate(as_completed(futs)):
-                finished(fut.result(), i)
+            futs = [pool.submit(_run_task, t) for t in tasks]
+            for fut in as_completed(futs):
+                finished(fut.result())
     records.sort(key=lambda s: (names.index(s.dataset), s.fraction, s.split))
     return CoverageReport(cfg, names, records, time.perf_counter() - t0, reused=len(all_tasks) - len(tasks))
 

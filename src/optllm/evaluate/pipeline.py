@@ -144,7 +144,8 @@ def run_pipeline(data: Outcomes, cfg: RunConfig, progress: Progress | None = Non
     train, val, test = sp.parts(data)
     labelling = float(train.cost.sum() + val.cost.sum())
     extra = labelling if cfg.count_labelling_cost else 0.0
-    planned = plan_queries(train, val, inputs_of(test, stream=True), test.cost, goal, settings, extra_cost=extra, progress=say)
+    planned = plan_queries(train, val, inputs_of(test, stream=True), test.cost, goal, settings, extra_cost=extra,
+                           progress=say)
     say("evaluate")
     from optllm.optimize import pareto_front
 

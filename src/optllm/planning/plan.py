@@ -495,7 +495,8 @@ def read_plan_shards(d: str | Path, n: int, models: Sequence[str] | None = None)
     """The model name of each of the n planned queries (an object array in query order) from a
     Ray plan folder's shards part-*.parquet (query, model_name), checked: every query
     0..n-1 planned exactly once. With `models` (the plan's models, in the order the shards'
-    `model` column indexes them): each query's index into them instead, read from that column. The one reader of the shards (`dispatch`, `plan --engine ray`)."""
+    `model` column indexes them): each query's index into them instead, read from that
+    column. The one reader of the shards (`dispatch`, `plan --engine ray`)."""
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
