@@ -7,6 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 from optllm.cli import app
+from optllm.data import Outcomes
 from optllm.data.synthetic import synthetic
 from optllm.errors import OptLLMError
 from optllm.evaluate.label_budget import LabelBudgetConfig, run_one
@@ -29,9 +30,9 @@ def reveal_of(data):
 
 def test_alpha_spending_sums_to_the_error_and_favours_late_rounds() -> None:
     a = AdaptiveSettings(max_rounds=4)
-    alphas = np.array([1 - a.level(0.9, r) for r in range(1, 5)])
+    alphas = np.array([1 - a.level(0.9, r, 3000) for r in range(1, 5)])
     assert alphas.sum() == pytest.approx(0.1) and (np.diff(alphas) > 0).all()
-    assert AdaptiveSettings(max_rounds=1).level(0.9, 1) == pytest.approx(0.9)
+    assert AdaptiveSettings(max_rounds=1).level(0.9, 1, 3000) == pytest.approx(0.9)
     for bad in (dict(label_budget=0), dict(growth=1.0), dict(max_rounds=0), dict(first=2), dict(val_share=1)):
         with pytest.raises(OptLLMError):
             AdaptiveSettings(**bad)
@@ -65,6 +66,51 @@ def testprune_drops_only_models_shown_dominated() -> None:
     totals = np.array([1.0, 2.0, 0.5])  # 'bad' costs more than 'good' and is worse: dropped
     kept = prune(Y, np.arange(3), totals, 0.95)
     assert kept.tolist() == [0, 2]
+
+
+def test_a_pilot_round_comes_first_on_large_batches_and_alpha_follows_the_schedule() -> None:
+    a = AdaptiveSettings(max_rounds=4)
+    assert a.schedule(24_000) == [30, 240, 480, 960, 1920]  # a pilot, then R rounds from 1%, doubling
+    assert a.rounds(24_000) == 5 and a.size(24_000, 2) == 240
+    assert a.schedule(2_400) == [30, 60, 120, 240]  # 1% is below the pilot: no pilot
+    assert AdaptiveSettings(pilot=0).schedule(24_000) == [240, 480, 960, 1920]
+    assert AdaptiveSettings(prune=False).schedule(24_000)[0] == 240  # nothing to prune: no pilot
+    alphas = np.array([1 - a.level(0.9, r, 24_000) for r in range(1, 6)])
+    assert alphas.sum() == pytest.approx(0.1)
+    assert alphas / alphas.sum() == pytest.approx(np.array([30, 240, 480, 960, 1920]) / 3630)
+    with pytest.raises(OptLLMError, match="pilot"):
+        AdaptiveSettings(pilot=5)
+
+
+def test_prune_drops_models_dearer_than_one_that_meets_the_target_unless_shown_better() -> None:
+    rng = np.random.default_rng(1)
+    n = 300
+    base = (rng.random(n) < 0.93).astype(float)
+    same = base.copy()
+    same[rng.choice(n, 3, replace=False)] = 1.0  # dearer and a hair better: not shown better, dropped
+    much = np.ones(n)  # dearer and clearly better: kept
+    cheap = (rng.random(n) < 0.6).astype(float)  # cheaper, below the target: kept
+    Y = np.stack([base, same, much, cheap], axis=1)
+    totals = np.array([2.0, 5.0, 6.0, 1.0])
+    assert prune(Y, np.arange(4), totals, 0.95).tolist() == [0, 1, 2, 3]  # no target: dominance only
+    assert prune(Y, np.arange(4), totals, 0.95, target=0.85).tolist() == [0, 2, 3]
+    assert prune(Y, np.arange(4), totals, 0.95, target=0.95).tolist() == [0, 1, 2, 3]  # base not certified alone
+    assert prune(Y, np.arange(4), totals, 0.95, target=0.99).tolist() == [0, 1, 2, 3]  # only the dearest meets it
+
+
+def test_the_pilot_prunes_a_dear_dominated_model_before_the_first_regular_round() -> None:
+    data = synthetic(n=6000, m=4, seed=5, texts=False)
+    cost = data.cost.copy()
+    correct = data.correct.copy()
+    correct[:, 0] = 0.0  # model 0: never right, and the dearest by far
+    cost[:, 0] = 50 * cost.max()
+    world = Outcomes(query_ids=data.query_ids, models=data.models, correct=correct, cost=cost, name="w")
+    reveal, calls = reveal_of(world)
+    best = correct.mean(axis=0).max()
+    label_until_certified(None, cost, data.models, Goal(target_accuracy=best), reveal,
+                          PlanSettings(folds=3), AdaptiveSettings(max_rounds=2), seed=0)
+    assert calls[0][0].size == 30 and data.models[0] in calls[0][1]
+    assert len(calls) >= 2 and calls[1][0].size == 30 and data.models[0] not in calls[1][1]
 
 
 @pytest.mark.slow

@@ -60,7 +60,7 @@ def plan_with_labelling(ids: Sequence[str], prompts: Sequence[str], references: 
     res: Plan | None = None
     rep: LabelReport | None = None
     per_model = 0.0
-    for r in range(1, adaptive.max_rounds + 1):
+    for r in range(1, adaptive.rounds(n) + 1):
         rows = order[:want]  # sent in the random order: what a cap cuts off is a random part
         say(f"round {r}: label {want - have} new prompts with {len(active)} models")
         rep = label([ids[i] for i in rows], [prompts[i] for i in rows], references, catalogue, scorer, labels_out,
@@ -73,7 +73,7 @@ def plan_with_labelling(ids: Sequence[str], prompts: Sequence[str], references: 
         have = want
         # a pair the cap or a failure left without a label leaves its prompt unlabelled: planned
         labelled = load_long(labels_out, require_cost=False, on_missing="drop", binary=True)
-        level = adaptive.level(goal.confidence, r)
+        level = adaptive.level(goal.confidence, r, n)
         g = Goal(target_accuracy=goal.target_accuracy, confidence=level, safe=goal.safe)
         say(f"round {r}: plan {n - have} prompts at level {level:.3f}")
         res = build_plan(ids, prompts, catalogue.select(active), labelled, g, settings, val_share=val_share,
@@ -82,8 +82,8 @@ def plan_with_labelling(ids: Sequence[str], prompts: Sequence[str], references: 
         Y = _labels_matrix(labelled, res.models)
         per_model = (float(np.sum([rep.cost.get(m, 0.0) for m in res.models]) + rep.judge_cost)
                      / max(labelled.n, 1) / max(float(totals.sum()), 1e-300))
-        keep = (prune(Y, np.arange(len(res.models)), totals, level) if adaptive.prune and r < adaptive.max_rounds
-                else np.arange(len(res.models)))
+        keep = (prune(Y, np.arange(len(res.models)), totals, level, goal.target_accuracy)
+                if adaptive.prune and r < adaptive.rounds(n) else np.arange(len(res.models)))
         sel = res.selection
         ref_cost = reference_cost(Y, totals)
         stop_now, nxt = next_round(adaptive, r, have, n, spent, per_model * float(totals[keep].sum()), sel, ref_cost,

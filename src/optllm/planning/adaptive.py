@@ -5,12 +5,18 @@ Each round labels new prompts drawn uniformly at random from those not labelled 
 the predictor on every label so far, rebounds and selects the cheapest plan certified for the
 target (`selection.select`). Sizes follow a schedule fixed before any label is seen: round r
 has `first`·`growth`^(r−1) labels in all (default: 1% of the batch, at least `MIN_LABELS`,
-doubling; at most half the batch); the labels only decide whether to stop.
+doubling; at most half the batch); the labels only decide whether to stop. Where 1% of the
+batch is more than `pilot` prompts (default `MIN_LABELS`) and pruning is on, a pilot round of
+`pilot` prompts comes first: labelling every model is most of the cost, and a model clearly
+dominated (or dearer than one that already meets the target) is dropped on the pilot's labels
+before the 1% rounds are bought; the pilot comes on top of the R regular rounds.
 
-Error control across rounds (alpha spending): with R = `max_rounds` planned rounds, round r
-tests the target at level 1 − α_r with α_r = (1 − C)·w_r, w_r = g^(r−1) / Σ_j g^(j−1) (g =
-`growth`): the error is spent in proportion to the planned sample sizes (1, 2, 4, 8 for
-doubling), so the early, small rounds, which rarely certify, take little of it. The weights
+Error control across rounds (alpha spending): over the planned rounds (the pilot, if any, and
+R = `max_rounds`), round r
+tests the target at level 1 − α_r with α_r = (1 − C)·w_r, w_r = s_r / Σ_j s_j (s_r: the labels
+in all after round r on the schedule): the error is spent in proportion to the planned sample
+sizes (1, 2, 4, 8 for doubling), so the early, small rounds, which rarely certify, take little
+of it. The weights
 are fixed before any label is seen, as are the round sizes, so round r's test is a test at
 level α_r on a random sample of a size fixed in advance, and a plan certified in any round
 misses its target with probability at most Σ α_r = 1 − C, whatever the stopping rule: the
@@ -52,7 +58,8 @@ class AdaptiveSettings:
     least `MIN_LABELS`); `growth`: the most a round multiplies the labels by; `max_rounds`:
     R of the alpha spending; `val_share`: each labelled prompt's chance to validate rather
     than train the predictor; `prune`: stop labelling (and planning with) models shown
-    dominated on the labels so far (`prune`)."""
+    dominated on the labels so far (`prune`); `pilot`: prompts in a first, pruning-only round
+    where the first regular round is bigger (0: none)."""
 
     label_budget: float | None = None
     first: int | None = None
@@ -60,6 +67,7 @@ class AdaptiveSettings:
     max_rounds: int = 4
     val_share: float = 0.5
     prune: bool = True
+    pilot: int = MIN_LABELS
 
     def __post_init__(self) -> None:
         if self.label_budget is not None and not (self.label_budget > 0 and np.isfinite(self.label_budget)):
@@ -72,22 +80,35 @@ class AdaptiveSettings:
             raise OptLLMError(f"--rounds must be between 1 and 20, got {self.max_rounds}")
         if not (0 < self.val_share < 1):
             raise OptLLMError(f"--val-share must be between 0 and 1, got {self.val_share}")
+        if self.pilot != 0 and self.pilot < 10:
+            raise OptLLMError(f"the pilot round needs at least 10 prompts (0: none), got {self.pilot}")
 
-    def level(self, confidence: float, round_: int) -> float:
-        """The level round `round_` (1-based) tests at (alpha spending, module docstring)."""
-        w = self.growth ** np.arange(self.max_rounds)
+    def level(self, confidence: float, round_: int, n: int) -> float:
+        """The level round `round_` (1-based) of a batch of n tests at (alpha spending, module
+        docstring): weights in proportion to the schedule's sizes."""
+        w = np.asarray(self.schedule(n), dtype=float)
         return 1.0 - (1.0 - confidence) * float(w[round_ - 1] / w.sum())
 
     def first_size(self, n: int) -> int:
         return self.size(n, 1)
 
+    def schedule(self, n: int) -> list[int]:
+        """Labels in all after each of the R rounds of a batch of n (fixed before any label)."""
+        k = self.first if self.first is not None else max(MIN_LABELS, int(np.ceil(0.01 * n)))
+        pilot = [self.pilot] if self.prune and self.first is None and 0 < self.pilot < min(k, n // 2) else []
+        sizes = [k]
+        while len(sizes) < self.max_rounds:
+            sizes.append(max(int(np.floor(sizes[-1] * self.growth)), sizes[-1] + 1))
+        return pilot + [int(min(x, n // 2)) for x in sizes]
+
+    def rounds(self, n: int) -> int:
+        """Rounds planned for a batch of n: R, and the pilot where there is one."""
+        return len(self.schedule(n))
+
     def size(self, n: int, round_: int) -> int:
         """Labels in all after round `round_` (1-based) of a batch of n: the fixed schedule."""
-        k = self.first if self.first is not None else max(MIN_LABELS, int(np.ceil(0.01 * n)))
-        sizes = [k]
-        for _ in range(round_ - 1):
-            sizes.append(max(int(np.floor(sizes[-1] * self.growth)), sizes[-1] + 1))
-        return int(min(sizes[-1], n // 2))
+        sizes = self.schedule(n)
+        return sizes[min(round_, len(sizes)) - 1]
 
 
 @dataclass(frozen=True)
@@ -152,7 +173,7 @@ def label_until_certified(texts: np.ndarray | list[str] | None, cost: np.ndarray
     want = adaptive.first_size(n)
     stop = "rounds"
     planned: Planned | None = None
-    for r in range(1, adaptive.max_rounds + 1):
+    for r in range(1, adaptive.rounds(n) + 1):
         new = order[have:want]
         say(f"round {r}: label {new.size} prompts")
         y, c = labeller(new, tuple(models[k] for k in active))
@@ -164,10 +185,10 @@ def label_until_certified(texts: np.ndarray | list[str] | None, cost: np.ndarray
         have = want
         lab = order[:have]
         rest = np.sort(order[have:])
-        level = adaptive.level(goal.confidence, r)
+        level = adaptive.level(goal.confidence, r, n)
         g = Goal(target_accuracy=goal.target_accuracy, confidence=level, safe=goal.safe)
-        if adaptive.prune and r < adaptive.max_rounds:
-            active = prune(Y, active, totals, level)
+        if adaptive.prune and r < adaptive.rounds(n):
+            active = prune(Y, active, totals, level, goal.target_accuracy)
         per_prompt = per_model * float(totals[active].sum())
         say(f"round {r}: plan {rest.size} prompts on {have} labels, {active.size} models")
         planned = _plan(lab, Y[:, active], roles[lab], rest, txt, cost[:, active],
@@ -197,7 +218,7 @@ def next_round(adaptive: AdaptiveSettings, r: int, have: int, n: int, spent: flo
     cheapest choice's estimated cost on the prompts left (their gap bounds any saving)."""
     if sel.plan is not None and sel.reachable:
         return "certified", have
-    if r >= adaptive.max_rounds:
+    if r >= adaptive.rounds(n):
         return "rounds", have
     nxt = adaptive.size(n, r + 1)
     if n - have <= 8 or nxt <= have:
@@ -210,28 +231,41 @@ def next_round(adaptive: AdaptiveSettings, r: int, have: int, n: int, spent: flo
     return None, nxt
 
 
-def prune(Y: np.ndarray, active: np.ndarray, totals: np.ndarray, level: float) -> np.ndarray:
-    """The active models not shown dominated on the labels: model k goes when some active
-    model j costs no more on the batch and is more accurate on the same labelled prompts, by
-    a one-sided paired test at `level` (normal on the per-prompt differences). Dropped
-    models get no more labels and are no longer planned: labelling every model on every
-    prompt is most of its cost."""
+def prune(Y: np.ndarray, active: np.ndarray, totals: np.ndarray, level: float,
+          target: float | None = None) -> np.ndarray:
+    """The active models still worth labelling, on the labels `Y` so far. Model k goes when
+    - some active model j costs no more on the batch and is more accurate on the same labelled
+      prompts (dominated), or
+    - `target` is given, the cheapest model j* whose labelled accuracy meets it (its one-sided
+      Clopper-Pearson bound at `level` at or above `target`) costs less than k, and k is not
+      shown more accurate than j*: k is dearer than a model already certified on its own and no
+      better, so a plan needing k is rarely the cheapest certified;
+    "more accurate" is a one-sided paired test at `level` (normal on the per-prompt
+    differences, at least 10 pairs). Dropped models get no more labels and are no longer
+    planned: labelling every model on every prompt is most of its cost."""
     from scipy.stats import norm
 
     z = float(norm.ppf(level))
-    keep = np.ones(active.size, dtype=bool)
-    for a, k in enumerate(active):
-        for j in active:
-            if j == k or totals[j] > totals[k]:
-                continue
-            d = Y[:, j] - Y[:, k]
-            d = d[np.isfinite(d)]
-            if d.size < 10:
-                continue
-            se = float(d.std(ddof=1)) / np.sqrt(d.size)
-            if d.mean() - z * se > 0:
-                keep[a] = False
-                break
+
+    def better(j: int, k: int) -> bool:  # j shown more accurate than k
+        d = Y[:, j] - Y[:, k]
+        d = d[np.isfinite(d)]
+        if d.size < 10:
+            return False
+        return bool(d.mean() - z * float(d.std(ddof=1)) / np.sqrt(d.size) > 0)
+
+    keep = np.array([not any(j != k and totals[j] <= totals[k] and better(j, k) for j in active) for k in active])
+    if target is not None and keep.any():
+        from optllm.evaluate.uncertainty import clopper_pearson
+
+        obs = np.isfinite(Y[:, active])
+        trials = obs.sum(axis=0)
+        acc = np.nansum(Y[:, active], axis=0) / np.maximum(trials, 1)
+        low = np.atleast_1d(clopper_pearson(acc, np.maximum(trials, 1), level))
+        meets = [a for a in np.flatnonzero(keep) if trials[a] >= 10 and low[a] >= target]
+        if meets:
+            star = active[min(meets, key=lambda a: totals[active[a]])]
+            keep &= np.array([totals[k] <= totals[star] or better(k, star) for k in active])
     return active[keep] if keep.any() else active
 
 
