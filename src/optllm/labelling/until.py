@@ -82,7 +82,7 @@ def plan_with_labelling(ids: Sequence[str], prompts: Sequence[str], references: 
         Y = _labels_matrix(labelled, res.models)
         per_model = (float(np.sum([rep.cost.get(m, 0.0) for m in res.models]) + rep.judge_cost)
                      / max(labelled.n, 1) / max(float(totals.sum()), 1e-300))
-        keep = (prune(Y, np.arange(len(res.models)), totals, level, goal.target_accuracy)
+        keep = (prune(Y, np.arange(len(res.models)), totals, goal.confidence, goal.target_accuracy, level)
                 if adaptive.prune and r < adaptive.rounds(n) else np.arange(len(res.models)))
         sel = res.selection
         ref_cost = reference_cost(Y, totals)

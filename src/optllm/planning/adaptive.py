@@ -188,7 +188,7 @@ def label_until_certified(texts: np.ndarray | list[str] | None, cost: np.ndarray
         level = adaptive.level(goal.confidence, r, n)
         g = Goal(target_accuracy=goal.target_accuracy, confidence=level, safe=goal.safe)
         if adaptive.prune and r < adaptive.rounds(n):
-            active = prune(Y, active, totals, level, goal.target_accuracy)
+            active = prune(Y, active, totals, goal.confidence, goal.target_accuracy, level)
         per_prompt = per_model * float(totals[active].sum())
         say(f"round {r}: plan {rest.size} prompts on {have} labels, {active.size} models")
         planned = _plan(lab, Y[:, active], roles[lab], rest, txt, cost[:, active],
@@ -232,7 +232,7 @@ def next_round(adaptive: AdaptiveSettings, r: int, have: int, n: int, spent: flo
 
 
 def prune(Y: np.ndarray, active: np.ndarray, totals: np.ndarray, level: float,
-          target: float | None = None) -> np.ndarray:
+          target: float | None = None, target_level: float | None = None) -> np.ndarray:
     """The active models still worth labelling, on the labels `Y` so far. Model k goes when
     - some active model j costs no more on the batch and is more accurate on the same labelled
       prompts (dominated), or
@@ -241,7 +241,10 @@ def prune(Y: np.ndarray, active: np.ndarray, totals: np.ndarray, level: float,
       shown more accurate than j*: k is dearer than a model already certified on its own and no
       better, so a plan needing k is rarely the cheapest certified;
     "more accurate" is a one-sided paired test at `level` (normal on the per-prompt
-    differences, at least 10 pairs). Dropped models get no more labels and are no longer
+    differences, at least 10 pairs); the target bound is at `target_level` (default `level`).
+    `label_until_certified` prunes at the user's confidence C and bounds the target at the
+    round's level: a wrong drop costs savings, not the certificate's validity, so pruning
+    need not be held to the round's small share of the error. Dropped models get no more labels and are no longer
     planned: labelling every model on every prompt is most of its cost."""
     from scipy.stats import norm
 
@@ -261,7 +264,7 @@ def prune(Y: np.ndarray, active: np.ndarray, totals: np.ndarray, level: float,
         obs = np.isfinite(Y[:, active])
         trials = obs.sum(axis=0)
         acc = np.nansum(Y[:, active], axis=0) / np.maximum(trials, 1)
-        low = np.atleast_1d(clopper_pearson(acc, np.maximum(trials, 1), level))
+        low = np.atleast_1d(clopper_pearson(acc, np.maximum(trials, 1), target_level or level))
         meets = [a for a in np.flatnonzero(keep) if trials[a] >= 10 and low[a] >= target]
         if meets:
             star = active[min(meets, key=lambda a: totals[active[a]])]
