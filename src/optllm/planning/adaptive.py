@@ -8,16 +8,14 @@ has `first`·`growth`^(r−1) labels in all (default: 1% of the batch, at least 
 doubling; at most half the batch); the labels only decide whether to stop. Where 1% of the
 batch is more than `pilot` prompts (default `MIN_LABELS`) and pruning is on, a pilot round of
 `pilot` prompts comes first: labelling every model is most of the cost, and a model clearly
-dominated (or dearer than one that already meets the target) is dropped on the pilot's labels
+dominated (or dearer than one already certified for the target alone) is dropped on the pilot's labels
 before the 1% rounds are bought; the pilot comes on top of the R regular rounds.
 
 Error control across rounds (alpha spending): over the planned rounds (the pilot, if any, and
-R = `max_rounds`), round r
-tests the target at level 1 − α_r with α_r = (1 − C)·w_r, w_r = s_r / Σ_j s_j (s_r: the labels
-in all after round r on the schedule): the error is spent in proportion to the planned sample
-sizes (1, 2, 4, 8 for doubling), so the early, small rounds, which rarely certify, take little
-of it. The weights
-are fixed before any label is seen, as are the round sizes, so round r's test is a test at
+R = `max_rounds`), round r tests the target at level 1 − α_r with α_r = (1 − C)·w_r,
+w_r = s_r / Σ_j s_j (s_r: the labels in all after round r on the schedule): the error is spent
+in proportion to the planned sample sizes (1, 2, 4, 8 for doubling), so the early, small
+rounds, which rarely certify, take little of it. The weights are fixed before any label is seen, as are the round sizes, so round r's test is a test at
 level α_r on a random sample of a size fixed in advance, and a plan certified in any round
 misses its target with probability at most Σ α_r = 1 − C, whatever the stopping rule: the
 union bound covers every round that might have been the one that stopped. (Pruning chooses
@@ -93,7 +91,8 @@ class AdaptiveSettings:
         return self.size(n, 1)
 
     def schedule(self, n: int) -> list[int]:
-        """Labels in all after each of the R rounds of a batch of n (fixed before any label)."""
+        """Labels in all after each planned round (the pilot, if any, then R) of a batch of n,
+        fixed before any label is seen."""
         k = self.first if self.first is not None else max(MIN_LABELS, int(np.ceil(0.01 * n)))
         pilot = [self.pilot] if self.prune and self.first is None and 0 < self.pilot < min(k, n // 2) else []
         sizes = [k]
@@ -237,15 +236,16 @@ def prune(Y: np.ndarray, active: np.ndarray, totals: np.ndarray, level: float,
     - some active model j costs no more on the batch and is more accurate on the same labelled
       prompts (dominated), or
     - `target` is given, the cheapest model j* whose labelled accuracy meets it (its one-sided
-      Clopper-Pearson bound at `level` at or above `target`) costs less than k, and k is not
+      Clopper-Pearson bound at `target_level` at or above `target`) costs less than k, and k is not
       shown more accurate than j*: k is dearer than a model already certified on its own and no
       better, so a plan needing k is rarely the cheapest certified;
     "more accurate" is a one-sided paired test at `level` (normal on the per-prompt
     differences, at least 10 pairs); the target bound is at `target_level` (default `level`).
     `label_until_certified` prunes at the user's confidence C and bounds the target at the
     round's level: a wrong drop costs savings, not the certificate's validity, so pruning
-    need not be held to the round's small share of the error. Dropped models get no more labels and are no longer
-    planned: labelling every model on every prompt is most of its cost."""
+    need not be held to the round's small share of the error. Dropped models get no more
+    labels and are no longer planned: labelling every model on every prompt is most of its
+    cost."""
     from scipy.stats import norm
 
     z = float(norm.ppf(level))
