@@ -45,15 +45,33 @@ def test_rounds_grow_never_relabel_and_respect_the_label_budget() -> None:
     best = data.correct.mean(axis=0).max()
     reveal, calls = reveal_of(data)
     budget = 0.02 * float(data.cost.sum())
-    res = label_until_certified(data.texts, data.cost, data.models, Goal(target_accuracy=1.05 * best),
+    res = label_until_certified(data.texts, data.cost, data.models, Goal(target_accuracy=best),
                                 reveal, PlanSettings(folds=3), AdaptiveSettings(label_budget=budget), seed=1)
     rows = np.concatenate([c[0] for c in calls])
     assert np.unique(rows).size == rows.size == res.labelled.size  # no prompt labelled twice
     assert res.label_cost <= budget + 1e-12 and not res.certified
-    assert res.stop in ("label-budget", "rounds", "no-gain")
+    assert res.stop == "label-budget" and len(res.rounds) >= 2
     sizes = [r.n_labelled for r in res.rounds]
     assert sizes == sorted(sizes) and all(b <= 2 * a for a, b in zip(sizes, sizes[1:]))
     assert np.intersect1d(res.rest, res.labelled).size == 0 and res.rest.size + res.labelled.size == data.n
+
+
+def test_no_gain_once_no_plan_can_reach_the_target_even_at_its_upper_bound() -> None:
+    """A target above every model's accuracy: once no plan's upper bound at C reaches it, no
+    round could pay for itself, so labelling stops before the schedule runs out; the further
+    the target is out of reach, the sooner."""
+    data = synthetic(n=3000, m=5, seed=3, texts=True, hidden=1.0)
+    best = data.correct.mean(axis=0).max()
+    settings = AdaptiveSettings()
+    stopped = []
+    for target in (1.05 * best, best + 0.9 * (1 - best)):
+        reveal, calls = reveal_of(data)
+        res = label_until_certified(data.texts, data.cost, data.models, Goal(target_accuracy=target),
+                                    reveal, PlanSettings(folds=3), settings, seed=1)
+        assert res.stop == "no-gain" and not res.certified and len(res.rounds) == len(calls)
+        assert res.labelled.size < settings.schedule(data.n)[-1]
+        stopped.append(len(res.rounds))
+    assert stopped[1] < stopped[0] < settings.rounds(data.n)
 
 
 def testprune_drops_only_models_shown_dominated() -> None:
@@ -73,7 +91,7 @@ def test_a_pilot_round_comes_first_on_large_batches_and_alpha_follows_the_schedu
     assert a.schedule(24_000) == [30, 240, 480, 960, 1920]  # a pilot, then R rounds from 1%, doubling
     assert a.rounds(24_000) == 5 and a.size(24_000, 2) == 240
     assert a.schedule(2_400) == [30, 60, 120, 240]  # 1% is below the pilot: no pilot
-    assert AdaptiveSettings(pilot=0).schedule(24_000) == [240, 480, 960, 1920]
+    assert AdaptiveSettings(pilot=0, max_rounds=4).schedule(24_000) == [240, 480, 960, 1920]
     assert AdaptiveSettings(prune=False).schedule(24_000)[0] == 240  # nothing to prune: no pilot
     alphas = np.array([1 - a.level(0.9, r, 24_000) for r in range(1, 6)])
     assert alphas.sum() == pytest.approx(0.1)
@@ -107,10 +125,35 @@ def test_the_pilot_prunes_a_dear_dominated_model_before_the_first_regular_round(
     world = Outcomes(query_ids=data.query_ids, models=data.models, correct=correct, cost=cost, name="w")
     reveal, calls = reveal_of(world)
     best = correct.mean(axis=0).max()
-    label_until_certified(None, cost, data.models, Goal(target_accuracy=best), reveal,
+    label_until_certified(None, cost, data.models, Goal(target_accuracy=0.95 * best), reveal,
                           PlanSettings(folds=3), AdaptiveSettings(max_rounds=2), seed=0)
     assert calls[0][0].size == 30 and data.models[0] in calls[0][1]
     assert len(calls) >= 2 and calls[1][0].size == 30 and data.models[0] not in calls[1][1]
+
+
+def test_a_dear_model_no_better_than_one_meeting_the_target_at_c_gets_no_more_labels() -> None:
+    """The target rule prunes at the user's confidence, not at the round's small share of it:
+    30 right answers out of 30 put the middle model's bound at 0.1^(1/30) = 0.926 at C = 0.9
+    (above the target 0.9) but at 0.85 at round one's level, so only the former drops the dear
+    twin after round one."""
+    n = 2400
+    rng = np.random.default_rng(2)
+    correct = np.stack([(rng.random(n) < 0.5), np.ones(n), np.ones(n)], axis=1).astype(float)
+    cost = np.tile([0.1, 0.6, 1.0], (n, 1))
+    world = Outcomes(query_ids=np.arange(n), models=("cheap", "mid", "dear"), correct=correct, cost=cost, name="w")
+    reveal, calls = reveal_of(world)
+    settings = AdaptiveSettings()
+    assert settings.level(0.9, 1, n) > 0.99  # round one alone could not drop it
+    label_until_certified(None, cost, world.models, Goal(target_accuracy=0.9, confidence=0.9), reveal,
+                          PlanSettings(folds=3), settings, seed=0)
+    assert "dear" in calls[0][1] and len(calls) >= 2 and "dear" not in calls[1][1] and "mid" in calls[1][1]
+
+
+def test_the_schedule_stops_at_half_the_batch_so_no_error_is_spent_on_rounds_that_cannot_run() -> None:
+    a = AdaptiveSettings(max_rounds=6)
+    assert a.schedule(300) == [30, 60, 120, 150]
+    assert a.schedule(2_400) == [30, 60, 120, 240, 480, 960]
+    assert sum(1 - a.level(0.9, r, 300) for r in range(1, 5)) == pytest.approx(0.1)
 
 
 @pytest.mark.slow

@@ -10,6 +10,7 @@ from rich.table import Table
 
 from optllm.cli.app import app, console, emit_json
 from optllm.cli.coverage_cmds import _floats
+from optllm.planning.adaptive import AdaptiveSettings
 
 LABEL_BUDGET_FILES = ("label_budget.json", "label_budget.md", "label_budget.png")
 
@@ -21,7 +22,7 @@ def label_budget(
     fractions: str = typer.Option("0.01,0.02,0.05,0.1", help="Fixed label fractions to compare: each labels this share to train and the same share to validate."),
     targets: str = typer.Option("0.97,0.99,1", help="Accuracy targets as shares of the best single LLM's realised accuracy."),
     confidence: float = typer.Option(0.9, help="Confidence of the certified target (the adaptive rule spends it over its rounds)."),
-    rounds: int = typer.Option(4, help="Rounds of the adaptive rule (R of its alpha spending)."),
+    rounds: int = typer.Option(AdaptiveSettings.max_rounds, help="Rounds of the adaptive rule (R of its alpha spending)."),
     predictor: str = typer.Option("default", help="Predictor (as in `optllm run`)."),
     seed: int = typer.Option(0, help="Seed of the first split; split r uses seed + r."),
     out: str = typer.Option(None, help="Write label_budget.json, label_budget.md and label_budget.png (net saving against labels) here."),

@@ -13,6 +13,7 @@ from optllm.cli.app import app, console, emit_json, err_console
 from optllm.cli.run_cmds import stages
 from optllm.errors import OptLLMError
 from optllm.evaluate.uncertainty import DEFAULT_ESTIMATOR
+from optllm.planning.adaptive import AdaptiveSettings
 
 
 @app.command()
@@ -78,7 +79,7 @@ def plan(
     label_budget: Optional[float] = typer.Option(None, "--label-budget", help="Label in rounds until --target-accuracy is certified, spending at most this many USD on labelling (every candidate model answers each labelled prompt; needs --scorer and reference answers in PROMPTS)."),
     scorer: str = typer.Option("normalised", "--scorer", help="With --label-budget: how answers are scored (as in `optllm label`)."),
     reference_column: str = typer.Option("reference", "--reference-column", help="With --label-budget: the column of PROMPTS holding reference answers."),
-    rounds: int = typer.Option(4, "--rounds", help="With --label-budget: labelling rounds planned (the confidence is spent over them)."),
+    rounds: int = typer.Option(AdaptiveSettings.max_rounds, "--rounds", help="With --label-budget: labelling rounds planned (the confidence is spent over them)."),
     budget: Optional[float] = typer.Option(None, "--budget", help=opt.BUDGET),
     target: Optional[float] = typer.Option(None, "--target-accuracy", help=opt.TARGET),
     confidence: float = typer.Option(0.9, "--confidence", help=opt.CONFIDENCE),
@@ -198,7 +199,6 @@ def _plan_labelling(prompts: Path, cat, labels: Path, goal, settings, budget: fl
     """`plan --label-budget`: `labelling.until.plan_with_labelling` on PROMPTS' own references."""
     from optllm.labelling import parse_scorer, read_references
     from optllm.labelling.until import plan_with_labelling
-    from optllm.planning.adaptive import AdaptiveSettings
     from optllm.planning.prompts import read_prompt_table
 
     sc = parse_scorer(scorer)

@@ -38,7 +38,7 @@ class LabelBudgetConfig:
     fractions: tuple[float, ...] = (0.01, 0.02, 0.05, 0.1)
     shares: tuple[float, ...] = (0.97, 0.99, 1.0)
     confidence: float = 0.9
-    max_rounds: int = 4
+    max_rounds: int = AdaptiveSettings.max_rounds
     predictor: str = "default"
     folds: int = 5
     seed: int = 0

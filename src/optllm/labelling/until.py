@@ -18,7 +18,7 @@ from optllm.cost import Catalogue
 from optllm.errors import OptLLMError
 from optllm.labelling.label import LabelReport, label
 from optllm.labelling.scorers import Scorer
-from optllm.planning.adaptive import AdaptiveSettings, Round, next_round, prune, reference_cost
+from optllm.planning.adaptive import AdaptiveSettings, Round, hope_cost, next_round, observe, prune, reference_cost
 from optllm.planning.core import PlanSettings
 from optllm.planning.plan import Plan, build_plan
 from optllm.selection import Goal
@@ -56,6 +56,7 @@ def plan_with_labelling(ids: Sequence[str], prompts: Sequence[str], references: 
     active = list(catalogue.names)
     want = adaptive.first_size(n)
     rounds: list[Round] = []
+    seen: dict[str, tuple[float, float]] = {}
     have, stop = 0, "rounds"
     res: Plan | None = None
     rep: LabelReport | None = None
@@ -82,12 +83,14 @@ def plan_with_labelling(ids: Sequence[str], prompts: Sequence[str], references: 
         Y = _labels_matrix(labelled, res.models)
         per_model = (float(np.sum([rep.cost.get(m, 0.0) for m in res.models]) + rep.judge_cost)
                      / max(labelled.n, 1) / max(float(totals.sum()), 1e-300))
-        keep = (prune(Y, np.arange(len(res.models)), totals, goal.confidence, goal.target_accuracy, level)
+        keep = (prune(Y, np.arange(len(res.models)), totals, goal.confidence, goal.target_accuracy)
                 if adaptive.prune and r < adaptive.rounds(n) else np.arange(len(res.models)))
         sel = res.selection
-        ref_cost = reference_cost(Y, totals)
-        stop_now, nxt = next_round(adaptive, r, have, n, spent, per_model * float(totals[keep].sum()), sel, ref_cost,
-                                   float(res.costs.mean.min(axis=1).sum()))
+        observe(seen, res.models, Y, totals, n - have)
+        ref_cost = reference_cost(seen, n - have)
+        per_prompt = per_model * float(totals[keep].sum())
+        hope = hope_cost(res.planned, res.costs.mean, float(goal.target_accuracy), goal.confidence)
+        stop_now, nxt = next_round(adaptive, r, have, n, spent, per_prompt, sel, ref_cost, hope)
         if rep.missing and stop_now != "certified":
             stop_now = stop
         rounds.append(Round(r, have, spent, level, stop_now == "certified",
