@@ -144,9 +144,13 @@ def test_a_dear_model_no_better_than_one_meeting_the_target_at_c_gets_no_more_la
     reveal, calls = reveal_of(world)
     settings = AdaptiveSettings()
     assert settings.level(0.9, 1, n) > 0.99  # round one alone could not drop it
+    said: list[str] = []
     label_until_certified(None, cost, world.models, Goal(target_accuracy=0.9, confidence=0.9), reveal,
-                          PlanSettings(folds=3), settings, seed=0)
+                          PlanSettings(folds=3), settings, seed=0, progress=said.append)
     assert "dear" in calls[0][1] and len(calls) >= 2 and "dear" not in calls[1][1] and "mid" in calls[1][1]
+    # as `plan --label-budget` does: a round plans on every model it labelled, then prunes for the next
+    plans = [x for x in said if ": plan " in x]
+    assert plans[0].endswith("3 models") and plans[1].endswith("2 models"), plans
 
 
 def test_the_schedule_stops_at_half_the_batch_so_no_error_is_spent_on_rounds_that_cannot_run() -> None:

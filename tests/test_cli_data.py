@@ -85,3 +85,17 @@ def test_negative_or_text_token_counts_in_labels_are_refused(tmp_path) -> None:
         load_long(p, require_cost=False)
     p.write_text("query_id,model,correct,prompt_tokens\nq1,a,1,\nq1,b,0,3\n")
     assert load_long(p, require_cost=False).n == 1  # unknown (empty) is allowed
+
+
+def test_tables_are_not_cut_to_80_columns_in_a_pipe() -> None:
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    r = subprocess.run([sys.executable, "-c", "from optllm.cli import main; main()", "datasets"],
+                       capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode == 0, r.stderr
+    assert max(len(x) for x in r.stdout.splitlines()) > 80  # stdout is a pipe here, not a terminal
+    assert "legal yes/no questions (FrugalGPT/OptLLM), 2,160 × 12" in r.stdout  # the description is whole
+    narrow = subprocess.run([sys.executable, "-c", "from optllm.cli import main; main()", "datasets"],
+                            capture_output=True, text=True, timeout=120, env={**env, "COLUMNS": "80"})
+    assert max(len(x) for x in narrow.stdout.splitlines()) <= 80  # the user's COLUMNS still wins

@@ -76,6 +76,14 @@ def test_errors_name_file_model_and_field(entry: dict, field: str, words: str) -
     assert "sk-abcdef123" not in msg  # a key pasted by mistake is never echoed
 
 
+def test_typo_inside_batch_lists_the_tiers_fields() -> None:
+    with pytest.raises(OptLLMError) as e:
+        cat(m("a", batch={"discont": 0.5}))
+    msg = str(e.value)
+    assert "field 'batch.discont'" in msg and "allowed: input_per_million, output_per_million, discount" in msg
+    assert "max_output_tokens" not in msg  # the model's own fields are not the ones to choose from there
+
+
 def test_structural_errors(tmp_path: Path) -> None:
     with pytest.raises(OptLLMError, match="duplicate model name"):
         cat(m("a"), m("a"))

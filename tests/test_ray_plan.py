@@ -105,6 +105,8 @@ def test_bad_options_exit_2_one_line(ws, tmp_path):
     for extra, msg in ((["--engine", "spark"], "--engine must be local or ray"),
                        (["--address", "x:1"], "--address and --batch-rows are for --engine ray"),
                        (["--engine", "ray", "--batch-rows", "0"], "--batch-rows must be"),
+                       (["--quantile", "0"], "--quantile must be in [0.5, 1), got 0.0"),
+                       (["--engine", "ray", "--quantile", "1"], "--quantile must be in [0.5, 1), got 1.0"),
                        (["--engine", "ray", "--label-budget", "1"], "--label-budget is not available")):
         r = runner.invoke(app, _args(ws, tmp_path / "o", "--budget", "0.3", *extra))
         assert r.exit_code == 2, (extra, r.output)

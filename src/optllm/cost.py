@@ -402,7 +402,8 @@ def _format_error(source: str, label: str, err: ValidationError) -> str:
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, "):]
     if e["type"] == "extra_forbidden":
-        msg = "unknown field (typo?); allowed: " + ", ".join(ModelSpec.model_fields)
+        inner = len(e["loc"]) > 1 and e["loc"][0] == "batch"  # a typo inside `batch:` lists the tier's fields
+        msg = "unknown field (typo?); allowed: " + ", ".join((BatchTier if inner else ModelSpec).model_fields)
     elif e["type"] == "missing":
         msg = "required field is missing"
     where = f"{source}: {label}" + (f", field {loc!r}" if loc else "")

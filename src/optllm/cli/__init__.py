@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import sys
 from typing import Any, Callable
 
 import typer
 
-from optllm.cli.app import app, err_console
+from optllm.cli.app import app, console, err_console
 from optllm.errors import OptLLMError
 from optllm.secrets import redact
 
@@ -89,6 +90,8 @@ for _cmd in app.registered_commands:
 
 def main() -> None:
     """Console-script entry point."""
+    if not console.is_terminal and not os.environ.get("COLUMNS"):
+        console.width = 160  # a pipe, a file or a CI log: rich's 80 columns would cut the tables' columns
     try:
         app()
     except OptLLMError as e:  # raised outside a command (should not happen)

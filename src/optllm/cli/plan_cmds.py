@@ -119,6 +119,8 @@ def plan(
 
     if engine not in ("local", "ray"):
         raise OptLLMError(f"--engine must be local or ray, got {engine!r}")
+    if not 0.5 <= quantile < 1:  # said before any data is read, with the option's name
+        raise OptLLMError(f"--quantile must be in [0.5, 1), got {quantile}")
     if engine == "local" and (address is not None or batch_rows != 4096):
         raise OptLLMError("--address and --batch-rows are for --engine ray")
     if engine == "ray":

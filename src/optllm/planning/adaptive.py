@@ -3,9 +3,14 @@ rounds until the plan is certified, more labels stop paying, or the labelling bu
 
 Each round labels new prompts drawn uniformly at random from those not labelled yet, refits
 the predictor on every label so far, rebounds and selects the cheapest plan certified for the
-target (`selection.select`). Sizes follow a schedule fixed before any label is seen: round r
-has `first`·`growth`^(r−1) labels in all (default: 1% of the batch, at least `MIN_LABELS`,
-doubling; at most half the batch); the labels only decide whether to stop. Where 1% of the
+target (`selection.select`) among every model labelled in the round; only then are the models
+shown not worth more labels (`prune`) dropped from the rounds that follow (the same order as
+`labelling.until`, the real path, so `optllm label-budget` measures what `plan --label-budget`
+does).
+
+Sizes follow a schedule fixed before any label is seen: round r has `first`·`growth`^(r−1)
+labels in all (default: 1% of the batch, at least `MIN_LABELS`, doubling; at most half the
+batch); the labels only decide whether to stop. Where 1% of the
 batch is more than `pilot` prompts (default `MIN_LABELS`) and pruning is on, a pilot round of
 `pilot` prompts comes first: labelling every model is most of the cost, and a model clearly
 dominated (or dearer than one already certified for the target alone) is dropped on the pilot's labels
@@ -15,8 +20,9 @@ Error control across rounds (alpha spending): over the planned rounds (the pilot
 R = `max_rounds`), round r tests the target at level 1 − α_r with α_r = (1 − C)·w_r,
 w_r = s_r / Σ_j s_j (s_r: the labels in all after round r on the schedule): the error is spent
 in proportion to the planned sample sizes (1, 2, 4, 8 for doubling), so the early, small
-rounds, which rarely certify, take little of it. The weights are fixed before any label is seen, as are the round sizes, so round r's test is a test at
-level α_r on a random sample of a size fixed in advance, and a plan certified in any round
+rounds, which rarely certify, take little of it. The weights are fixed before any label is
+seen, as are the round sizes, so round r's test is a test at level α_r on a random sample of
+a size fixed in advance, and a plan certified in any round
 misses its target with probability at most Σ α_r = 1 − C, whatever the stopping rule: the
 union bound covers every round that might have been the one that stopped. (Pruning chooses
 the candidate models from the same labels; that choice is not covered by the argument, and
@@ -192,9 +198,7 @@ def label_until_certified(texts: np.ndarray | list[str] | None, cost: np.ndarray
         level = adaptive.level(goal.confidence, r, n)
         g = Goal(target_accuracy=goal.target_accuracy, confidence=level, safe=goal.safe)
         observe(seen, [models[k] for k in active], Y[:, active], cost[np.ix_(rest, active)].sum(axis=0), rest.size)
-        if adaptive.prune and r < adaptive.rounds(n):
-            active = prune(Y, active, totals, goal.confidence, goal.target_accuracy)
-        per_prompt = per_model * float(totals[active].sum())
+        # plan on every model labelled this round, then prune for the next (as `labelling.until` does)
         say(f"round {r}: plan {rest.size} prompts on {have} labels, {active.size} models")
         planned = _plan(lab, Y[:, active], roles[lab], rest, txt, cost[:, active],
                         tuple(models[k] for k in active), g, settings)
@@ -202,12 +206,16 @@ def label_until_certified(texts: np.ndarray | list[str] | None, cost: np.ndarray
         ref_cost = reference_cost(seen, rest.size)
         plan_cost = None if sel.plan is None else float(sel.plan.cost)
         hope = hope_cost(planned, cost[np.ix_(rest, active)], float(goal.target_accuracy), goal.confidence)
+        keep = (prune(Y, active, totals, goal.confidence, goal.target_accuracy)
+                if adaptive.prune and r < adaptive.rounds(n) else active)
+        per_prompt = per_model * float(totals[keep].sum())
         stop_now, nxt = next_round(adaptive, r, have, n, spent, per_prompt, sel, ref_cost, hope)
         certified = stop_now == "certified"
         rounds.append(Round(r, have, spent, level, certified, plan_cost, ref_cost, sel.labels_needed, stop_now))
         if stop_now is not None:
             stop = stop_now
             break
+        active = keep
         want = nxt
     assert planned is not None
     lab = order[:have]
