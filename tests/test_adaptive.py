@@ -91,6 +91,8 @@ def test_a_pilot_round_comes_first_on_large_batches_and_alpha_follows_the_schedu
     assert a.schedule(24_000) == [30, 240, 480, 960, 1920]  # a pilot, then R rounds from 1%, doubling
     assert a.rounds(24_000) == 5 and a.size(24_000, 2) == 240
     assert a.schedule(2_400) == [30, 60, 120, 240]  # 1% is below the pilot: no pilot
+    assert a.schedule(3_178) == [32, 64, 128, 256]  # 1% is under twice the pilot: none
+    assert a.schedule(6_000)[:2] == [30, 60]  # twice: a pilot
     assert AdaptiveSettings(pilot=0, max_rounds=4).schedule(24_000) == [240, 480, 960, 1920]
     assert AdaptiveSettings(prune=False).schedule(24_000)[0] == 240  # nothing to prune: no pilot
     alphas = np.array([1 - a.level(0.9, r, 24_000) for r in range(1, 6)])

@@ -11,7 +11,7 @@ does).
 Sizes follow a schedule fixed before any label is seen: round r has `first`·`growth`^(r−1)
 labels in all (default: 1% of the batch, at least `MIN_LABELS`, doubling; at most half the
 batch); the labels only decide whether to stop. Where 1% of the
-batch is more than `pilot` prompts (default `MIN_LABELS`) and pruning is on, a pilot round of
+batch is at least twice `pilot` prompts (default `MIN_LABELS`) and pruning is on, a pilot round of
 `pilot` prompts comes first: labelling every model is most of the cost, and a model clearly
 dominated (or dearer than one already certified for the target alone) is dropped on the pilot's labels
 before the 1% rounds are bought; the pilot comes on top of the R regular rounds.
@@ -66,7 +66,7 @@ class AdaptiveSettings:
     R of the alpha spending; `val_share`: each labelled prompt's chance to validate rather
     than train the predictor; `prune`: stop labelling (and planning with) models shown
     dominated on the labels so far (`prune`); `pilot`: prompts in a first, pruning-only round
-    where the first regular round is bigger (0: none)."""
+    where the first regular round is at least twice as big (0: none)."""
 
     label_budget: float | None = None
     first: int | None = None
@@ -103,7 +103,10 @@ class AdaptiveSettings:
         """Labels in all after each planned round (the pilot, if any, then R) of a batch of n,
         fixed before any label is seen."""
         k = self.first if self.first is not None else max(MIN_LABELS, int(np.ceil(0.01 * n)))
-        pilot = [self.pilot] if self.prune and self.first is None and 0 < self.pilot < min(k, n // 2) else []
+        # a pilot only where the first regular round is at least twice its size (a pilot of 30
+        # before a round of 32 would buy 2 labels with a round's share of the error)
+        wanted = self.prune and self.first is None and 0 < self.pilot and 2 * self.pilot <= min(k, n // 2)
+        pilot = [self.pilot] if wanted else []
         cap = max(n // 2, 1)
         sizes = [min(k, cap)]
         while len(sizes) < self.max_rounds and sizes[-1] < cap:  # no round planned past the cap
