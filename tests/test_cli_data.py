@@ -33,9 +33,9 @@ def test_datasets_lists_registry() -> None:
     assert {"overruling", "logparsing", "routerbench", "routellm", "synthetic", "demo"} <= names
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess:
+def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", "from optllm.cli import main; main()", *args],
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=120, env=env)
 
 
 def test_bad_input_exit_2_one_line(tmp_path) -> None:
@@ -91,11 +91,9 @@ def test_tables_are_not_cut_to_80_columns_in_a_pipe() -> None:
     import os
 
     env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
-    r = subprocess.run([sys.executable, "-c", "from optllm.cli import main; main()", "datasets"],
-                       capture_output=True, text=True, timeout=120, env=env)
+    r = _cli("datasets", env=env)
     assert r.returncode == 0, r.stderr
     assert max(len(x) for x in r.stdout.splitlines()) > 80  # stdout is a pipe here, not a terminal
     assert "legal yes/no questions (FrugalGPT/OptLLM), 2,160 × 12" in r.stdout  # the description is whole
-    narrow = subprocess.run([sys.executable, "-c", "from optllm.cli import main; main()", "datasets"],
-                            capture_output=True, text=True, timeout=120, env={**env, "COLUMNS": "80"})
+    narrow = _cli("datasets", env={**env, "COLUMNS": "80"})
     assert max(len(x) for x in narrow.stdout.splitlines()) <= 80  # the user's COLUMNS still wins

@@ -602,6 +602,12 @@ def observed_completion_tokens(labelled: Any, catalogue: Catalogue,
     return ct, pt, sources
 
 
+def check_quantile(quantile: float, name: str = "output-token quantile") -> None:
+    """The upper quantile of the output length: in [0.5, 1) (`name`: what the message calls it)."""
+    if not 0.5 <= quantile < 1:
+        raise OptLLMError(f"{name} must be in [0.5, 1), got {quantile}")
+
+
 def fit_output_tokens(
     catalogue: Catalogue,
     completion: np.ndarray | None = None,
@@ -614,8 +620,7 @@ def fit_output_tokens(
     unknown) in catalogue order. Models without data use `expected_output_tokens` (sd = half
     of it) or, failing that, `max_output_tokens` for mean and upper (the pessimistic bound).
     With `regression`, completion ≈ a + b·prompt per model (least squares on ≥ 8 samples)."""
-    if not 0.5 <= quantile < 1:
-        raise OptLLMError(f"output-token quantile must be in [0.5, 1), got {quantile}")
+    check_quantile(quantile)
     m = len(catalogue)
     cap = np.array([s.max_output_tokens for s in catalogue.models], dtype=np.float64)
     med, mean, std, up, nobs = (np.zeros(m) for _ in range(5))

@@ -111,7 +111,7 @@ def plan(
     prices. With --risk the budget also holds for the realised cost at that probability.
     Exit code 0 with a plan, 1 when the target cannot be certified (no plan.csv; the output
     says how many labels might do and the command that adds them), 2 on bad input."""
-    from optllm.cost import load_catalogue
+    from optllm.cost import check_quantile, load_catalogue
     from optllm.data import load_long
     from optllm.io import check_output_dir
     from optllm.planning import PLAN_FILES, PlanSettings, build_plan, read_prompts, write_plan
@@ -119,8 +119,7 @@ def plan(
 
     if engine not in ("local", "ray"):
         raise OptLLMError(f"--engine must be local or ray, got {engine!r}")
-    if not 0.5 <= quantile < 1:  # said before any data is read, with the option's name
-        raise OptLLMError(f"--quantile must be in [0.5, 1), got {quantile}")
+    check_quantile(quantile, "--quantile")  # said before any data is read, with the option's name
     if engine == "local" and (address is not None or batch_rows != 4096):
         raise OptLLMError("--address and --batch-rows are for --engine ray")
     if engine == "ray":

@@ -1,7 +1,7 @@
 """`optllm plan --label-budget`: label a user's prompts in rounds until the target is certified.
 
 The same rounds as `planning.adaptive` (sizes, alpha spending, pruning, stops: one rule,
-`next_round` and `prune`), with real labels: each round sends the new prompts to every
+`next_round` and `for_next_round`), with real labels: each round sends the new prompts to every
 model still a candidate through `label` (so the labelling budget is also the dispatcher's
 hard spend cap, and a re-run resumes without sending anything twice), then plans every
 unlabelled prompt with `build_plan`, as `optllm plan --labels` would, at the round's level.
@@ -18,7 +18,8 @@ from optllm.cost import Catalogue
 from optllm.errors import OptLLMError
 from optllm.labelling.label import LabelReport, label
 from optllm.labelling.scorers import Scorer
-from optllm.planning.adaptive import AdaptiveSettings, Round, hope_cost, next_round, observe, prune, reference_cost
+from optllm.planning.adaptive import (AdaptiveSettings, Round, for_next_round, hope_cost, next_round, observe,
+                                      reference_cost)
 from optllm.planning.core import PlanSettings
 from optllm.planning.plan import Plan, build_plan
 from optllm.selection import Goal
@@ -83,8 +84,7 @@ def plan_with_labelling(ids: Sequence[str], prompts: Sequence[str], references: 
         Y = _labels_matrix(labelled, res.models)
         per_model = (float(np.sum([rep.cost.get(m, 0.0) for m in res.models]) + rep.judge_cost)
                      / max(labelled.n, 1) / max(float(totals.sum()), 1e-300))
-        keep = (prune(Y, np.arange(len(res.models)), totals, goal.confidence, goal.target_accuracy)
-                if adaptive.prune and r < adaptive.rounds(n) else np.arange(len(res.models)))
+        keep = for_next_round(adaptive, r, n, Y, np.arange(len(res.models)), totals, goal)
         sel = res.selection
         observe(seen, res.models, Y, totals, n - have)
         ref_cost = reference_cost(seen, n - have)

@@ -10,9 +10,9 @@ does).
 
 Sizes follow a schedule fixed before any label is seen: round r has `first`·`growth`^(r−1)
 labels in all (default: 1% of the batch, at least `MIN_LABELS`, doubling; at most half the
-batch); the labels only decide whether to stop. Where 1% of the
-batch is at least twice `pilot` prompts (default `MIN_LABELS`) and pruning is on, a pilot round of
-`pilot` prompts comes first: labelling every model is most of the cost, and a model clearly
+batch); the labels only decide whether to stop. Where 1% of the batch is at least twice
+`pilot` prompts (default `MIN_LABELS`) and pruning is on, a pilot round of `pilot` prompts
+comes first: labelling every model is most of the cost, and a model clearly
 dominated (or dearer than one already certified for the target alone) is dropped on the pilot's labels
 before the 1% rounds are bought; the pilot comes on top of the R regular rounds.
 
@@ -22,9 +22,9 @@ w_r = s_r / Σ_j s_j (s_r: the labels in all after round r on the schedule): the
 in proportion to the planned sample sizes (1, 2, 4, 8 for doubling), so the early, small
 rounds, which rarely certify, take little of it. The weights are fixed before any label is
 seen, as are the round sizes, so round r's test is a test at level α_r on a random sample of
-a size fixed in advance, and a plan certified in any round
-misses its target with probability at most Σ α_r = 1 − C, whatever the stopping rule: the
-union bound covers every round that might have been the one that stopped. (Pruning chooses
+a size fixed in advance, and a plan certified in any round misses its target with
+probability at most Σ α_r = 1 − C, whatever the stopping rule: the union bound covers every
+round that might have been the one that stopped. (Pruning chooses
 the candidate models from the same labels; that choice is not covered by the argument, and
 `optllm label-budget` measures the promise with it.)
 
@@ -209,8 +209,7 @@ def label_until_certified(texts: np.ndarray | list[str] | None, cost: np.ndarray
         ref_cost = reference_cost(seen, rest.size)
         plan_cost = None if sel.plan is None else float(sel.plan.cost)
         hope = hope_cost(planned, cost[np.ix_(rest, active)], float(goal.target_accuracy), goal.confidence)
-        keep = (prune(Y, active, totals, goal.confidence, goal.target_accuracy)
-                if adaptive.prune and r < adaptive.rounds(n) else active)
+        keep = for_next_round(adaptive, r, n, Y, active, totals, goal)
         per_prompt = per_model * float(totals[keep].sum())
         stop_now, nxt = next_round(adaptive, r, have, n, spent, per_prompt, sel, ref_cost, hope)
         certified = stop_now == "certified"
@@ -267,6 +266,16 @@ def hope_cost(planned: Planned, cost: np.ndarray, target: float, confidence: flo
                 best = float(totals[k])
                 break
     return best
+
+
+def for_next_round(adaptive: AdaptiveSettings, r: int, n: int, Y: np.ndarray, active: np.ndarray,
+                   totals: np.ndarray, goal: Goal) -> np.ndarray:
+    """The models to label after round r (planned on all of `active`) of a batch of n: `active`
+    pruned at the user's confidence (`prune`), or all of it when pruning is off or r is the
+    last planned round. One rule for the simulation and `labelling.until`."""
+    if adaptive.prune and r < adaptive.rounds(n):
+        return prune(Y, active, totals, goal.confidence, goal.target_accuracy)
+    return active
 
 
 def prune(Y: np.ndarray, active: np.ndarray, totals: np.ndarray, level: float,
