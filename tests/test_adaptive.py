@@ -163,10 +163,12 @@ def test_the_schedule_stops_at_half_the_batch_so_no_error_is_spent_on_rounds_tha
 
 
 @pytest.mark.slow
-def test_promise_over_rounds_on_generated_worlds() -> None:
+@pytest.mark.parametrize("certify", [{}, {"certify": "holdout", "holdout": 0.7}], ids=["cross-fit", "holdout"])
+def test_promise_over_rounds_on_generated_worlds(certify) -> None:
     """The adaptive rule's certified plans meet their target at least C of the time (minus
-    sampling slack), over seeds of a world whose text hides part of the link."""
-    cfg = LabelBudgetConfig(splits=1, confidence=0.9, folds=3)
+    sampling slack), over seeds of a world whose text hides part of the link, certified by
+    cross-fitting or on a holdout labelled where the tested plans route."""
+    cfg = LabelBudgetConfig(splits=1, confidence=0.9, folds=3, **certify)
     kept, picked = [], 0
     for seed in range(12):
         data = synthetic(n=2500, m=6, seed=100 + seed, texts=True, templates=60, hidden=1.0)

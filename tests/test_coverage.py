@@ -185,3 +185,27 @@ def test_a_checkpoint_keeps_finished_splits_and_resumes_only_the_missing(tmp_pat
                             "--bounds", "labelled", "--checkpoint", str(ck)])
     assert r.exit_code == 2 and "measured with other settings (confidences [0.9])" in r.output
     assert len([x for x in r.output.splitlines() if x.strip()]) == 1
+
+
+def test_the_holdout_construction_bounds_its_own_front_on_the_validation_answers() -> None:
+    """`--bounds holdout`: the predictor fits on the training labels alone and the plans of
+    its own front are bounded by their answers on the validation labels, exactly: the lower
+    bound at a point is Clopper-Pearson on those answers (n_eff for the assigned queries)."""
+    from optllm.data import split
+    from optllm.data.synthetic import synthetic
+    from optllm.evaluate.coverage import CoverageConfig, _holdout_construction, coverage_split
+    from optllm.evaluate.uncertainty import bounds_along, clopper_pearson, labelled_points
+
+    data = synthetic(n=3000, m=4, seed=4, texts=True, templates=30)
+    cfg = CoverageConfig(splits=1, fractions=(0.05,), confidences=(0.9,), estimators=("labelled", "holdout"))
+    rec = coverage_split(data, "gen", 0.05, 0, cfg)
+    assert set(rec.cells) == {"labelled", "holdout"} and 0 <= rec.cells["holdout"]["0.9"].points <= 1
+    train, val, test = split(data, train=0.05, val=0.05, seed=0).parts(data)
+    front, mean, held = _holdout_construction("default", train, val, test, 0)
+    assert held.n == val.n and held.fold is None and not held.rule_variance
+    b = bounds_along(front, mean, test.cost, held, 0.9, band=False)
+    k = len(front) // 2
+    t = int(labelled_points(front, mean, test.cost, held, np.array([k]))[0])
+    answers = held.y[np.arange(held.n), held.rectifier.assignment(t)]
+    n_eff = 1.0 / (1.0 / held.n + 1.0 / test.n)
+    assert b.lower[k] == pytest.approx(float(clopper_pearson(answers.mean(), n_eff, 0.9)), rel=1e-9)

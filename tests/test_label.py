@@ -183,6 +183,29 @@ def test_label_accuracies_match_the_world_and_spend_stays_under_cap(tmp_path: Pa
     assert len(pd.read_csv(cap_out)) == rep3.labelled < n * 3
 
 
+def test_label_only_the_pairs_asked_and_resume_across_pair_sets(tmp_path: Path) -> None:
+    """`pairs=`: only those (prompt, model) pairs are sent and written; a later call with more
+    pairs sends only the new ones; a pair naming a model not labelled is a one-line error."""
+    n = 20
+    qs = [question(i) for i in range(n)]
+    ids, prompts = [f"q{i}" for i in range(n)], [q for q, _ in qs]
+    refs = dict(zip(ids, [a for _, a in qs]))
+    out = tmp_path / "labels.csv"
+    first = [(q, "small") for q in ids] + [("q3", "large"), ("q7", "mid")]
+    with FakeOpenAI(responder=responder, completion_tokens=8) as srv:
+        cat = catalogue(srv.base_url)
+        rep = label(ids, prompts, refs, cat, parse_scorer("number"), out, pairs=first, **FAST)
+        assert rep.pairs == rep.labelled == len(first) and sum(srv.served.values()) == len(first)
+        df = pd.read_csv(out)
+        assert set(zip(df.query_id, df.model)) == set(first)
+        more = first + [("q3", "mid"), ("q9", "large")]
+        rep = label(ids, prompts, refs, cat, parse_scorer("number"), out, pairs=more, **FAST)
+        assert sum(srv.requests.values()) == len(more)  # the first pairs came from the journal
+        assert set(zip(pd.read_csv(out).query_id, pd.read_csv(out).model)) == set(more)
+        with pytest.raises(OptLLMError, match="not among the models"):
+            label(ids, prompts, refs, cat, parse_scorer("number"), out, models=["small"], pairs=[("q1", "mid")])
+
+
 def test_judge_scores_and_both_phases_share_the_cap(tmp_path: Path) -> None:
     n = 40
     qs = [question(i) for i in range(n)]
@@ -280,17 +303,22 @@ def test_cli_label_errors(tmp_path: Path) -> None:
         assert r.exit_code == 2 and says in r.output and "Traceback" not in r.output, r.output
 
 
+def _label_budget_args(tmp_path: Path, srv: FakeOpenAI, prompts: Path, labels: Path, *extra: str
+                       ) -> tuple[Path, list[str]]:
+    """The catalogue of the fake server and a `plan --label-budget` command line on it."""
+    cat = write_catalogue(tmp_path / "models.yaml", srv.base_url)
+    return cat, ["plan", str(prompts), "--models", str(cat), "--labels", str(labels), "--label-budget", "0.05",
+                 "--scorer", "number", "--target-accuracy", "0.7", *extra, "--out", str(tmp_path / "plan"), "--json"]
+
+
 def test_cli_plan_labels_until_certified(tmp_path: Path) -> None:
     """`plan --label-budget`: rounds of real labelling against the fake endpoint, within the
     labelling budget, resumable, then a plan whose target is certified or an honest exit 1."""
     runner = CliRunner()
     n = 600
-    prompts = write_questions(tmp_path / "prompts.jsonl", n)
-    labels = tmp_path / "labels.csv"
+    prompts, labels = write_questions(tmp_path / "prompts.jsonl", n), tmp_path / "labels.csv"
     with FakeOpenAI(responder=responder, completion_tokens=8) as srv:
-        cat = write_catalogue(tmp_path / "models.yaml", srv.base_url)
-        args = ["plan", str(prompts), "--models", str(cat), "--labels", str(labels), "--label-budget", "0.05",
-                "--scorer", "number", "--target-accuracy", "0.7", "--out", str(tmp_path / "plan"), "--json"]
+        cat, args = _label_budget_args(tmp_path, srv, prompts, labels)
         r = runner.invoke(app, args)
         assert r.exit_code in (0, 1), r.output
         s = json.loads(r.stdout)
@@ -325,3 +353,39 @@ def test_an_edited_prompt_is_asked_again_and_text_ids_survive(tmp_path: Path) ->
         assert sum(srv.requests.values()) == 12  # only the edited prompt, once per model
     labelled = load_long(out, require_cost=False)
     assert sorted(map(str, labelled.query_ids)) == ["007", "7", "q2"]
+
+
+def test_cli_plan_labels_until_certified_on_a_holdout(tmp_path: Path) -> None:
+    """`plan --label-budget --certify holdout`: training prompts get every model, holdout
+    prompts only the pairs the tested plans route to; within the budget, nothing sent twice,
+    resumable, and a certified plan's bound meets the target."""
+    runner = CliRunner()
+    n = 600
+    prompts, labels = write_questions(tmp_path / "prompts.jsonl", n), tmp_path / "labels.csv"
+    with FakeOpenAI(responder=responder, completion_tokens=8) as srv:
+        cat, args = _label_budget_args(tmp_path, srv, prompts, labels, "--certify", "holdout", "--holdout", "0.6")
+        r = runner.invoke(app, args)
+        assert r.exit_code in (0, 1), r.output
+        s = json.loads(r.stdout)
+        assert s["labelling"]["labels"]["spent_total"] <= 0.05 + 1e-12
+        sizes = [rd["n_labelled"] for rd in s["labelling"]["rounds"]]
+        assert s["n_holdout"] > 0 and s["n_labelled"] == s["n_train"] + s["n_validation"] + s["n_holdout"]
+        assert s["n_labelled"] == sizes[-1] and s["n_to_plan"] == n - sizes[-1]
+        df = pd.read_csv(labels, dtype={"query_id": str})
+        assert (df.groupby("query_id")["model"].nunique() < 3).any()  # holdout prompts lack some models
+        # every model on each training prompt; the rest of the file is the holdout's pairs, fewer than all
+        assert s["holdout_pairs_labelled"] == len(df) - 3 * (s["n_train"] + s["n_validation"])
+        assert 0 < s["holdout_pairs_labelled"] < 3 * s["n_holdout"]
+        if r.exit_code == 0:
+            assert s["selection"]["chosen"]["lower"] >= 0.7 and (tmp_path / "plan" / "plan.csv").exists()
+        sent = sum(srv.requests.values())
+        assert sent == sum(srv.served.values()) == len(df)  # nothing sent twice; every call is a label
+        r2 = runner.invoke(app, args)
+        assert r2.exit_code == r.exit_code and sum(srv.requests.values()) == sent
+    r = runner.invoke(app, ["plan", str(prompts), "--models", str(cat), "--labels", str(tmp_path / "y.csv"),
+                            "--certify", "holdout", "--target-accuracy", "0.7", "--out", str(tmp_path / "p3")])
+    assert r.exit_code == 2 and "--label-budget" in r.output
+    r = runner.invoke(app, ["plan", str(prompts), "--models", str(cat), "--labels", str(tmp_path / "y.csv"),
+                            "--label-budget", "1", "--certify", "bootstrap", "--target-accuracy", "0.7",
+                            "--out", str(tmp_path / "p3")])
+    assert r.exit_code == 2 and "--certify" in r.output

@@ -23,6 +23,8 @@ def label_budget(
     targets: str = typer.Option("0.97,0.99,1", help="Accuracy targets as shares of the best single LLM's realised accuracy."),
     confidence: float = typer.Option(0.9, help="Confidence of the certified target (the adaptive rule spends it over its rounds)."),
     rounds: int = typer.Option(AdaptiveSettings.max_rounds, help="Rounds of the adaptive rule (R of its alpha spending)."),
+    certify: str = typer.Option(AdaptiveSettings.certify, help="How the adaptive rule certifies each round's plan, as `optllm plan --certify`: cross-fit (every model labels every labelled prompt) or holdout (a share of the labelled prompts labelled only where the tested plans route)."),
+    holdout: float = typer.Option(AdaptiveSettings.holdout, help="With --certify holdout: the share of the labelled prompts kept as the holdout."),
     predictor: str = typer.Option("default", help="Predictor (as in `optllm run`)."),
     seed: int = typer.Option(0, help="Seed of the first split; split r uses seed + r."),
     out: str = typer.Option(None, help="Write label_budget.json, label_budget.md and label_budget.png (net saving against labels) here."),
@@ -33,7 +35,7 @@ def label_budget(
     For every dataset, split and target: label fixed fractions in one round, or label in
     rounds until certified (`optllm plan --label-budget`, simulated by revealing the dataset's
     own labels round by round). Reports labels used, their cost (every model on every
-    labelled prompt), how often a plan was certified and its promise kept, and the saving
+    labelled prompt; with --certify holdout, only the pairs bought on the holdout), how often a plan was certified and its promise kept, and the saving
     against the best single LLM on every prompt, gross and net of the labels."""
     from optllm.data import load
     from optllm.evaluate.label_budget import LabelBudgetConfig, plot, report, run_label_budget, table_md
@@ -43,7 +45,7 @@ def label_budget(
         check_output_dir(out, "--out", LABEL_BUDGET_FILES)
     cfg = LabelBudgetConfig(splits=splits, fractions=_floats(fractions, "--fractions"),
                             shares=_floats(targets, "--targets"), confidence=confidence, max_rounds=rounds,
-                            predictor=predictor, seed=seed)
+                            predictor=predictor, seed=seed, certify=certify, holdout=holdout)
     data = {name: load(name) for name in datasets}
     total = len(data) * splits * len(cfg.shares) * len(cfg.methods)
     records = []

@@ -80,6 +80,8 @@ def plan(
     scorer: str = typer.Option("normalised", "--scorer", help="With --label-budget: how answers are scored (as in `optllm label`)."),
     reference_column: str = typer.Option("reference", "--reference-column", help="With --label-budget: the column of PROMPTS holding reference answers."),
     rounds: int = typer.Option(AdaptiveSettings.max_rounds, "--rounds", help="With --label-budget: labelling rounds planned (the confidence is spent over them)."),
+    certify: str = typer.Option(AdaptiveSettings.certify, "--certify", help="With --label-budget: how each round's plan is certified. cross-fit: every candidate model labels every labelled prompt, and the cross-fitted predictor bounds the plans on all of them. holdout: a share (--holdout) of the labelled prompts never trains the predictor; each is labelled only by the models the tested plans send it to, and the plans are bounded on their answers there (exact binomial). holdout pays where labelling every model costs several times the best model's own call."),
+    holdout: float = typer.Option(AdaptiveSettings.holdout, "--holdout", help="With --certify holdout: the share of the labelled prompts kept as the holdout, drawn by --seed."),
     budget: Optional[float] = typer.Option(None, "--budget", help=opt.BUDGET),
     target: Optional[float] = typer.Option(None, "--target-accuracy", help=opt.TARGET),
     confidence: float = typer.Option(0.9, "--confidence", help=opt.CONFIDENCE),
@@ -120,6 +122,9 @@ def plan(
     if engine not in ("local", "ray"):
         raise OptLLMError(f"--engine must be local or ray, got {engine!r}")
     check_quantile(quantile, "--quantile")  # said before any data is read, with the option's name
+    if label_budget is None and (certify != AdaptiveSettings.certify or holdout != AdaptiveSettings.holdout):
+        raise OptLLMError("--certify and --holdout are for --label-budget (how its rounds certify a plan)")
+    AdaptiveSettings(certify=certify, holdout=holdout)  # a bad value is said now, before any data is read
     if engine == "local" and (address is not None or batch_rows != 4096):
         raise OptLLMError("--address and --batch-rows are for --engine ray")
     if engine == "ray":
@@ -156,7 +161,7 @@ def plan(
     cat.priced(tier)  # an unknown tier, or a model without a batch tier under --tier batch: said now
     if label_budget is not None:
         res, labelling = _plan_labelling(prompts, cat, labels, goal, settings, label_budget, scorer, reference_column,
-                                         rounds, val_share, seed, json_out, tier)
+                                         rounds, val_share, seed, json_out, tier, certify, holdout)
         s = res.summary
         s["labelling"] = labelling.as_dict()
         sel = s["selection"]
@@ -196,14 +201,16 @@ def plan(
 
 
 def _plan_labelling(prompts: Path, cat, labels: Path, goal, settings, budget: float, scorer: str,  # type: ignore[no-untyped-def]
-                    reference_column: str, rounds: int, val_share: float, seed: int, quiet: bool, tier: str):
+                    reference_column: str, rounds: int, val_share: float, seed: int, quiet: bool, tier: str,
+                    certify: str, holdout: float):
     """`plan --label-budget`: `labelling.until.plan_with_labelling` on PROMPTS' own references."""
     from optllm.labelling import parse_scorer, read_references
     from optllm.labelling.until import plan_with_labelling
     from optllm.planning.prompts import read_prompt_table
 
     sc = parse_scorer(scorer)
-    adaptive = AdaptiveSettings(label_budget=budget, max_rounds=rounds, val_share=val_share if val_share > 0 else 0.5)
+    adaptive = AdaptiveSettings(label_budget=budget, max_rounds=rounds, val_share=val_share if val_share > 0 else 0.5,
+                                certify=certify, holdout=holdout)
     ids, texts, extra = read_prompt_table(prompts)
     refs = None
     if reference_column in extra:
@@ -237,7 +244,10 @@ def _print_plan(s: dict, out: Path) -> None:
 
     sel = s["selection"]
     console.print(f"[bold]{s['n_to_plan']:,} prompts to plan[/], {s['n_labelled']} labelled "
-                  f"({s['n_train']} train, {s['n_validation']} validation; not planned)")
+                  f"({s['n_train']} train, {s['n_validation']} validation"
+                  + (f", {s['n_holdout']} holdout with {s['holdout_pairs_labelled']:,} of its "
+                     f"{s['n_holdout'] * len(s['models']):,} pairs labelled" if s.get("n_holdout") else "")
+                  + "; not planned)")
     adv = s["label_advice"]
     if not adv["enough"]:
         err_console.print(f"[yellow]warning:[/] label advisor: {adv['message']}", highlight=False)

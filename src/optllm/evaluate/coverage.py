@@ -43,6 +43,11 @@ TARGET_SHARES = (0.90, 0.97, 0.99, 1.00)
 BOUNDS: dict[str, tuple[str, bool]] = {
     **{e: (e, True) for e in ESTIMATORS}, **{f"{e}-fixed-rule": (e, False) for e in ESTIMATORS}}
 BUDGET_SHARES = (1.0, 0.5)
+# a construction of its own, chosen with --bounds (not in the default set, so campaigns
+# checkpointed before it resume): the validation labels as a holdout (`planning.holdout`),
+# the predictor fitted on the training labels alone, the plans bounded by their answers there
+HOLDOUT_BOUND = "holdout"
+CHOICES = (*BOUNDS, HOLDOUT_BOUND)
 
 
 def check_splits(splits: int, fractions: tuple[float, ...]) -> None:
@@ -72,9 +77,9 @@ class CoverageConfig:
             raise OptLLMError(f"--confidences must lie in [0.5, 1), got {self.confidences}")
         if not self.targets or any(not 0 < t <= 1 for t in self.targets):
             raise OptLLMError(f"--targets are shares of the best LLM's accuracy in (0, 1], got {self.targets}")
-        bad = [e for e in self.estimators if e not in BOUNDS]
+        bad = [e for e in self.estimators if e not in CHOICES]
         if bad or not self.estimators:
-            raise OptLLMError(f"--bounds: unknown {', '.join(bad) or '(none given)'}; choose from {', '.join(BOUNDS)}")
+            raise OptLLMError(f"--bounds: unknown {', '.join(bad) or '(none given)'}; choose from {', '.join(CHOICES)}")
         if self.folds < 2:
             raise OptLLMError(f"--folds must be at least 2 (the bounds are cross-fitted), got {self.folds}")
         if self.seed < 0:
@@ -130,28 +135,65 @@ def coverage_split(data: Outcomes, name: str, fraction: float, rep: int, cfg: Co
     singles = single_models(truth, test.cost)
     best_acc = float(truth.mean(axis=0)[singles.best])
     best_cost = float(test.cost.sum(axis=0)[singles.best])
-    diag_idx = thin_indices(len(front), 64)
     cells: dict[str, dict[str, CellRecord]] = {}
     diagnostics: dict[str, dict[str, float]] = {}
     for est in cfg.estimators:
+        if est == HOLDOUT_BOUND:
+            f_h, mean_h, held = _holdout_construction(cfg.predictor, train, val, test, seed)
+            cells[est], diagnostics[est] = _construction(f_h, mean_h, held, test, cfg, best_acc, best_cost, seed)
+            continue
         kind, tau = BOUNDS[est]
         held = replace(base, estimator=kind, rule_variance=tau)
-        cells[est] = {}
-        for conf in cfg.confidences:
-            b = bounds_along(front, mean, test.cost, held, conf, seed=seed)
-            if conf == cfg.confidences[0]:
-                zs = (realised[diag_idx] - b.estimate[diag_idx]) / np.maximum(b.sd[diag_idx], 1e-9)
-                diagnostics[est] = {"z_mean": float(zs.mean()), "z_sd": float(zs.std()),
-                                    "bias": float((realised[diag_idx] - b.estimate[diag_idx]).mean())}
-            cells[est][f"{conf:g}"] = CellRecord(
-                points=float(np.mean(realised >= b.lower - 1e-12)),
-                band=bool(np.all(realised >= b.lower_band - 1e-12)),
-                width=float(np.mean(b.upper - b.lower)),
-                targets=_targets(front, b, mean, test, held, conf, cfg.targets, best_acc, best_cost, seed),
-                budgets=_budgets(front, b, mean, test, held, conf, best_cost, seed),
-            )
+        cells[est], diagnostics[est] = _construction(front, mean, held, test, cfg, best_acc, best_cost, seed,
+                                                     realised)
     return SplitRecord(name, fraction, rep, train.n + val.n, test.n, best_acc, cells, diagnostics,
                        time.perf_counter() - t0)
+
+
+def _construction(front: Any, mean: np.ndarray, held: HeldOut, test: Outcomes, cfg: CoverageConfig, best_acc: float,
+                  best_cost: float, seed: int, realised: np.ndarray | None = None
+                  ) -> tuple[dict[str, CellRecord], dict[str, float]]:
+    """One bound construction (the sample `held`) on `front` (built on predictions `mean` of
+    `test`): its record per confidence, and the error diagnostics at the first confidence."""
+    if realised is None:
+        realised = values_along(front, test.correct)
+    diag_idx = thin_indices(len(front), 64)
+    out: dict[str, CellRecord] = {}
+    diagnostics: dict[str, float] = {}
+    for conf in cfg.confidences:
+        b = bounds_along(front, mean, test.cost, held, conf, seed=seed)
+        if conf == cfg.confidences[0]:
+            zs = (realised[diag_idx] - b.estimate[diag_idx]) / np.maximum(b.sd[diag_idx], 1e-9)
+            diagnostics = {"z_mean": float(zs.mean()), "z_sd": float(zs.std()),
+                           "bias": float((realised[diag_idx] - b.estimate[diag_idx]).mean())}
+        out[f"{conf:g}"] = CellRecord(
+            points=float(np.mean(realised >= b.lower - 1e-12)),
+            band=bool(np.all(realised >= b.lower_band - 1e-12)),
+            width=float(np.mean(b.upper - b.lower)),
+            targets=_targets(front, b, mean, test, held, conf, cfg.targets, best_acc, best_cost, seed),
+            budgets=_budgets(front, b, mean, test, held, conf, best_cost, seed),
+        )
+    return out, diagnostics
+
+
+def _holdout_construction(predictor: str, train: Outcomes, val: Outcomes, test: Outcomes, seed: int
+                          ) -> tuple[Any, np.ndarray, HeldOut]:
+    """The holdout construction's own front: the predictor fitted on `train` alone (half of it
+    validating, as `plan` splits a labelled sample), `val` the holdout it routes by each plan's
+    rule (every label known here, so nothing is left to buy), and the front of `test`."""
+    from optllm.optimize import pareto_front
+    from optllm.predict import make_predictor
+    from optllm.predict.fitting import inputs_of
+
+    order = np.random.default_rng(seed + 104729).permutation(train.n)
+    fit, check = train.subset(order[: (train.n + 1) // 2]), train.subset(order[(train.n + 1) // 2:])
+    model = make_predictor(predictor, seed=seed)
+    model.fit(inputs_of(fit), fit.correct, inputs_of(check) if check.n else None,
+              check.correct if check.n else None, models=train.models)
+    mean = np.asarray(model.predict(inputs_of(test)).mean, dtype=float)
+    p_hold = np.asarray(model.predict(inputs_of(val)).mean, dtype=float)
+    held = HeldOut(p_hold, val.correct.astype(float), val.cost, "labelled", None, rule_variance=False)
+    return pareto_front(mean, test.cost, models=test.models), mean, held
 
 
 def _targets(front: Any, b: Any, mean: np.ndarray, test: Outcomes, held: HeldOut, conf: float,

@@ -42,16 +42,23 @@ class LabelBudgetConfig:
     predictor: str = "default"
     folds: int = 5
     seed: int = 0
+    certify: str = AdaptiveSettings.certify
+    holdout: float = AdaptiveSettings.holdout
 
     def __post_init__(self) -> None:
         from optllm.evaluate.coverage import check_splits
 
+        self.adaptive()  # --certify and --holdout checked once
         check_splits(self.splits, self.fractions)
         if not self.shares or any(not (0 < s <= 1.2) for s in self.shares):
             raise OptLLMError(f"--targets must be shares of the best LLM's accuracy in (0, 1.2], got {list(self.shares)}")
         if not (0.5 <= self.confidence < 1):
             raise OptLLMError(f"--confidence must be in [0.5, 1), got {self.confidence}")
         PlanSettings(predictor=self.predictor, folds=self.folds, seed=self.seed)
+
+    def adaptive(self) -> AdaptiveSettings:
+        """The adaptive rule's settings (`plan --label-budget`'s, with these rounds and certification)."""
+        return AdaptiveSettings(max_rounds=self.max_rounds, certify=self.certify, holdout=self.holdout)
 
     @property
     def methods(self) -> tuple[str, ...]:
@@ -87,7 +94,7 @@ def run_one(data: Outcomes, name: str, method: str, share: float, rep: int, cfg:
     settings = PlanSettings(predictor=cfg.predictor, folds=cfg.folds, seed=cfg.seed + rep)
     n = data.n
     if method == "adaptive":
-        ad = AdaptiveSettings(max_rounds=cfg.max_rounds)
+        ad = cfg.adaptive()
     else:
         f = float(method.split()[1])
         ad = AdaptiveSettings(first=max(int(round(2 * f * n)), 4), max_rounds=1)
@@ -175,7 +182,10 @@ def table_md(rep: dict[str, Any], command: str) -> str:
     lines = ["# optllm label-budget", "", f"`{command}`", "",
              f"Targets: shares of the best single LLM's realised accuracy; confidence "
              f"{rep['config']['confidence']:.0%}. Savings against the best LLM on every prompt with no labels; "
-             "net counts the labelling cost (every model on every labelled prompt).", "",
+             "net counts the labelling cost (every model on every labelled prompt"
+             + (f"; the adaptive rule certifies on a holdout of {rep['config']['holdout']:.0%} of its labelled "
+                "prompts, labelled only where the tested plans route" if rep["config"].get("certify") == "holdout"
+                else "") + ").", "",
              "| dataset | method | target | splits | labels | label cost | certified | kept | gross saving | "
              "net saving | net > 0 and certified |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for c in rep["cells"]:

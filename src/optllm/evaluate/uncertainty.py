@@ -87,6 +87,7 @@ class HeldOut:
     estimator: str = DEFAULT_ESTIMATOR
     fold: np.ndarray | None = None  # [n_L] the cross-fitting fold of each labelled query (None: unknown)
     rule_variance: bool = True  # add the rule's own variation across folds (τ², `Rectifier.rule_var`)
+    whole: bool = False  # a plan is estimated only where every query it routes is labelled (else unknown)
 
     def __post_init__(self) -> None:
         if not (self.p.shape == self.y.shape == self.cost.shape) or self.p.ndim != 2:
@@ -385,9 +386,10 @@ def bernoulli_var(front: FrontLike, p: np.ndarray) -> np.ndarray:
 
 
 def bounds_along(front: FrontLike, p: np.ndarray, cost: np.ndarray, held: HeldOut | None,
-                 confidence: float, seed: int = 0) -> AccuracyBounds:
+                 confidence: float, seed: int = 0, band: bool = True) -> AccuracyBounds:
     """Accuracy bounds for every point of `front` built on predictions `p` [n, m] with
-    costs `cost`, corrected by the held-out predictions `held` (None: Bernoulli only)."""
+    costs `cost`, corrected by the held-out predictions `held` (None: Bernoulli only);
+    `band=False` skips the whole-front band (its bootstrap), leaving `z_band` None."""
     mean = values_along(front, p)
     var_bern = bernoulli_var(front, p)
     if held is None or held.n < 2:
@@ -398,7 +400,7 @@ def bounds_along(front: FrontLike, p: np.ndarray, cost: np.ndarray, held: HeldOu
     t = labelled_points(front, p, cost, held)
     s2 = rect.spread()[t] / held.n
     z = float(student_t.ppf(confidence, max(held.n - 1, 1)))
-    z_band = rect.band(t, confidence, seed=seed)
+    z_band = rect.band(t, confidence, seed=seed) if band else None
     tau2 = rect.rule_var[t]
     if held.uses_predictions:
         return AccuracyBounds(mean, rect.mean[t], np.sqrt(s2 + var_bern + tau2), np.sqrt(s2), confidence, held.n, z,
@@ -407,9 +409,21 @@ def bounds_along(front: FrontLike, p: np.ndarray, cost: np.ndarray, held: HeldOu
     # own Bernoulli chance and the rule's own variation (τ²) enter as a smaller effective sample
     est = rect.mean[t]
     trials = effective_trials(rect.observed[t], p.shape[0], est, tau2)
+    if held.whole:  # labelled only where plans route: a point not observed whole is unknown (bounds 0 and
+        whole = rect.seen[t] >= 1.0 - 1e-9  # 1), its estimate the prediction itself
+        trials = np.where(whole, trials, 0.0)
+        est = np.where(whole, est, mean)
     var_test = est * (1.0 - est) / p.shape[0]
     return AccuracyBounds(mean, est - mean, np.sqrt(s2 + var_test + tau2), np.sqrt(s2), confidence, held.n, z,
                           z_band, trials)
+
+
+def observed_points(front: FrontLike, p: np.ndarray, cost: np.ndarray, held: HeldOut) -> np.ndarray:
+    """Per point of `front`: True where the labelled queries routed by its rule have the
+    label of every model they are routed to (a sample labelled only where plans route,
+    `planning.holdout`, observes some points whole and others in part)."""
+    t = labelled_points(front, p, cost, held)
+    return held.rectifier.seen[t] >= 1.0 - 1e-9
 
 
 def effective_trials(n_labelled: np.ndarray | float, n_assigned: int, estimate: np.ndarray | float = 0.5,
@@ -461,9 +475,12 @@ def single_bounds(k: int | np.ndarray, p: np.ndarray, held: HeldOut, confidence:
         corr = np.atleast_1d(r.mean() if r.size else 0.0)
         return AccuracyBounds(mean, corr, np.sqrt(sl**2 + var_bern), sl, confidence, held.n, z)
     est = float(r.mean()) if r.size else 0.0
+    trials = np.atleast_1d(effective_trials(float(obs.sum()), p.shape[0]))
+    if held.whole and not obs.all():  # its models not labelled on the whole sample: unknown, the prediction
+        trials, est = np.zeros(1), float(mean[0])
     var_test = np.atleast_1d(est * (1 - est) / p.shape[0])
     return AccuracyBounds(mean, np.atleast_1d(est) - mean, np.sqrt(sl**2 + var_test), sl, confidence, held.n, z,
-                          trials=np.atleast_1d(effective_trials(float(obs.sum()), p.shape[0])))
+                          trials=trials)
 
 
 def reference_weights(ref: int | np.ndarray, m: int) -> np.ndarray:

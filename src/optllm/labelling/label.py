@@ -133,8 +133,12 @@ def label(ids: Sequence[str], prompts: Sequence[str], references: Mapping[str, s
           scorer: Scorer, out: str | Path, *, models: Sequence[str] | None = None, work: str | Path | None = None,
           max_spend: float | None = None, concurrency: int = 16, rubric: str = JUDGE_RUBRIC,
           environ: Mapping[str, str] | None = None, progress: bool = False, console: Any = None,
-          client_factory: Callable[..., Any] | None = None, **dispatch_kw: Any) -> LabelReport:
-    """Label `prompts` with every model of `catalogue` (or `models`): see the module docstring."""
+          client_factory: Callable[..., Any] | None = None, pairs: Sequence[tuple[str, str]] | None = None,
+          **dispatch_kw: Any) -> LabelReport:
+    """Label `prompts` with every model of `catalogue` (or `models`): see the module docstring.
+    `pairs` (query id, model): label only these pairs of `ids` x `models` instead of all
+    (`plan --label-budget --certify holdout` buys a holdout prompt's label only from the
+    models its tested plans route it to); the labels file then holds these pairs."""
     from optllm.dispatch.client import Dispatcher, check_ready
     from optllm.planning.items import PlanItem
 
@@ -158,7 +162,14 @@ def label(ids: Sequence[str], prompts: Sequence[str], references: Mapping[str, s
     work = Path(work) if work is not None else work_dir_for(out)
     answers_file, judge_file = work / "answers.jsonl", work / "judge.jsonl"
     # the journal key carries a digest of what was sent: a changed prompt (or rubric, judge) is a new call
-    items = [PlanItem(id=_key(q, m, t), prompt=t, model=m) for q, t in zip(ids, prompts) for m in names]
+    wanted = None if pairs is None else {(str(q), str(m)) for q, m in pairs}
+    if wanted is not None:
+        unknown = next(((q, m) for q, m in sorted(wanted) if m not in names), None)
+        if unknown is not None:
+            raise OptLLMError(f"pair {unknown}: model {unknown[1]!r} is not among the models labelled "
+                              f"({', '.join(names)})")
+    grid = [(q, t, m) for q, t in zip(ids, prompts) for m in names if wanted is None or (q, m) in wanted]
+    items = [PlanItem(id=_key(q, m, t), prompt=t, model=m) for q, t, m in grid]
     used = list(names) + ([judge] if judge is not None and judge not in names else [])
     cat, keys = check_ready([PlanItem("", "", m) for m in used], catalogue, False, environ)
     _check_writable(out, work)
@@ -175,8 +186,7 @@ def label(ids: Sequence[str], prompts: Sequence[str], references: Mapping[str, s
     rep.interrupted = first.interrupted
     rep.failed_examples.update(dict(list(first.failed.items())[:5]))
     journal = _answers(answers_file)
-    answered = {(q, m): journal[it.id] for it, (q, m) in zip(items, ((q, m) for q in ids for m in names))
-                if it.id in journal}
+    answered = {(q, m): journal[it.id] for it, (q, _, m) in zip(items, grid) if it.id in journal}
     prompt_of = dict(zip(ids, prompts))
     verdicts: dict[tuple[str, str], dict[str, Any]] = {}
     if judge is not None and not rep.interrupted:
@@ -193,7 +203,7 @@ def label(ids: Sequence[str], prompts: Sequence[str], references: Mapping[str, s
         rep.failed_examples.update({f"judge {k}": v for k, v in list(second.failed.items())[:5]})
         jj = _answers(judge_file)
         verdicts = {qm: jj[k] for qm, k in jkey.items() if k in jj}
-    rows = _rows(ids, names, prompt_of, references, answered, verdicts, scorer, rep)
+    rows = _rows(ids, names, prompt_of, references, answered, verdicts, scorer, rep, wanted)
     _write_labels(out, rows)
     rep.spent_total = _spent(answers_file) + _spent(judge_file)
     return rep
@@ -234,7 +244,7 @@ def _answers(path: Path) -> dict[str, dict[str, Any]]:
 def _rows(ids: Sequence[str], names: Sequence[str], prompt_of: Mapping[str, str], references: Mapping[str, str] | None,
           answered: Mapping[tuple[str, str], dict[str, Any]], verdicts: Mapping[tuple[str, str], dict[str, Any]],
           scorer: Scorer,
-          rep: LabelReport) -> list[dict[str, Any]]:
+          rep: LabelReport, wanted: set[tuple[str, str]] | None = None) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     judged = scorer.judge_model is not None
     for m in names:
@@ -244,6 +254,8 @@ def _rows(ids: Sequence[str], names: Sequence[str], prompt_of: Mapping[str, str]
         ref = None if references is None else references.get(q)
         for m in names:
             key = (q, m)
+            if wanted is not None and key not in wanted:
+                continue
             rec = answered.get(key)
             if rec is None:
                 rep.missing += 1

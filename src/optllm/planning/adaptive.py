@@ -28,6 +28,12 @@ round that might have been the one that stopped. (Pruning chooses
 the candidate models from the same labels; that choice is not covered by the argument, and
 `optllm label-budget` measures the promise with it.)
 
+Certifying on a holdout (`certify="holdout"`, `planning.holdout`): a share `holdout` of the
+prompts, drawn before any label is seen, never trains the predictor; the round's new prompts
+in it are labelled only where the tested plans route them, and the round's plan is bounded on
+the whole holdout so far (exact binomial, no cross-fitting); pruning reads the training
+labels only, so the models kept do not depend on the holdout the tests read.
+
 Why only random draws: the bound treats the labelled prompts as a uniform sample of the batch
 (`docs/bounds.md`); choosing the next ones by diversity or by the predictor's uncertainty
 would make them unrepresentative and the bound would no longer hold without reweighting.
@@ -48,7 +54,7 @@ import numpy as np
 
 from optllm.data import Outcomes
 from optllm.errors import OptLLMError
-from optllm.evaluate.uncertainty import single_bounds
+from optllm.evaluate.uncertainty import observed_points, single_bounds
 from optllm.planning.advisor import MIN_LABELS
 from optllm.planning.core import Planned, PlanSettings, plan_queries
 from optllm.selection import Goal
@@ -56,6 +62,7 @@ from optllm.selection import Goal
 # labeller(rows, models) -> (correct [k, len(models)], labelling cost per row [k])
 Labeller = Callable[[np.ndarray, tuple[str, ...]], tuple[np.ndarray, np.ndarray]]
 STOPS = ("certified", "no-gain", "label-budget", "rounds", "pool")
+CERTIFY = ("cross-fit", "holdout")  # how a round's plan is bounded: `planning.holdout` for the second
 
 
 @dataclass(frozen=True)
@@ -66,7 +73,9 @@ class AdaptiveSettings:
     R of the alpha spending; `val_share`: each labelled prompt's chance to validate rather
     than train the predictor; `prune`: stop labelling (and planning with) models shown
     dominated on the labels so far (`prune`); `pilot`: prompts in a first, pruning-only round
-    where the first regular round is at least twice as big (0: none)."""
+    where the first regular round is at least twice as big (0: none); `certify`: how a round's
+    plan is bounded (`CERTIFY`: cross-fitting every labelled prompt, or a holdout labelled where
+    the tested plans route); `holdout`: the share of the prompts kept as that holdout."""
 
     label_budget: float | None = None
     first: int | None = None
@@ -75,8 +84,14 @@ class AdaptiveSettings:
     val_share: float = 0.5
     prune: bool = True
     pilot: int = MIN_LABELS
+    certify: str = "cross-fit"
+    holdout: float = 0.5
 
     def __post_init__(self) -> None:
+        if self.certify not in CERTIFY:
+            raise OptLLMError(f"--certify must be one of {', '.join(CERTIFY)}, got {self.certify!r}")
+        if not (0 < self.holdout < 1):
+            raise OptLLMError(f"--holdout must be between 0 and 1, got {self.holdout}")
         if self.label_budget is not None and not (self.label_budget > 0 and np.isfinite(self.label_budget)):
             raise OptLLMError(f"--label-budget must be a positive amount in USD, got {self.label_budget}")
         if self.first is not None and self.first < 4:
@@ -176,9 +191,13 @@ def label_until_certified(texts: np.ndarray | list[str] | None, cost: np.ndarray
     rng = np.random.default_rng(seed)
     order = rng.permutation(n)  # the random order prompts are labelled in
     roles = rng.random(n) >= adaptive.val_share  # True: trains
-    have, spent = 0, 0.0
+    holding = adaptive.certify == "holdout"
+    # holdout (certify only, labelled where the tested plans route) or training, drawn before any label
+    hold = (rng.random(n) < adaptive.holdout) if holding else np.zeros(n, dtype=bool)
+    have, per_model = 0, 0.0
+    spent = [0.0]
     m = len(models)
-    Y = np.zeros((0, m))
+    Y = np.full((n, m), np.nan)  # labels by row of the batch (NaN: not bought)
     active = np.arange(m)
     totals = cost.sum(axis=0)
     rounds: list[Round] = []
@@ -186,34 +205,43 @@ def label_until_certified(texts: np.ndarray | list[str] | None, cost: np.ndarray
     want = adaptive.first_size(n)
     stop = "rounds"
     planned: Planned | None = None
+    hold_spent = 0.0
     for r in range(1, adaptive.rounds(n) + 1):
         new = order[have:want]
+        fit_new = new[~hold[new]]
         say(f"round {r}: label {new.size} prompts")
-        y, c = labeller(new, tuple(models[k] for k in active))
-        block = np.full((new.size, m), np.nan)
-        block[:, active] = np.asarray(y, dtype=float)
-        Y = np.vstack([Y, block])
-        spent += float(np.sum(c))
-        per_model = float(np.mean(c)) / max(float(totals[active].sum()), 1e-300)  # label cost per prompt per $
+        if fit_new.size:
+            y, c = labeller(fit_new, tuple(models[k] for k in active))
+            Y[np.ix_(fit_new, active)] = np.asarray(y, dtype=float)
+            spent[0] += float(np.sum(c))
+            per_model = float(np.mean(c)) / max(float(totals[active].sum()), 1e-300)  # label cost per prompt per $
         have = want
         lab = order[:have]
+        fit, ho = lab[~hold[lab]], lab[hold[lab]]
         rest = np.sort(order[have:])
         level = adaptive.level(goal.confidence, r, n)
         g = Goal(target_accuracy=goal.target_accuracy, confidence=level, safe=goal.safe)
-        observe(seen, [models[k] for k in active], Y[:, active], cost[np.ix_(rest, active)].sum(axis=0), rest.size)
+        observe(seen, [models[k] for k in active], Y[np.ix_(fit, active)], cost[np.ix_(rest, active)].sum(axis=0),
+                rest.size)
         # plan on every model labelled this round, then prune for the next (as `labelling.until` does)
         say(f"round {r}: plan {rest.size} prompts on {have} labels, {active.size} models")
-        planned = _plan(lab, Y[:, active], roles[lab], rest, txt, cost[:, active],
-                        tuple(models[k] for k in active), g, settings)
+        before = spent[0]
+        holdout = _holdout(ho, Y, txt, cost, active, models, labeller, spent) if holding else None
+        planned = _plan(fit, Y[np.ix_(fit, active)], roles[fit], rest, txt, cost[:, active],
+                        tuple(models[k] for k in active), g, settings, holdout)
+        if holding:
+            Y[np.ix_(ho, active)] = planned.held.y  # type: ignore[union-attr]
+            hold_spent += spent[0] - before
         sel = planned.selection
         ref_cost = reference_cost(seen, rest.size)
         plan_cost = None if sel.plan is None else float(sel.plan.cost)
         hope = hope_cost(planned, cost[np.ix_(rest, active)], float(goal.target_accuracy), goal.confidence)
-        keep = for_next_round(adaptive, r, n, Y, active, totals, goal)
-        per_prompt = per_model * float(totals[keep].sum())
-        stop_now, nxt = next_round(adaptive, r, have, n, spent, per_prompt, sel, ref_cost, hope)
+        # pruning reads the training labels only: the holdout's tests stay independent of the models kept
+        keep = for_next_round(adaptive, r, n, Y[np.ix_(fit, np.arange(m))], active, totals, goal)
+        per_prompt = next_cost_per_prompt(adaptive, per_model * float(totals[keep].sum()), hold_spent, ho.size)
+        stop_now, nxt = next_round(adaptive, r, have, n, spent[0], per_prompt, sel, ref_cost, hope)
         certified = stop_now == "certified"
-        rounds.append(Round(r, have, spent, level, certified, plan_cost, ref_cost, sel.labels_needed, stop_now))
+        rounds.append(Round(r, have, spent[0], level, certified, plan_cost, ref_cost, sel.labels_needed, stop_now))
         if stop_now is not None:
             stop = stop_now
             break
@@ -221,7 +249,18 @@ def label_until_certified(texts: np.ndarray | list[str] | None, cost: np.ndarray
         want = nxt
     assert planned is not None
     lab = order[:have]
-    return AdaptiveResult(tuple(rounds), planned, lab, Y, roles[lab], np.sort(order[have:]), spent, stop, active)
+    return AdaptiveResult(tuple(rounds), planned, lab, Y[lab], roles[lab] & ~hold[lab], np.sort(order[have:]),
+                          spent[0], stop, active)
+
+
+def next_cost_per_prompt(adaptive: AdaptiveSettings, per_training_prompt: float, held_cost: float,
+                         n_held: int) -> float:
+    """The expected labelling cost of one more prompt: a training prompt's (every model kept),
+    or, certifying on a holdout, the mix of that and what a holdout prompt's labels have cost
+    so far (`held_cost` over `n_held`). One rule for the simulation and `labelling.until`."""
+    if adaptive.certify != "holdout":
+        return per_training_prompt
+    return (1 - adaptive.holdout) * per_training_prompt + adaptive.holdout * held_cost / max(n_held, 1)
 
 
 def next_round(adaptive: AdaptiveSettings, r: int, have: int, n: int, spent: float, per_prompt: float, sel: Any,
@@ -255,7 +294,15 @@ def hope_cost(planned: Planned, cost: np.ndarray, target: float, confidence: flo
     on 8 of 8 splits where labelling on certified a plan saving 34-87%: a refitted predictor
     finds a better front than today's estimates promise.)"""
     costs = np.asarray(planned.front.costs, dtype=float)
-    ok = planned.bounds.at_confidence(confidence).upper >= target
+    upper = planned.bounds.at_confidence(confidence).upper
+    if planned.held is not None and planned.held.whole:
+        # a holdout labelled only down to the first failure: a cheaper point not observed whole
+        # is taken to be no better than the nearest dearer point that was (accuracy falls
+        # along the front), not unknown
+        obs = observed_points(planned.front, planned.p, cost, planned.held)
+        capped = np.minimum.accumulate(np.where(obs, upper, np.inf)[::-1])[::-1]
+        upper = np.where(np.isfinite(capped), capped, upper)
+    ok = upper >= target
     best = float(costs[ok].min()) if ok.any() else np.inf
     if planned.held is not None:
         totals = cost.sum(axis=0)
@@ -320,8 +367,24 @@ def prune(Y: np.ndarray, active: np.ndarray, totals: np.ndarray, level: float,
     return active[keep] if keep.any() else active
 
 
+def _holdout(ho: np.ndarray, Y: np.ndarray, txt: np.ndarray | None, cost: np.ndarray, active: np.ndarray,
+             models: tuple[str, ...], labeller: Labeller, spent: list[float]) -> Any:
+    """The holdout rows `ho` over the `active` models, their labels so far from `Y`, more
+    bought through `labeller` one model at a time (their cost added to `spent[0]`)."""
+    from optllm.planning.holdout import Holdout
+
+    def buy(rows: np.ndarray, k: int) -> np.ndarray:
+        y, c = labeller(ho[rows], (models[active[k]],))
+        spent[0] += float(np.sum(c))
+        return np.asarray(y, dtype=float).reshape(-1)
+
+    inputs = np.zeros((ho.size, 1)) if txt is None else [str(t) for t in txt[ho]]
+    return Holdout(inputs, cost[np.ix_(ho, active)], Y[np.ix_(ho, active)], buy)
+
+
 def _plan(lab: np.ndarray, Y: np.ndarray, trains: np.ndarray, rest: np.ndarray, txt: np.ndarray | None,
-          cost: np.ndarray, models: tuple[str, ...], goal: Goal, settings: PlanSettings) -> Planned:
+          cost: np.ndarray, models: tuple[str, ...], goal: Goal, settings: PlanSettings,
+          holdout: Any = None) -> Planned:
     if trains.all() or not trains.any():  # both roles must be present
         trains = trains.copy()
         trains[0], trains[-1] = True, False
@@ -332,7 +395,7 @@ def _plan(lab: np.ndarray, Y: np.ndarray, trains: np.ndarray, rest: np.ndarray, 
                         texts=None if txt is None else txt[rows], name="labelled")
 
     inputs = np.zeros((rest.size, 1)) if txt is None else [str(t) for t in txt[rest]]
-    return plan_queries(part(trains), part(~trains), inputs, cost[rest], goal, settings)
+    return plan_queries(part(trains), part(~trains), inputs, cost[rest], goal, settings, holdout=holdout)
 
 
 def reference_cost(seen: dict[str, tuple[float, float]], n_rest: int) -> float:

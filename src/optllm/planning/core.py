@@ -90,7 +90,8 @@ def need_two_models(models: tuple[str, ...] | list[str], where: str) -> None:
 
 def plan_queries(train: Outcomes, val: Outcomes, inputs: Any, cost: np.ndarray, goal: Goal,
                  settings: PlanSettings, *, extra_cost: float = 0.0, estimated: CostMatrix | None = None,
-                 feasible: np.ndarray | None = None, progress: Progress | None = None) -> Planned:
+                 feasible: np.ndarray | None = None, progress: Progress | None = None,
+                 holdout: Any = None) -> Planned:
     """Fit the predictor on `train` (with `val` as its validation part), predict `inputs`
     (texts or features of the queries to assign, whose costs are `cost` [n, m]), build the
     front, bound it by cross-fitting train + validation, and select the plan for `goal`.
@@ -99,7 +100,9 @@ def plan_queries(train: Outcomes, val: Outcomes, inputs: Any, cost: np.ndarray, 
     the plan path): the held-out rule routes the labelled queries by them. `estimated` prices
     the realised-cost risk of `goal.risk`; `extra_cost` is added to every plan's cost;
     `feasible` [n, m] marks the pairs that may be chosen (others get p = 0 and must carry a
-    cost that no budget reaches, so they are dominated)."""
+    cost that no budget reaches, so they are dominated). `holdout` (a `planning.holdout.Holdout`,
+    for an accuracy target): bound on it instead of cross-fitting `train` + `val`, buying its
+    labels where the tested plans route (`planning.holdout.certify_on_holdout`)."""
     from optllm.predict import inputs_of, make_predictor
     from optllm.predict.base import single_thread_blas
 
@@ -111,8 +114,10 @@ def plan_queries(train: Outcomes, val: Outcomes, inputs: Any, cost: np.ndarray, 
     # while this one fits, featurises and predicts the queries (mostly Python, holding the GIL,
     # where the fits mostly release it: trees, sparse products, BLAS); BLAS stays on one thread
     # for the whole stretch, so the two threads' nested limits cannot undo each other
+    if holdout is not None and goal.target_accuracy is None:
+        raise OptLLMError("certifying on a holdout needs an accuracy target")
     with single_thread_blas():
-        crossed = start_cross_fit(settings, train, val)
+        crossed = None if holdout is not None else start_cross_fit(settings, train, val)
         say("fit predictor")
         t1 = time.perf_counter()
         model = make_predictor(settings.predictor, seed=settings.seed)
@@ -134,15 +139,33 @@ def plan_queries(train: Outcomes, val: Outcomes, inputs: Any, cost: np.ndarray, 
         t["optimise"] = time.perf_counter() - t1
         say("bounds")
         t1 = time.perf_counter()
-        held = crossed.result()
-    t["cross_fit"] = crossed.seconds  # on the second thread, overlapping predict and optimise
-    t["cross_fit_wait"] = time.perf_counter() - t1
+        if crossed is None:
+            held = _certify(holdout, model, front, mean, cost, goal, feasible)
+            t["holdout"] = time.perf_counter() - t1
+        else:
+            held = crossed.result()
+            t["cross_fit"] = crossed.seconds  # on the second thread, overlapping predict and optimise
+            t["cross_fit_wait"] = time.perf_counter() - t1
     t1 = time.perf_counter()
     bounds = bounds_along(front, mean, cost, held, goal.confidence, seed=settings.seed)
     t["bounds"] = time.perf_counter() - t1
     sel = select(front, bounds, goal, p=mean, cost=cost, held=held, models=models, extra_cost=extra_cost,
                  estimated=estimated, seed=settings.seed, feasible=feasible)
     return Planned(mean, std, front, held, bounds, sel, t, model)
+
+
+def _certify(holdout: Any, model: Any, front: FrontLike, mean: np.ndarray, cost: np.ndarray, goal: Goal,
+             feasible: np.ndarray | None) -> HeldOut:
+    """The holdout's `HeldOut` sample: predicted by the fitted `model`, labelled where the
+    target rule's tests route (`planning.holdout`)."""
+    from optllm.planning.holdout import certify_on_holdout
+
+    p_hold, _ = predict_in_chunks(model, holdout.inputs, with_std=False)
+    if holdout.feasible is not None:
+        p_hold = np.where(holdout.feasible, p_hold, 0.0)
+    usable = np.ones(mean.shape[1], dtype=bool) if feasible is None else np.asarray(feasible).all(axis=0)
+    return certify_on_holdout(front, mean, cost, float(goal.target_accuracy), goal.confidence, p_hold, holdout,
+                              usable)
 
 
 class Background:

@@ -160,8 +160,9 @@ class Prepared:
 
 def prepare(prompt_ids: Sequence[Any], prompts: Sequence[str], catalogue: Catalogue, labelled: Outcomes, seed: int,
             *, quantile: float = 0.95, length_regression: bool = False, val_share: float = 0.5,
-            labels_source: str = "labels", tier: str = "online") -> Prepared:
-    """The steps before the fit, shared by `build_plan` and the Ray engine (see `Prepared`)."""
+            labels_source: str = "labels", tier: str = "online", exclude: Sequence[str] = ()) -> Prepared:
+    """The steps before the fit, shared by `build_plan` and the Ray engine (see `Prepared`);
+    the prompts `exclude` lists (a holdout) are not planned either."""
     if not 0 <= val_share < 1:
         raise OptLLMError(f"--val-share must lie in [0, 1), got {val_share}")
     online = catalogue.select(list(labelled.models), what=labels_source)
@@ -169,7 +170,7 @@ def prepare(prompt_ids: Sequence[Any], prompts: Sequence[str], catalogue: Catalo
     need_two_models(cat.names, f"{labels_source} (labelled models of the catalogue)")
     ids = np.array([id_str(x) for x in prompt_ids], dtype=object)
     _check_labels(labelled, ids, labels_source)
-    labelled_set = {id_str(x) for x in labelled.query_ids}
+    labelled_set = {id_str(x) for x in labelled.query_ids} | {id_str(x) for x in exclude}
     keep = np.array([q not in labelled_set for q in ids], dtype=bool)
     plan_ids, plan_texts = ids[keep], [t for t, k in zip(prompts, keep) if k]
     if plan_ids.size == 0:
@@ -194,19 +195,26 @@ def prepare(prompt_ids: Sequence[Any], prompts: Sequence[str], catalogue: Catalo
 def build_plan(prompt_ids: Sequence[Any], prompts: Sequence[str], catalogue: Catalogue, labelled: Outcomes,
                goal: Goal, settings: PlanSettings = PlanSettings(), *, quantile: float = 0.95,
                length_regression: bool = False, val_share: float = 0.5, labels_source: str = "labels",
-               progress: Any = None, tier: str = "online") -> Plan:
+               progress: Any = None, tier: str = "online", holdout: Any = None) -> Plan:
     """Plan every unlabelled prompt for `goal`: estimate costs, fit and cross-fit the predictor
     on the labelled sample, build the exact front and select with the same rules as `optllm run`.
     `tier`: the prices planned at (`Catalogue.priced`: online, batch, or auto = batch where a
-    model offers it); the summary gives the plan's cost at both."""
+    model offers it); the summary gives the plan's cost at both. `holdout`
+    (`planning.holdout.HoldoutPrompts`): bound on those prompts instead of cross-fitting,
+    buying their labels where the tested plans route; they are not planned."""
     pr = prepare(prompt_ids, prompts, catalogue, labelled, settings.seed, quantile=quantile,
-                 length_regression=length_regression, val_share=val_share, labels_source=labels_source, tier=tier)
+                 length_regression=length_regression, val_share=val_share, labels_source=labels_source, tier=tier,
+                 exclude=() if holdout is None else holdout.ids)
     online, cat, ids, keep, out_model, sample = pr.online, pr.cat, pr.ids, pr.keep, pr.out_model, pr.sample
     plan_ids, plan_texts, costs, dropped, cost_f = pr.plan_ids, pr.plan_texts, pr.costs, pr.dropped, pr.cost_f
     batch_models = () if tier == "online" else online.batch_models()
     unused = [n for n in catalogue.names if n not in cat.names]
+    hold = None
+    if holdout is not None:
+        hc = estimate_costs(list(holdout.texts), cat, out_model)
+        hold = holdout.holdout(cat.names, np.where(hc.feasible, hc.mean, _big(costs)), hc.feasible)
     planned = plan_queries(sample.train, sample.val, plan_texts, cost_f, goal, settings, estimated=costs,
-                           feasible=costs.feasible, progress=progress)
+                           feasible=costs.feasible, progress=progress, holdout=hold)
     sel = planned.selection
     choice = None if sel.plan is None else np.asarray(sel.plan.models, dtype=np.int64)
     if choice is not None and not costs.feasible[np.arange(choice.size), choice].all():  # pragma: no cover
@@ -319,10 +327,13 @@ def _summary(ids: np.ndarray, sample: LabelledSample, plan_ids: np.ndarray, choi
 
     front = planned.front
     counts = np.bincount(choice, minlength=len(cat.names)) if choice is not None else np.zeros(len(cat.names), int)
+    hold = planned.held if planned.held is not None and planned.held.whole else None  # certified on a holdout
     return {
         "n_prompts": int(ids.size),
-        "n_labelled": int(sample.train.n + sample.val.n),
+        "n_labelled": int(sample.train.n + sample.val.n + (0 if hold is None else hold.n)),
         "n_train": int(sample.train.n), "n_validation": int(sample.val.n),
+        "n_holdout": 0 if hold is None else hold.n,
+        "holdout_pairs_labelled": 0 if hold is None else int(np.isfinite(hold.y).sum()),
         "n_labelled_in_prompts": int((~keep).sum()),
         "n_planned": int(plan_ids.size) if choice is not None else 0,
         "n_to_plan": int(plan_ids.size),

@@ -176,7 +176,7 @@ def _target(ctx: _Context) -> Selection:
     alt = None if not by_mean.size else ctx.figures_of_point(int(by_mean[0]), "cheapest plan whose PREDICTED accuracy reaches the target")
     alt_plan = None if not by_mean.size else ctx.as_assignment(int(by_mean[0]))
     singles = ctx.held is not None and ctx.usable.any()
-    level = 1.0 - (1.0 - b.confidence) / 2.0 if singles else b.confidence
+    level = target_level(b.confidence, singles)
     tested = b if level == b.confidence else b.at_confidence(level)
     pick = tested.cheapest_certified(target)
     mix = _single_path_pick(ctx, target, level) if singles else None
@@ -208,13 +208,20 @@ def _target(ctx: _Context) -> Selection:
                  message=message, plan=ctx.as_assignment(pick), alternative_plan=None if same else alt_plan)
 
 
-def single_path(ctx: _Context) -> list[Reference]:
-    """The single LLMs on the upper hull of (total cost, mean predicted accuracy), most
-    accurate first, with `MIX_STEPS` random mixes between each neighbouring pair: the
-    target rule's second sequence, in descending predicted accuracy."""
-    totals = ctx.cost.sum(axis=0)
-    mu = ctx.p.mean(axis=0)
-    ok = np.flatnonzero(ctx.usable)
+def target_level(confidence: float, singles: bool) -> float:
+    """The level each of the target rule's sequences is tested at: half the error each for
+    the front and for the single LLMs and mixes (`singles`), else all of it for the front."""
+    return 1.0 - (1.0 - confidence) / 2.0 if singles else confidence
+
+
+def single_path(p: np.ndarray, cost: np.ndarray, usable: np.ndarray) -> list[Reference]:
+    """The single LLMs (those `usable` for every query) on the upper hull of (total cost,
+    mean predicted accuracy) of predictions `p` and costs `cost` [n, m], most accurate first,
+    with `MIX_STEPS` random mixes between each neighbouring pair: the target rule's second
+    sequence, in descending predicted accuracy."""
+    totals = cost.sum(axis=0)
+    mu = p.mean(axis=0)
+    ok = np.flatnonzero(usable)
     hull = ok[upper_hull(totals[ok], mu[ok])][::-1]  # most accurate (priciest) first
     path = [Reference(int(hull[0]), int(hull[0]), 0.0, float(mu[hull[0]]))]
     for hi, lo in zip(hull[:-1], hull[1:]):
@@ -230,7 +237,7 @@ def _single_path_pick(ctx: _Context, target: float, level: float) -> tuple[Refer
     assert ctx.held is not None
     totals = ctx.cost.sum(axis=0)
     last = None
-    for ref in single_path(ctx):
+    for ref in single_path(ctx.p, ctx.cost, ctx.usable):
         w = ref.weights(ctx.p.shape[1])
         if float(single_bounds(w, ctx.p, ctx.held, level).lower[0]) < target:
             break
