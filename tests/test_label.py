@@ -334,6 +334,7 @@ def test_cli_plan_labels_until_certified(tmp_path: Path) -> None:
         r2 = runner.invoke(app, args)  # resumes: the same rounds, no new call for labels already bought
         assert r2.exit_code == r.exit_code
         assert sum(srv.requests.values()) == sent
+        assert json.loads(r2.stdout)["labelling"]["rounds"] == lab["rounds"]  # each round's own cost, as before
     r = runner.invoke(app, ["plan", str(prompts), "--models", str(cat), "--labels", str(tmp_path / "x.csv"),
                             "--label-budget", "1", "--scorer", "number", "--budget", "1", "--out", str(tmp_path / "p2")])
     assert r.exit_code == 2 and "--target-accuracy" in r.output
@@ -380,8 +381,11 @@ def test_cli_plan_labels_until_certified_on_a_holdout(tmp_path: Path) -> None:
             assert s["selection"]["chosen"]["lower"] >= 0.7 and (tmp_path / "plan" / "plan.csv").exists()
         sent = sum(srv.requests.values())
         assert sent == sum(srv.served.values()) == len(df)  # nothing sent twice; every call is a label
+        assert s["labelling"]["certify"] == "holdout" and s["labelling"]["holdout"] == 0.6
         r2 = runner.invoke(app, args)
         assert r2.exit_code == r.exit_code and sum(srv.requests.values()) == sent
+        # the resumed rounds report (and decide on) what each round's labels cost, as the first run did
+        assert json.loads(r2.stdout)["labelling"]["rounds"] == s["labelling"]["rounds"]
     r = runner.invoke(app, ["plan", str(prompts), "--models", str(cat), "--labels", str(tmp_path / "y.csv"),
                             "--certify", "holdout", "--target-accuracy", "0.7", "--out", str(tmp_path / "p3")])
     assert r.exit_code == 2 and "--label-budget" in r.output
@@ -389,3 +393,7 @@ def test_cli_plan_labels_until_certified_on_a_holdout(tmp_path: Path) -> None:
                             "--label-budget", "1", "--certify", "bootstrap", "--target-accuracy", "0.7",
                             "--out", str(tmp_path / "p3")])
     assert r.exit_code == 2 and "--certify" in r.output
+    r = runner.invoke(app, ["plan", str(prompts), "--models", str(cat), "--labels", str(tmp_path / "y.csv"),
+                            "--label-budget", "1", "--holdout", "0.3", "--target-accuracy", "0.7",
+                            "--out", str(tmp_path / "p3")])
+    assert r.exit_code == 2 and "--certify holdout" in r.output

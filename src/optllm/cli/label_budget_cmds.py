@@ -65,9 +65,12 @@ def label_budget(
     if json_out:
         emit_json({"config": rep["config"], "cells": rep["cells"]})
         return
-    t = Table(title=f"label budget, {splits} splits per row (confidence {confidence:.0%})")
+    t = Table(title=f"label budget, {splits} splits per row (confidence {confidence:.0%}; adaptive rule certified by "
+                    + (f"a {holdout:.0%} holdout" if certify == "holdout" else "cross-fitting") + ")",
+              caption="kept: declined or met its target; net counts the labels' cost, and a labelled prompt is "
+                      "answered by its labels")
     for col in ("dataset", "method", "target", "labels", "label cost", "certified", "kept", "gross", "net",
-                "net>0"):
+                "net>0 & certified"):
         t.add_column(col, justify="left" if col in ("dataset", "method") else "right")
     for c in rep["cells"]:
         t.add_row(c["dataset"], c["method"], f"{c['share']:.0%}", f"{c['labels']:.0f}", f"{c['label_cost_share']:.1%}",

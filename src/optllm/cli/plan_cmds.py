@@ -76,7 +76,7 @@ def plan(
     prompts: Path = typer.Argument(..., help="JSONL/CSV/Parquet with columns id and prompt: the whole batch."),
     models: Path = typer.Option(..., "--models", help="Model catalogue (YAML or TOML), see examples/models.yaml."),
     labels: Path = typer.Option(..., "--labels", help="Labelled sample in the long format: query_id, model, correct[, cost, prompt, prompt_tokens, completion_tokens, split (train|val)]. With --label-budget: the labels file optllm writes (and resumes)."),
-    label_budget: Optional[float] = typer.Option(None, "--label-budget", help="Label in rounds until --target-accuracy is certified, spending at most this many USD on labelling (every candidate model answers each labelled prompt; needs --scorer and reference answers in PROMPTS)."),
+    label_budget: Optional[float] = typer.Option(None, "--label-budget", help="Label in rounds until --target-accuracy is certified, spending at most this many USD on labelling (every candidate model answers each labelled prompt, except holdout prompts under --certify holdout; needs --scorer and reference answers in PROMPTS)."),
     scorer: str = typer.Option("normalised", "--scorer", help="With --label-budget: how answers are scored (as in `optllm label`)."),
     reference_column: str = typer.Option("reference", "--reference-column", help="With --label-budget: the column of PROMPTS holding reference answers."),
     rounds: int = typer.Option(AdaptiveSettings.max_rounds, "--rounds", help="With --label-budget: labelling rounds planned (the confidence is spent over them)."),
@@ -124,6 +124,8 @@ def plan(
     check_quantile(quantile, "--quantile")  # said before any data is read, with the option's name
     if label_budget is None and (certify != AdaptiveSettings.certify or holdout != AdaptiveSettings.holdout):
         raise OptLLMError("--certify and --holdout are for --label-budget (how its rounds certify a plan)")
+    if certify != "holdout" and holdout != AdaptiveSettings.holdout:
+        raise OptLLMError("--holdout is the share kept by --certify holdout; give --certify holdout with it")
     AdaptiveSettings(certify=certify, holdout=holdout)  # a bad value is said now, before any data is read
     if engine == "local" and (address is not None or batch_rows != 4096):
         raise OptLLMError("--address and --batch-rows are for --engine ray")

@@ -301,7 +301,17 @@ class AccuracyBounds:
         """Clopper-Pearson bound at the one-sided level whose Student-t quantile is `z`, on
         the estimate's share of `trials` effective trials (fractional counts)."""
         level = float(student_t.cdf(z, max(self.n_labelled - 1, 1)))
-        return clopper_pearson(self.estimate, np.asarray(self.trials, dtype=float), level, sign)
+        trials = np.asarray(self.trials, dtype=float)
+        out = clopper_pearson(self.estimate, trials, level, sign)
+        return np.where(trials > 0, out, 0.0 if sign < 0 else 1.0)  # untested (`tested`): 0 and 1 exactly
+
+    @property
+    def tested(self) -> np.ndarray:
+        """Per point: whether its labelled queries bound it at all (False where a holdout
+        labelled only where plans route has no answer for some of its queries)."""
+        if self.trials is None:
+            return np.ones(self.mean.shape, dtype=bool)
+        return np.asarray(self.trials, dtype=float) > 0
 
     def _solve(self, sign: float, z: float | None = None) -> np.ndarray:
         """The level L (below the estimate for sign −1, above for +1) where |θ̂ − L| equals

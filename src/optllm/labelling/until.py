@@ -38,8 +38,12 @@ class LabelledPlan:
     stop: str
     labels: LabelReport
 
+    certify: str = AdaptiveSettings.certify
+    holdout: float | None = None  # the holdout share (None: cross-fit)
+
     def as_dict(self) -> dict[str, Any]:
-        return {"stop": self.stop, "rounds": [r.as_dict() for r in self.rounds], "labels": self.labels.as_dict()}
+        return {"stop": self.stop, "certify": self.certify, "holdout": self.holdout,
+                "rounds": [r.as_dict() for r in self.rounds], "labels": self.labels.as_dict()}
 
 
 def plan_with_labelling(ids: Sequence[str], prompts: Sequence[str], references: Mapping[str, str] | None,
@@ -92,10 +96,12 @@ def plan_with_labelling(ids: Sequence[str], prompts: Sequence[str], references: 
         res = build_plan(ids, prompts, catalogue.select(active), labelled, g, settings, val_share=val_share,
                          labels_source=str(labels_out), progress=None, tier=tier, holdout=holdout)
         rep = box.report
-        spent = rep.spent_total
         totals = res.costs.mean.sum(axis=0)
         Y = _labels_matrix(labelled, res.models)
         fit_cost, held_cost = box.costs({ids[i] for i in fit})
+        # what this round's labels cost (the pairs in the file), not the journals' total: a
+        # re-run that resumes reports and decides each round as the first run did
+        spent = fit_cost + held_cost
         per_model = fit_cost / max(labelled.n, 1) / max(float(totals.sum()), 1e-300)
         keep = for_next_round(adaptive, r, n, Y, np.arange(len(res.models)), totals, goal)
         sel = res.selection
@@ -114,7 +120,8 @@ def plan_with_labelling(ids: Sequence[str], prompts: Sequence[str], references: 
         active = [res.models[k] for k in keep]
         want = nxt
     assert res is not None
-    return LabelledPlan(res, tuple(rounds), stop, box.report)
+    return LabelledPlan(res, tuple(rounds), stop, box.report, adaptive.certify,
+                        adaptive.holdout if holding else None)
 
 
 class _Labels:

@@ -91,7 +91,8 @@ class AdaptiveSettings:
         if self.certify not in CERTIFY:
             raise OptLLMError(f"--certify must be one of {', '.join(CERTIFY)}, got {self.certify!r}")
         if not (0 < self.holdout < 1):
-            raise OptLLMError(f"--holdout must be between 0 and 1, got {self.holdout}")
+            raise OptLLMError(f"--holdout must lie strictly between 0 and 1 (a share of the labelled prompts), "
+                              f"got {self.holdout}")
         if self.label_budget is not None and not (self.label_budget > 0 and np.isfinite(self.label_budget)):
             raise OptLLMError(f"--label-budget must be a positive amount in USD, got {self.label_budget}")
         if self.first is not None and self.first < 4:

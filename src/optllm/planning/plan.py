@@ -379,8 +379,12 @@ def _reservations(cat: Catalogue, prompt: np.ndarray, choice: np.ndarray) -> flo
 
 
 def _notes(cat: Catalogue, goal: Goal, quantile: float, unused: list[str], planned: Planned) -> list[str]:
-    notes = ["p is the predicted probability of a correct answer; 'estimated' accuracies are the predictions "
-             "corrected on held-out labels (cross-fitting), with bounds at the stated confidence",
+    holdout = planned.held is not None and planned.held.whole
+    notes = ["p is the predicted probability of a correct answer; 'estimated' accuracies are "
+             + ("each plan's answers on the holdout (never trained on, labelled only where the tested plans route; "
+                "a plan without an answer for every holdout prompt is untested: its estimate is the prediction, its "
+                "bounds 0 and 1)" if holdout else "the predictions corrected on held-out labels (cross-fitting)")
+             + ", with bounds at the stated confidence",
              "est_cost uses the mean completion length of the model in the labelled sample; est_cost_upper its "
              f"{quantile:.0%} quantile"]
     if planned.held is None:

@@ -186,7 +186,8 @@ def _target(ctx: _Context) -> Selection:
         need = tested.labels_needed(target)
         message = (
             f"no plan reaches accuracy {target:.4f} with {b.confidence:.0%} confidence "
-            f"(best lower bound {b.lower.max():.4f}, best held-out estimate {b.estimate.max():.4f}"
+            f"(best lower bound {b.lower.max():.4f}, best held-out estimate "
+            f"{b.estimate[b.tested].max() if b.tested.any() else float('nan'):.4f}"
             + (", single LLMs and mixes of two tested too" if singles else "") + "); "
             + (f"roughly {need:,} labelled queries would be needed (now {b.n_labelled})"
                if need else "the held-out estimates of the front's plans do not reach it even on average, so more "
