@@ -71,3 +71,11 @@ def test_cli_sample_uses_and_reports_the_advice(tmp_path: Path) -> None:
     assert info["sampled"] == info["label_advice"]["needed"] == labels_for_margin(0.05, 3000)
     r = CliRunner().invoke(app, ["sample", str(p), "--size", "6", "--out", str(tmp_path / "s.jsonl")])
     assert r.exit_code == 0 and "warning" in r.output and "±0.05" in r.output
+
+
+def test_confidence_levels_are_printed_without_rounding_onto_100() -> None:
+    from optllm.selection.goal import percent
+
+    assert [percent(x) for x in (0.9, 0.95, 0.975, 0.996, 1 - 0.1 * 30 / 1890)] == [
+        "90%", "95%", "97.5%", "99.6%", "99.8%"]
+    assert percent(0.99999) != "100%" and percent(0.99996) != "100.0%"

@@ -174,9 +174,12 @@ def plan(
         if json_out:
             emit_json(s)
         else:
+            from optllm.selection.goal import percent
+
+            console.print(f"--confidence {percent(confidence)} is spent over the rounds: each tests at its share")
             for rd in labelling.rounds:
                 console.print(f"round {rd.index}: {rd.n_labelled:,} labelled, ${rd.label_cost:.4f} spent, tested at "
-                              f"{rd.level:.3f}: " + ("certified" if rd.certified else "not certified")
+                              f"{percent(rd.level)}: " + ("certified" if rd.certified else "not certified")
                               + (f" -> stop ({rd.stop})" if rd.stop else ""))
             _print_plan(s, out)
         if not sel["reachable"]:

@@ -9,6 +9,7 @@ from typing import Any
 from rich.table import Table
 
 from optllm.cli.app import console
+from optllm.selection.goal import percent
 
 
 def _f(x: Any, fmt: str = ".4f") -> str:
@@ -27,7 +28,7 @@ def print_selection(sel: dict[str, Any], *, single: dict[str, Any] | None = None
     t.add_column(cost_label, justify="right")
     t.add_column("predicted acc", justify="right")
     t.add_column("held-out corrected", justify="right")
-    t.add_column(f"{conf:.0%} lower, upper bounds", justify="right")
+    t.add_column(f"{percent(conf)} lower, upper bounds", justify="right")
     if show_real:
         t.add_column("realised acc", justify="right")
 

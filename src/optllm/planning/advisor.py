@@ -105,7 +105,7 @@ class LabelAdvice:
                                                   f"±{self.width_now:.2f}; ")
         if self.needed is None:
             return (f"{now}no sample of these {self.n_total:,} prompts pins accuracy to {gap}: expect wide bounds, "
-                    "or use a larger --margin")
+                    "or resolve a wider gap (optllm sample --margin)")
         if self.have and self.have >= self.needed:
             return f"{self.have:,} labelled prompts: enough for {gap} (needs {self.needed:,})"
         if self.have:

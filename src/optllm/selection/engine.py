@@ -24,7 +24,7 @@ from optllm.errors import OptLLMError
 from optllm.evaluate.indicators import upper_hull
 from optllm.evaluate.uncertainty import AccuracyBounds, HeldOut, bounds_of, paired_lower, single_bounds
 from optllm.optimize.types import Assignment, FrontLike, thin_indices
-from optllm.selection.goal import Goal
+from optllm.selection.goal import Goal, percent
 from optllm.selection.reference import Reference, best_reference, disagreements, sign_test_wins
 from optllm.selection.risk import risk_cost
 
@@ -185,7 +185,7 @@ def _target(ctx: _Context) -> Selection:
     if pick is None:
         need = tested.labels_needed(target)
         message = (
-            f"no plan reaches accuracy {target:.4f} with {b.confidence:.0%} confidence "
+            f"no plan reaches accuracy {target:.4f} with {percent(b.confidence)} confidence "
             f"(best lower bound {b.lower.max():.4f}, best held-out estimate "
             f"{b.estimate[b.tested].max() if b.tested.any() else float('nan'):.4f}"
             + (", single LLMs and mixes of two tested too" if singles else "") + "); "
@@ -196,10 +196,10 @@ def _target(ctx: _Context) -> Selection:
         return _base(ctx, rule=RULE_TARGET, reachable=False, chosen=None, alternative=alt, labels_needed=need,
                      message=message, alternative_plan=alt_plan)
     chosen = ctx.figures_of_point(pick, "cheapest plan certified to reach the target")
-    message = (f"at {b.confidence:.0%} confidence the plan's accuracy is at least {chosen.lower:.4f} "
+    message = (f"at {percent(b.confidence)} confidence the plan's accuracy is at least {chosen.lower:.4f} "
                f"≥ target {target:.4f}")
     if singles:
-        message += f" (tested at {level:.1%}: half the error each for the front and for single LLMs and mixes)"
+        message += f" (tested at {percent(level)}: half the error each for the front and for single LLMs and mixes)"
     if ctx.held is None:
         message += (" — but without held-out labels (--folds 0, or under 4 labelled queries) this bound is only the "
                     "spread of the answers, assuming the predictions are right: it does not cover the predictor's "
@@ -257,8 +257,8 @@ def _target_single(ctx: _Context, target: float, mix: tuple[Reference, float], a
     conf = ctx.bounds.confidence
     chosen = ctx.figures_of(plan, f"cheapest single LLM or mix certified to reach the target: {ref.describe(ctx.models)}",
                             b=single_bounds(w, ctx.p, ctx.held, conf))  # type: ignore[arg-type]
-    message = (f"at {conf:.0%} confidence {ref.describe(ctx.models)} reaches at least {chosen.lower:.4f} ≥ target "
-               f"{target:.4f} (tested at {level:.1%}), and no cheaper plan of the front is certified")
+    message = (f"at {percent(conf)} confidence {ref.describe(ctx.models)} reaches at least {chosen.lower:.4f} ≥ target "
+               f"{target:.4f} (tested at {percent(level)}), and no cheaper plan of the front is certified")
     return _base(ctx, rule=RULE_TARGET_SINGLE, reachable=True, chosen=chosen, alternative=alt, message=message,
                  plan=plan, alternative_plan=alt_plan)
 
@@ -377,9 +377,9 @@ def _safe(ctx: _Context, plan: Assignment, spend: float, limit: float
     ref_plan = _reference_plan(ctx, ref, spend, limit)
     if diff_lower >= 0 and sign_test_wins(front, np.array([k_plan]), labelled_ref, p, cost, held, conf)[0]:
         return (plan, ctx.figures_of(plan, "most accurate plan within the budget"),
-                (f"at {conf:.0%} confidence the plan beats {name}", ""), ref_fig, ref_plan)
+                (f"at {percent(conf)} confidence the plan beats {name}", ""), ref_fig, ref_plan)
     wins, losses = disagreements(front, k_plan, labelled_ref, p, cost, held)
-    why = (f"the most accurate plan within the budget was not shown better: {conf:.0%} lower bound on its lead "
+    why = (f"the most accurate plan within the budget was not shown better: {percent(conf)} lower bound on its lead "
            f"{diff_lower:+.4f}; of the {held.n} labelled queries it gets {wins} right where the reference is "
            f"wrong and {losses} the other way")
     cand = ok_cost[thin_indices(ok_cost.size, 512)]
@@ -388,7 +388,7 @@ def _safe(ctx: _Context, plan: Assignment, spend: float, limit: float
     good = cand[sign_test_wins(front, cand, labelled_ref, p, cost, held, conf)] if cand.size else cand
     if good.size:
         k = int(good[np.argmax(b.estimate[good])])
-        verdict = (f"at {conf:.0%} confidence only cheaper plans beat {name}; front point {k} is the most accurate "
+        verdict = (f"at {percent(conf)} confidence only cheaper plans beat {name}; front point {k} is the most accurate "
                    f"of them ({why})", RULE_SAFE_CHEAPER)
         return ctx.as_assignment(k), ctx.figures_of_point(k, "most accurate plan reliably better than the reference"), \
             verdict, ref_fig, ref_plan
@@ -397,7 +397,7 @@ def _safe(ctx: _Context, plan: Assignment, spend: float, limit: float
     kept = Assignment(models=a, cost=float(cost[rows, a].sum()), accuracy=float(p[rows, a].mean()),
                       model_names=ctx.models)
     fig = ctx.figures_of(kept, f"the best plan without a predictor: {name}", b=single_bounds(w, p, held, conf))
-    return kept, fig, (f"at {conf:.0%} confidence no predicted plan beats {name}; taking that ({why})",
+    return kept, fig, (f"at {percent(conf)} confidence no predicted plan beats {name}; taking that ({why})",
                        RULE_REFERENCE), ref_fig, ref_plan
 
 

@@ -67,3 +67,16 @@ class Goal:
 
     def as_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, **asdict(self)}
+
+
+def percent(x: float) -> str:
+    """A confidence level as a percentage, with as few decimals as show it without rounding
+    it onto a rounder figure: 0.9 -> 90%, 0.996 -> 99.6% (not 100%), 0.99841... -> 99.8%."""
+    v = 100.0 * float(x)
+    for d in range(4):
+        if abs(round(v, d) - v) < 1e-9:
+            return f"{v:.{d}f}%"
+    d = 1
+    while d < 4 and x < 1 and round(v, d) >= 100:
+        d += 1
+    return f"{v:.{d}f}%"
