@@ -125,13 +125,15 @@ def coverage_split(data: Outcomes, name: str, fraction: float, rep: int, cfg: Co
     t0 = time.perf_counter()
     seed = cfg.seed + rep
     train, val, test = split(data, train=fraction, val=fraction, seed=seed).parts(data)
-    mean, _ = fit_predict(cfg.predictor, train, val, test, seed)
-    front = pareto_front(mean, test.cost, models=test.models)
-    base = cross_fit(cfg.predictor, train, val, cfg.folds, seed)
-    if base is None:
-        raise OptLLMError(f"{name}: {train.n + val.n} labelled queries at fraction {fraction} are too few to cross-fit")
+    crossed = [e for e in cfg.estimators if e != HOLDOUT_BOUND]  # the holdout construction fits its own
+    if crossed:
+        mean, _ = fit_predict(cfg.predictor, train, val, test, seed)
+        front = pareto_front(mean, test.cost, models=test.models)
+        base = cross_fit(cfg.predictor, train, val, cfg.folds, seed)
+        if base is None:
+            raise OptLLMError(f"{name}: {train.n + val.n} labelled queries at fraction {fraction} are too few to "
+                              "cross-fit")
     truth = test.correct
-    realised = values_along(front, truth)
     singles = single_models(truth, test.cost)
     best_acc = float(truth.mean(axis=0)[singles.best])
     best_cost = float(test.cost.sum(axis=0)[singles.best])
@@ -144,19 +146,16 @@ def coverage_split(data: Outcomes, name: str, fraction: float, rep: int, cfg: Co
             continue
         kind, tau = BOUNDS[est]
         held = replace(base, estimator=kind, rule_variance=tau)
-        cells[est], diagnostics[est] = _construction(front, mean, held, test, cfg, best_acc, best_cost, seed,
-                                                     realised)
+        cells[est], diagnostics[est] = _construction(front, mean, held, test, cfg, best_acc, best_cost, seed)
     return SplitRecord(name, fraction, rep, train.n + val.n, test.n, best_acc, cells, diagnostics,
                        time.perf_counter() - t0)
 
 
 def _construction(front: Any, mean: np.ndarray, held: HeldOut, test: Outcomes, cfg: CoverageConfig, best_acc: float,
-                  best_cost: float, seed: int, realised: np.ndarray | None = None
-                  ) -> tuple[dict[str, CellRecord], dict[str, float]]:
+                  best_cost: float, seed: int) -> tuple[dict[str, CellRecord], dict[str, float]]:
     """One bound construction (the sample `held`) on `front` (built on predictions `mean` of
     `test`): its record per confidence, and the error diagnostics at the first confidence."""
-    if realised is None:
-        realised = values_along(front, test.correct)
+    realised = values_along(front, test.correct)
     diag_idx = thin_indices(len(front), 64)
     out: dict[str, CellRecord] = {}
     diagnostics: dict[str, float] = {}
