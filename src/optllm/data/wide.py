@@ -42,6 +42,14 @@ def read_table(path: str | Path, **kw: Any) -> pd.DataFrame:
     raise OptLLMError(f"{p}: unknown file type {kind!r}; use .csv, .jsonl or .parquet")
 
 
+def read_long_table(path: str | Path) -> pd.DataFrame:
+    """A long-format table as it is on disk, its ids kept as text in CSV ("007" is not 7)."""
+    p = Path(path)
+    kinds = {x.lower() for x in p.suffixes}
+    text_ids = {} if kinds & {".parquet", ".pq", ".json", ".jsonl", ".ndjson"} else {"dtype": {"query_id": str}}
+    return read_table(p, **text_ids)
+
+
 def row_of(path: str | Path, r: int) -> str:
     """Where row r (0-based, of the table read) is, as the user sees the file: a CSV's line
     (its header is line 1, so r + 2); in JSONL, JSON or Parquet the record's number (r + 1)."""
@@ -293,9 +301,7 @@ def load_long(
     """
     p = Path(path)
     if df is None:
-        kinds = {x.lower() for x in p.suffixes}
-        text_ids = {} if kinds & {".parquet", ".pq", ".json", ".jsonl", ".ndjson"} else {"dtype": {"query_id": str}}
-        df = read_table(p, **text_ids)  # ids stay text in CSV ("007" is not 7)
+        df = read_long_table(p)
     df = _checked_long(df, p, require_cost, binary)
     cells = _Cells.of(df)
     meta: dict[str, Any] = {"source": str(p), "format": "long"}

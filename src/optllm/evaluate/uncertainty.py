@@ -420,7 +420,7 @@ def bounds_along(front: FrontLike, p: np.ndarray, cost: np.ndarray, held: HeldOu
     est = rect.mean[t]
     trials = effective_trials(rect.observed[t], p.shape[0], est, tau2)
     if held.whole:  # labelled only where plans route: a point not observed whole is unknown (bounds 0 and
-        whole = rect.seen[t] >= 1.0 - 1e-9  # 1), its estimate the prediction itself
+        whole = seen_whole(held, t)  # 1), its estimate the prediction itself
         trials = np.where(whole, trials, 0.0)
         est = np.where(whole, est, mean)
     var_test = est * (1.0 - est) / p.shape[0]
@@ -432,8 +432,13 @@ def observed_points(front: FrontLike, p: np.ndarray, cost: np.ndarray, held: Hel
     """Per point of `front`: True where the labelled queries routed by its rule have the
     label of every model they are routed to (a sample labelled only where plans route,
     `planning.holdout`, observes some points whole and others in part)."""
-    t = labelled_points(front, p, cost, held)
-    return held.rectifier.seen[t] >= 1.0 - 1e-9
+    return seen_whole(held, labelled_points(front, p, cost, held))
+
+
+def seen_whole(held: HeldOut, t: np.ndarray) -> np.ndarray:
+    """Per labelled point t of `held`: every labelled query has the label of the model its
+    rule picks there."""
+    return held.rectifier.seen[np.asarray(t)] >= 1.0 - 1e-9
 
 
 def effective_trials(n_labelled: np.ndarray | float, n_assigned: int, estimate: np.ndarray | float = 0.5,

@@ -78,10 +78,8 @@ def plan_with_labelling(ids: Sequence[str], prompts: Sequence[str], references: 
         box.train = [(ids[i], m) for i in fit for m in active]
         box.held = {pm for pm in box.held if pm[1] in active}
         rep = box.send()
-        if rep.missing:
-            stop = "label-budget" if rep.stopped else "label-failures"
-            if not rep.labelled:
-                raise OptLLMError(f"no prompt could be labelled ({rep.stopped or 'every call failed'})")
+        if rep.missing and not rep.labelled:
+            raise OptLLMError(f"no prompt could be labelled ({rep.stopped or 'every call failed'})")
         have = want
         # a pair the cap or a failure left without a label leaves its prompt unlabelled: planned
         labelled = box.training({ids[i] for i in fit})
@@ -153,11 +151,9 @@ class _Labels:
     @property
     def frame(self) -> Any:
         if self._df is None:
-            from optllm.data.wide import read_table
+            from optllm.data.wide import read_long_table
 
-            path = Path(self.out)
-            text_ids = {} if path.suffix.lower() in (".parquet", ".pq") else {"dtype": {"query_id": str}}
-            self._df = read_table(path, **text_ids)
+            self._df = read_long_table(self.out)
             self._df["query_id"] = self._df["query_id"].astype(str)
         return self._df
 

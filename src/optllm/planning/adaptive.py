@@ -54,7 +54,7 @@ import numpy as np
 
 from optllm.data import Outcomes
 from optllm.errors import OptLLMError
-from optllm.evaluate.uncertainty import observed_points, single_bounds
+from optllm.evaluate.uncertainty import single_bounds
 from optllm.planning.advisor import MIN_LABELS
 from optllm.planning.core import Planned, PlanSettings, plan_queries
 from optllm.selection import Goal
@@ -300,7 +300,7 @@ def hope_cost(planned: Planned, cost: np.ndarray, target: float, confidence: flo
         # a holdout labelled only down to the first failure: a cheaper point not observed whole
         # is taken to be no better than the nearest dearer point that was (accuracy falls
         # along the front), not unknown
-        obs = observed_points(planned.front, planned.p, cost, planned.held)
+        obs = planned.bounds.tested
         capped = np.minimum.accumulate(np.where(obs, upper, np.inf)[::-1])[::-1]
         upper = np.where(np.isfinite(capped), capped, upper)
     ok = upper >= target

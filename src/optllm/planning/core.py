@@ -159,13 +159,13 @@ def _certify(holdout: Any, model: Any, front: FrontLike, mean: np.ndarray, cost:
     """The holdout's `HeldOut` sample: predicted by the fitted `model`, labelled where the
     target rule's tests route (`planning.holdout`)."""
     from optllm.planning.holdout import certify_on_holdout
+    from optllm.selection.engine import usable_models
 
     p_hold, _ = predict_in_chunks(model, holdout.inputs, with_std=False)
     if holdout.feasible is not None:
         p_hold = np.where(holdout.feasible, p_hold, 0.0)
-    usable = np.ones(mean.shape[1], dtype=bool) if feasible is None else np.asarray(feasible).all(axis=0)
     return certify_on_holdout(front, mean, cost, float(goal.target_accuracy), goal.confidence, p_hold, holdout,
-                              usable)
+                              usable_models(mean.shape[1], feasible))
 
 
 class Background:

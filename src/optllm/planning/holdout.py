@@ -35,7 +35,7 @@ from typing import Any, Callable
 import numpy as np
 
 from optllm.errors import OptLLMError
-from optllm.evaluate.uncertainty import HeldOut, bounds_along, labelled_points, single_bounds
+from optllm.evaluate.uncertainty import HeldOut, bounds_along, labelled_points, seen_whole, single_bounds
 from optllm.optimize.types import FrontLike
 
 # label(rows, model column) -> 0/1 labels of those holdout rows for that model (the caller counts the cost)
@@ -104,7 +104,7 @@ def _front_cells(front: FrontLike, p: np.ndarray, cost: np.ndarray, held: HeldOu
     and of the cheaper points after it, `step` new labels at least."""
     rect = held.rectifier
     t = labelled_points(front, p, cost, held)
-    seen = rect.seen[t] >= 1.0 - 1e-9
+    seen = seen_whole(held, t)
     lower = bounds_along(front, p, cost, held, level, band=False).lower
     bad = ~seen | (lower < target)
     costs = np.asarray(front.costs, dtype=float)

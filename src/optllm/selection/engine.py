@@ -150,13 +150,19 @@ def select(front: FrontLike, bounds: AccuracyBounds, goal: Goal, *, p: np.ndarra
     if goal.risk is not None and estimated is None:
         raise OptLLMError("--risk needs estimated costs with their spread (optllm plan); these costs are known")
     p, cost = np.asarray(p), np.asarray(cost)
-    usable = np.ones(p.shape[1], dtype=bool) if feasible is None else np.asarray(feasible).all(axis=0)
+    usable = usable_models(p.shape[1], feasible)
     ctx = _Context(front, bounds, goal, p, cost, held, models, float(extra_cost), estimated, seed, usable)
     if goal.kind == "target":
         return _target(ctx)
     if goal.kind == "budget":
         return _budget(ctx)
     return _knee(ctx)
+
+
+def usable_models(m: int, feasible: np.ndarray | None) -> np.ndarray:
+    """[m] the models that may answer every query (`feasible` [n, m], None: all): the single
+    LLMs a plan may be."""
+    return np.ones(m, dtype=bool) if feasible is None else np.asarray(feasible).all(axis=0)
 
 
 def _base(ctx: _Context, **kw: Any) -> Selection:
