@@ -69,6 +69,22 @@ def test_cli_bench_quick_json(tmp_path) -> None:
     assert (tmp_path / "report.md").exists()
     bad = runner.invoke(app, ["bench", "synthetic:800x3", "--methods", "nope"])
     assert bad.exit_code == 2
+    bad = runner.invoke(app, ["bench", "synthetic:800x3", "--bound", "hold"])
+    assert bad.exit_code == 2 and "--bound must be one of labelled, ppi, holdout" in bad.output
+
+
+@pytest.mark.slow
+def test_cli_bench_bound_holdout(tmp_path) -> None:
+    """`bench --bound holdout`: ours is fitted without the validation part and bounded on it;
+    the config records the bound and the band and target figures are there."""
+    r = runner.invoke(app, ["bench", "synthetic:1500x3", "--quick", "--methods", "zero,ours", "--train-frac", "0.1",
+                            "--val-frac", "0.1", "--bound", "holdout", "--json"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    assert out["config"]["bound"] == "holdout"
+    d = out["datasets"]["synthetic:1500x3"]
+    assert d["methods"]["ours"]["reached_best"]["of"] == 2
+    assert d["honest"]["ours_bound_coverage"]["of"] == 2
 
 
 @pytest.mark.slow

@@ -152,3 +152,58 @@ def test_labels_that_cannot_be_bought_leave_their_plans_unknown_and_are_not_aske
         assert obs[sel.chosen.point]
     elif sel.plan is not None:
         assert dead not in set(np.unique(sel.plan.models))
+
+
+def _fixed_parts(data: Outcomes, n_train: int = 300, n_val: int = 300):
+    order = np.random.default_rng(1).permutation(data.n)
+    tr, va, rest = order[:n_train], order[n_train:n_train + n_val], np.sort(order[n_train + n_val:])
+
+    def part(rows, y=None):
+        return Outcomes(query_ids=rows, models=data.models, correct=data.correct[rows] if y is None else y,
+                        cost=data.cost[rows], texts=data.texts[rows], name="labelled")
+
+    return part, tr, va, rest
+
+
+def test_bound_holdout_fits_without_the_validation_part_and_bounds_on_its_answers() -> None:
+    """`--bound holdout` on the planning path every command shares (`plan_queries`): the
+    predictor never sees the validation labels (flipping them leaves the predictions and
+    the front unchanged), and a plan's lower bound is Clopper-Pearson on the validation
+    answers its own rule picks (n_eff for the planned queries)."""
+    from optllm.planning.core import validation_holdout
+
+    data = _world()
+    part, tr, va, rest = _fixed_parts(data)
+    best = float(data.correct[rest].mean(axis=0).max())
+    goal = Goal(target_accuracy=0.95 * best, confidence=0.9)
+    settings = PlanSettings(bound="holdout")
+    texts = [str(t) for t in data.texts[rest]]
+    planned = plan_queries(part(tr), part(va), texts, data.cost[rest], goal, settings)
+    flipped = plan_queries(part(tr), part(va, 1 - data.correct[va]), texts, data.cost[rest], goal, settings)
+    assert np.array_equal(planned.p, flipped.p) and np.array_equal(planned.front.costs, flipped.front.costs)
+    held = planned.held
+    assert held is not None and held.n == va.size and held.fold is None and not held.rule_variance
+    assert np.array_equal(held.y, data.correct[va])
+    assert np.array_equal(held.p, validation_holdout(planned.predictor, part(va)).p)
+    k = len(planned.front) // 2
+    t = int(labelled_points(planned.front, planned.p, data.cost[rest], held, np.array([k]))[0])
+    answers = held.y[np.arange(held.n), held.rectifier.assignment(t)]
+    n_eff = 1.0 / (1.0 / held.n + 1.0 / rest.size)
+    assert planned.bounds.lower[k] == pytest.approx(float(clopper_pearson(answers.mean(), n_eff, 0.9)), rel=1e-9)
+    sel = planned.selection
+    if sel.plan is not None and sel.chosen.point is not None:
+        assert planned.bounds.lower[sel.chosen.point] >= goal.target_accuracy
+    # the budget rule runs on the same sample
+    cheap = float(data.cost[rest].sum(axis=0).max())
+    assert plan_queries(part(tr), part(va), texts, data.cost[rest], Goal(budget=cheap, confidence=0.9),
+                        settings).selection.plan is not None
+
+
+def test_bound_holdout_needs_validation_labels_and_a_known_name() -> None:
+    data = _world(n=600)
+    part, tr, va, rest = _fixed_parts(data, 100, 1)
+    with pytest.raises(OptLLMError, match="validation labels: need at least 2, got 1"):
+        plan_queries(part(tr), part(va), [str(t) for t in data.texts[rest]], data.cost[rest],
+                     Goal(target_accuracy=0.5), PlanSettings(bound="holdout"))
+    with pytest.raises(OptLLMError, match="--bound must be one of labelled, ppi, holdout"):
+        PlanSettings(bound="hold")

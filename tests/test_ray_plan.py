@@ -54,7 +54,8 @@ def _ray_plan(out: Path) -> dict[str, str]:
 
 
 GOALS = [("--budget", "0.3"), ("--budget", "1.0", "--no-safe"), ("--budget", "4"),
-         ("--target-accuracy", "0.7", "--confidence", "0.8"), ("--target-accuracy", "0.93"), ("--budget", "0.05")]
+         ("--target-accuracy", "0.7", "--confidence", "0.8"), ("--target-accuracy", "0.93"), ("--budget", "0.05"),
+         ("--target-accuracy", "0.7", "--confidence", "0.8", "--bound", "holdout"), ("--budget", "1.0", "--bound", "holdout")]
 
 
 @pytest.mark.parametrize("goal", GOALS, ids=lambda g: " ".join(g))

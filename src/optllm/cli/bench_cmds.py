@@ -13,8 +13,9 @@ from optllm.cli.app import app, console, emit_json
 from optllm.errors import OptLLMError
 from optllm.evaluate.bench import DEFAULT_METHODS, BenchConfig, run_bench
 from optllm.evaluate.report import write_report
-from optllm.evaluate.uncertainty import DEFAULT_ESTIMATOR, ESTIMATORS
+from optllm.evaluate.uncertainty import DEFAULT_ESTIMATOR
 from optllm.optimize.registry import MOEAS
+from optllm.planning.core import BOUNDS
 
 ALL_METHODS = ("zero", "optllm", "threshold", "knn", "ours") + tuple(f"moea:{m}" for m in MOEAS)
 
@@ -44,8 +45,8 @@ def bench(
         from optllm.io import check_output_dir
 
         check_output_dir(out, "--out", BENCH_FILES)
-    if bound not in ESTIMATORS:
-        raise OptLLMError(f"--bound must be one of {', '.join(ESTIMATORS)}, got {bound!r}")
+    if bound not in BOUNDS:
+        raise OptLLMError(f"--bound must be one of {', '.join(BOUNDS)}, got {bound!r}")
     chosen = tuple(m.strip() for m in methods.split(",") if m.strip())
     bad = [m for m in chosen if m not in ALL_METHODS]
     if bad:

@@ -27,7 +27,7 @@ def coverage(
     fractions: str = typer.Option("0.01,0.02,0.05,0.1", help="Label fractions: each split labels this share for training and the same share for validation (the paper's 1% + 1%)."),
     confidences: str = typer.Option("0.8,0.9,0.95", help="Confidence levels to check."),
     targets: str = typer.Option("0.9,0.97,0.99,1", help="Accuracy targets as shares of the best single LLM's realised accuracy."),
-    bounds: str = typer.Option(",".join(BOUNDS), help=f"Bound constructions to compare, from: {', '.join(CHOICES)} (-fixed-rule: without the rule's own variation across folds; holdout: the predictor fitted on the training labels alone, the plans bounded by their answers on the validation labels, as plan --certify holdout does)."),
+    bounds: str = typer.Option(",".join(BOUNDS), help=f"Bound constructions to compare, from: {', '.join(CHOICES)} (-fixed-rule: without the rule's own variation across folds; holdout: the predictor fitted on the training labels alone, the plans bounded by their answers on the validation labels, as --bound holdout does; crossfold: the planned queries predicted by the cross-fit's own fold predictors, each by the predictor of a fold drawn for it, and bounded like labelled without τ²)."),
     predictor: str = typer.Option("default", help="Predictor (as in `optllm run`)."),
     folds: int = typer.Option(5, help="Cross-fitting folds of the labelled sample."),
     seed: int = typer.Option(0, help="Seed of the first split; split r uses seed + r."),

@@ -12,8 +12,11 @@ SAFE = ("With --budget: leave the best plan without a predictor (the best afford
         "two that spends the budget) only for a plan that beats it at --confidence (--no-safe: the most accurate "
         "predicted plan within budget, as the paper does).")
 PREDICTOR = "Correctness predictor (default: the selector; see `optllm predict-eval --help`)."
-BOUND = ("How the held-out labels bound a plan's accuracy: `labelled` (the labelled queries routed as the plan "
-         "routes them, an exact binomial bound) or `ppi` (predicted accuracy plus the held-out residual; narrower, "
-         "and it under-covered in `optllm coverage`: docs/bounds.md).")
+BOUND = ("How the labelled sample bounds a plan's accuracy: `labelled` (every labelled query, predicted by "
+         "cross-fitting and routed as the plan routes it; an exact binomial bound), `holdout` (the predictor is fitted "
+         "on the training labels alone and the plans are bounded by their answers on the validation labels, routed "
+         "by each plan's own rule; an exact binomial bound on fewer labels, with no fold-versus-final-predictor gap) "
+         "or `ppi` (predicted accuracy plus the held-out residual; narrower, and it under-covered in `optllm "
+         "coverage`). Which holds where: docs/bounds.md.")
 SEED = "Seed of every random choice (split, predictor, cross-fitting, the reference mix)."
 NEITHER = "With neither --budget nor --target-accuracy: the knee of the predicted front."

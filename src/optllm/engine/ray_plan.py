@@ -198,10 +198,9 @@ def ray_build_plan(prompt_ids: Sequence[Any], prompts: Sequence[str], catalogue:
     from optllm.evaluate.uncertainty import bounds_along
     from optllm.io import atomic_dir, check_output_dir, write_json
     from optllm.optimize.registry import build_front
-    from optllm.planning.core import start_cross_fit
+    from optllm.planning.core import bounds_on_validation, fit_predictor, start_cross_fit, validation_holdout
     from optllm.predict.base import single_thread_blas
     from optllm.planning.plan import prepare
-    from optllm.predict import inputs_of, make_predictor
     from optllm.selection import select
 
     if not ray_available():
@@ -220,11 +219,9 @@ def ray_build_plan(prompt_ids: Sequence[Any], prompts: Sequence[str], catalogue:
     cat, ids, plan_ids, plan_texts, costs, dropped = pr.cat, pr.ids, pr.plan_ids, pr.plan_texts, pr.costs, pr.dropped
     sample, cost_f = pr.sample, pr.cost_f
     train, val = sample.train, sample.val
+    on_val = bounds_on_validation(settings, val)
     say("fit predictor")
-    model = make_predictor(settings.predictor, seed=settings.seed)
-    has_val = val.n > 0
-    model.fit(inputs_of(train), train.correct, inputs_of(val) if has_val else None,
-              val.correct if has_val else None, models=cat.names)
+    model = fit_predictor(settings.predictor, train, val, settings.seed, on_val)
     t["costs_and_fit"] = time.perf_counter() - t0
 
     import ray
@@ -244,11 +241,12 @@ def ray_build_plan(prompt_ids: Sequence[Any], prompts: Sequence[str], catalogue:
         t1 = time.perf_counter()
         # the cross-fits (labelled sample only) run on a driver thread while the workers predict
         with single_thread_blas():
-            crossed = start_cross_fit(settings, train, val)
+            crossed = None if on_val else start_cross_fit(settings, train, val)
             n_shards = predict_to_parquet(model, plan_texts, cost_f, costs.feasible, names, work, batch_rows)
             t["predict_ray"] = time.perf_counter() - t1
-            held = crossed.result()
-        t["cross_fit"] = crossed.seconds
+            held = validation_holdout(model, val) if crossed is None else crossed.result()
+        if crossed is not None:
+            t["cross_fit"] = crossed.seconds
         # ---- decision: the single selection engine (module docstring, step 3)
         say("select")
         t1 = time.perf_counter()

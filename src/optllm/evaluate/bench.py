@@ -23,8 +23,8 @@ from optllm.evaluate.indicators import accuracy_at_cost, hindsight_saving, singl
 from optllm.evaluate.uncertainty import DEFAULT_ESTIMATOR, AccuracyBounds, bounds_along, values_along, values_of
 from optllm.optimize.registry import MOEAS, build_front
 from optllm.optimize.types import Assignment, FrontLike, thin_indices
-from optllm.planning.core import cross_fit
-from optllm.predict import fit_predict
+from optllm.planning.core import BOUNDS, HOLDOUT_BOUND, cross_fit, fit_predictor, predict_in_chunks, validation_holdout
+from optllm.predict import fit_predict, inputs_of
 from optllm.selection import Goal, Selection, select
 
 DEFAULT_METHODS = ("zero", "optllm", "threshold", "knn", "ours") + tuple(f"moea:{m}" for m in MOEAS)
@@ -47,11 +47,13 @@ class BenchConfig:
     folds: int = 5  # cross-fitting folds of the labelled sample (confidence bounds)
     predictor: str = "default"
     seed: int = 0
-    bound: str = DEFAULT_ESTIMATOR  # how the held-out labels bound our plans (`uncertainty.ESTIMATORS`)
+    bound: str = DEFAULT_ESTIMATOR  # how the labelled sample bounds our plans (`planning.core.BOUNDS`)
 
     def __post_init__(self) -> None:
         if self.reps < 1:
             raise OptLLMError(f"--reps must be at least 1, got {self.reps}")
+        if self.bound not in BOUNDS:
+            raise OptLLMError(f"--bound must be one of {', '.join(BOUNDS)}, got {self.bound!r}")
 
 
 def _front_curve(name: str, front: FrontLike, p: np.ndarray, correct: np.ndarray, seconds: float,
@@ -182,9 +184,14 @@ def _threshold(s: SplitInputs) -> MethodResult:
 
 def _exact_on(s: SplitInputs, pred_name: str, method: str) -> tuple[FrontLike, np.ndarray, MethodResult]:
     """The exact front on predictor `pred_name`'s predictions, with the paper's budget picks."""
+    mean, _, t_pred = s.predict(pred_name)
+    return _exact_front(s, mean, t_pred, method)
+
+
+def _exact_front(s: SplitInputs, mean: np.ndarray, t_pred: float, method: str
+                 ) -> tuple[FrontLike, np.ndarray, MethodResult]:
     from optllm.optimize import pareto_front
 
-    mean, _, t_pred = s.predict(pred_name)
     t1 = time.perf_counter()
     front = pareto_front(mean, s.test.cost, models=s.test.models)
     t_opt = time.perf_counter() - t1
@@ -200,12 +207,21 @@ def _knn(s: SplitInputs) -> MethodResult:
 
 
 def _ours(s: SplitInputs) -> MethodResult:
-    """Ours as `optllm run` picks: the exact front on the default predictor, cross-fitted
-    bounds, the target rule and the safe budget rule (`selection.select`)."""
+    """Ours as `optllm run` picks: the exact front on the default predictor, its bounds
+    (cross-fitted, or on the validation part with `--bound holdout`), the target rule and
+    the safe budget rule (`selection.select`)."""
     cfg, test = s.cfg, s.test
-    front, mean, r = _exact_on(s, cfg.predictor, "ours")
-    t1 = time.perf_counter()
-    held = cross_fit(cfg.predictor, s.train, s.val, cfg.folds, s.seed, cfg.bound)
+    if cfg.bound == HOLDOUT_BOUND:  # the predictor never sees the validation part, which bounds it
+        t1 = time.perf_counter()
+        model = fit_predictor(cfg.predictor, s.train, s.val, s.seed, holdout=True)
+        mean, _ = predict_in_chunks(model, inputs_of(test), with_std=False)
+        front, mean, r = _exact_front(s, mean, time.perf_counter() - t1, "ours")
+        t1 = time.perf_counter()
+        held = validation_holdout(model, s.val)
+    else:
+        front, mean, r = _exact_on(s, cfg.predictor, "ours")
+        t1 = time.perf_counter()
+        held = cross_fit(cfg.predictor, s.train, s.val, cfg.folds, s.seed, cfg.bound)
     b = bounds_along(front, mean, test.cost, held, cfg.confidence, seed=s.seed)
     r.curve.info["bounds_s"] = time.perf_counter() - t1
     r.target_picks = _target_picks(front, b, test.correct, s.target,

@@ -34,6 +34,7 @@ from optllm.errors import OptLLMError
 from optllm.evaluate.indicators import single_models
 from optllm.evaluate.uncertainty import ESTIMATORS, HeldOut, bounds_along, values_along, values_of
 from optllm.optimize.types import thin_indices
+from optllm.planning.core import HOLDOUT_BOUND
 from optllm.selection import Goal, select
 
 TARGET_SHARES = (0.90, 0.97, 0.99, 1.00)
@@ -44,10 +45,18 @@ BOUNDS: dict[str, tuple[str, bool]] = {
     **{e: (e, True) for e in ESTIMATORS}, **{f"{e}-fixed-rule": (e, False) for e in ESTIMATORS}}
 BUDGET_SHARES = (1.0, 0.5)
 # a construction of its own, chosen with --bounds (not in the default set, so campaigns
-# checkpointed before it resume): the validation labels as a holdout (`planning.holdout`),
-# the predictor fitted on the training labels alone, the plans bounded by their answers there
-HOLDOUT_BOUND = "holdout"
-CHOICES = (*BOUNDS, HOLDOUT_BOUND)
+# checkpointed before it resume): `--bound holdout` (`planning.core.validation_holdout`), the
+# predictor fitted on the training labels alone, the plans bounded by their answers on the
+# validation labels
+# and the cross-fold construction: the planned queries are predicted by the fold predictors of
+# the cross-fit (each by the predictor of a fold drawn for it, `CrossFitted.predict_by_fold`),
+# so a labelled and a planned query of one fold are routed by one predictor that saw neither;
+# the labelled estimator then needs no τ² (the rule's variation across folds is on both sides)
+CROSSFOLD_BOUND = "crossfold"
+# "-own-features": the cross-fit's fold predictors each fit their own featuriser on their own
+# training texts (the default cross-fit fits one on every labelled text)
+OWN = "-own-features"
+CHOICES = (*BOUNDS, HOLDOUT_BOUND, CROSSFOLD_BOUND, "labelled" + OWN, CROSSFOLD_BOUND + OWN)
 
 
 def check_splits(splits: int, fractions: tuple[float, ...]) -> None:
@@ -119,18 +128,19 @@ def _share_label(x: float) -> str:
 def coverage_split(data: Outcomes, name: str, fraction: float, rep: int, cfg: CoverageConfig) -> SplitRecord:
     """Measure one split (see the module docstring)."""
     from optllm.optimize import pareto_front
-    from optllm.planning.core import cross_fit
-    from optllm.predict import fit_predict
+    from optllm.planning.core import cross_fit_models
+    from optllm.predict import fit_predict, inputs_of
 
     t0 = time.perf_counter()
     seed = cfg.seed + rep
     train, val, test = split(data, train=fraction, val=fraction, seed=seed).parts(data)
-    crossed = [e for e in cfg.estimators if e != HOLDOUT_BOUND]  # the holdout construction fits its own
-    if crossed:
+    if any(e.removesuffix(OWN) in BOUNDS for e in cfg.estimators):  # the holdout and cross-fold ones predict on their own
         mean, _ = fit_predict(cfg.predictor, train, val, test, seed)
         front = pareto_front(mean, test.cost, models=test.models)
-        base = cross_fit(cfg.predictor, train, val, cfg.folds, seed)
-        if base is None:
+    fits: dict[bool, Any] = {}
+    for own in sorted({e.endswith(OWN) for e in cfg.estimators if e != HOLDOUT_BOUND}):
+        fits[own] = cross_fit_models(cfg.predictor, train, val, cfg.folds, seed, own_features=own)
+        if fits[own] is None:
             raise OptLLMError(f"{name}: {train.n + val.n} labelled queries at fraction {fraction} are too few to "
                               "cross-fit")
     truth = test.correct
@@ -144,8 +154,15 @@ def coverage_split(data: Outcomes, name: str, fraction: float, rep: int, cfg: Co
             f_h, mean_h, held = _holdout_construction(cfg.predictor, train, val, test, seed)
             cells[est], diagnostics[est] = _construction(f_h, mean_h, held, test, cfg, best_acc, best_cost, seed)
             continue
-        kind, tau = BOUNDS[est]
-        held = replace(base, estimator=kind, rule_variance=tau)
+        crossfit = fits[est.endswith(OWN)]
+        if est.removesuffix(OWN) == CROSSFOLD_BOUND:
+            mean_c = crossfit.predict_by_fold(inputs_of(test), seed)
+            f_c = pareto_front(mean_c, test.cost, models=test.models)
+            held = replace(crossfit.held, estimator="labelled", rule_variance=False)
+            cells[est], diagnostics[est] = _construction(f_c, mean_c, held, test, cfg, best_acc, best_cost, seed)
+            continue
+        kind, tau = BOUNDS[est.removesuffix(OWN)]
+        held = replace(crossfit.held, estimator=kind, rule_variance=tau)
         cells[est], diagnostics[est] = _construction(front, mean, held, test, cfg, best_acc, best_cost, seed)
     return SplitRecord(name, fraction, rep, train.n + val.n, test.n, best_acc, cells, diagnostics,
                        time.perf_counter() - t0)
@@ -177,22 +194,17 @@ def _construction(front: Any, mean: np.ndarray, held: HeldOut, test: Outcomes, c
 
 def _holdout_construction(predictor: str, train: Outcomes, val: Outcomes, test: Outcomes, seed: int
                           ) -> tuple[Any, np.ndarray, HeldOut]:
-    """The holdout construction's own front: the predictor fitted on `train` alone (half of it
-    validating, as `plan` splits a labelled sample), `val` the holdout it routes by each plan's
-    rule (every label known here, so nothing is left to buy), and the front of `test`."""
+    """The holdout construction's own front, as `--bound holdout` plans
+    (`planning.core.fit_predictor`, `validation_holdout`): the predictor fitted on `train`
+    alone, `val` the holdout it routes by each plan's rule (every label known here, so
+    nothing is left to buy), and the front of `test`."""
     from optllm.optimize import pareto_front
-    from optllm.predict import make_predictor
+    from optllm.planning.core import fit_predictor, predict_in_chunks, validation_holdout
     from optllm.predict.fitting import inputs_of
 
-    order = np.random.default_rng(seed + 104729).permutation(train.n)
-    fit, check = train.subset(order[: (train.n + 1) // 2]), train.subset(order[(train.n + 1) // 2:])
-    model = make_predictor(predictor, seed=seed)
-    model.fit(inputs_of(fit), fit.correct, inputs_of(check) if check.n else None,
-              check.correct if check.n else None, models=train.models)
-    mean = np.asarray(model.predict(inputs_of(test)).mean, dtype=float)
-    p_hold = np.asarray(model.predict(inputs_of(val)).mean, dtype=float)
-    held = HeldOut(p_hold, val.correct.astype(float), val.cost, "labelled", None, rule_variance=False)
-    return pareto_front(mean, test.cost, models=test.models), mean, held
+    model = fit_predictor(predictor, train, val, seed, holdout=True)
+    mean, _ = predict_in_chunks(model, inputs_of(test), with_std=False)
+    return pareto_front(mean, test.cost, models=test.models), mean, validation_holdout(model, val)
 
 
 def _targets(front: Any, b: Any, mean: np.ndarray, test: Outcomes, held: HeldOut, conf: float,

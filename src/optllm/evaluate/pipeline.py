@@ -45,7 +45,7 @@ class RunConfig:
     safe: bool = True  # budget plans must beat the best plan without a predictor at `confidence`
     gn: int = 50
     generations: int = 100
-    bound: str = DEFAULT_ESTIMATOR  # how the held-out labels bound a plan (`uncertainty.ESTIMATORS`)
+    bound: str = DEFAULT_ESTIMATOR  # how the labelled sample bounds a plan (`planning.core.BOUNDS`)
 
     def goal(self) -> Goal:
         return Goal(budget=self.budget, target_accuracy=self.target_accuracy, confidence=self.confidence,

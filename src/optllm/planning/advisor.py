@@ -83,6 +83,7 @@ class LabelAdvice:
     have: int = 0
     per_model: Mapping[str, int | None] = field(default_factory=dict)
     width: Mapping[str, float] = field(default_factory=dict)  # with `have` labels, per model
+    unit: str = "labelled prompts"  # what `have` and `needed` count ("validation labels" under --bound holdout)
 
     @property
     def width_now(self) -> float | None:
@@ -101,37 +102,40 @@ class LabelAdvice:
     @property
     def message(self) -> str:
         gap = f"±{self.margin:g} at {self.confidence:.0%}"
-        now = "" if self.width_now is None else (f"{self.have:,} labelled prompts resolve about "
+        now = "" if self.width_now is None else (f"{self.have:,} {self.unit} resolve about "
                                                   f"±{self.width_now:.2f}; ")
         if self.needed is None:
             return (f"{now}no sample of these {self.n_total:,} prompts pins accuracy to {gap}: expect wide bounds, "
                     "or resolve a wider gap (optllm sample --margin)")
         if self.have and self.have >= self.needed:
-            return f"{self.have:,} labelled prompts: enough for {gap} (needs {self.needed:,})"
+            return f"{self.have:,} {self.unit}: enough for {gap} (needs {self.needed:,})"
         if self.have:
             return (f"{now}{gap} needs about {self.needed:,}: bounds will be wide and targets may not be "
                     f"certified (add {self.needed - self.have:,})")
-        return f"{gap} needs about {self.needed:,} labelled prompts of {self.n_total:,}"
+        return f"{gap} needs about {self.needed:,} {self.unit} of {self.n_total:,}"
 
     def as_dict(self) -> dict[str, Any]:
         return {"n_total": self.n_total, "margin": self.margin, "confidence": self.confidence, "needed": self.needed,
                 "have": self.have, "enough": self.enough, "width_now": self.width_now,
                 "per_model": dict(self.per_model),
-                "width": dict(self.width), "message": self.message}
+                "width": dict(self.width), "unit": self.unit, "message": self.message}
 
 
 def advise(n_total: int, *, margin: float = DEFAULT_MARGIN, confidence: float = DEFAULT_CONFIDENCE,
-           have: int = 0, accuracies: Mapping[str, float] | None = None) -> LabelAdvice:
+           have: int = 0, accuracies: Mapping[str, float] | None = None, unit: str = "labelled prompts"
+           ) -> LabelAdvice:
     """The advice for a batch of `n_total` prompts (labelled ones included); with
-    `accuracies` (per model, from the labels), per model and in total (their maximum)."""
+    `accuracies` (per model, from the labels), per model and in total (their maximum).
+    `unit` names what the bound counts (`have` and the advice): the labelled prompts, or
+    the validation labels alone under `--bound holdout`."""
     _check(margin, confidence)
     if not accuracies:
         need = labels_for_margin(margin, n_total, 0.5, confidence)
-        return LabelAdvice(n_total, margin, confidence, need, have)
+        return LabelAdvice(n_total, margin, confidence, need, have, unit=unit)
     per = {m: labels_for_margin(margin, n_total, a, confidence) for m, a in accuracies.items()}
     width = {m: float(half_width(max(have, 1), n_total, a, confidence)) for m, a in accuracies.items()}
     need = None if any(v is None for v in per.values()) else max(per.values(), default=None)
-    return LabelAdvice(n_total, margin, confidence, need, have, per, width)
+    return LabelAdvice(n_total, margin, confidence, need, have, per, width, unit)
 
 
 def default_sample_size(n_total: int, *, margin: float = DEFAULT_MARGIN,

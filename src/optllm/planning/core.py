@@ -25,6 +25,10 @@ from optllm.selection import Goal, Selection, select
 
 Progress = Callable[[str], None]
 
+HOLDOUT_BOUND = "holdout"
+# --bound: an estimator on the cross-fitted labelled sample, or the validation part as a holdout
+BOUNDS = (*ESTIMATORS, HOLDOUT_BOUND)
+
 
 @dataclass(frozen=True)
 class PlanSettings:
@@ -35,7 +39,12 @@ class PlanSettings:
     optimiser; `folds`: cross-fitting folds of the labelled sample for the bounds (0: the
     Bernoulli variance only, no held-out correction); `bound`: how the held-out sample bounds
     a plan's accuracy (`optllm.evaluate.uncertainty.ESTIMATORS`); `gn`, `generations`:
-    OptLLM-M's group count and the MOEAs' generations; `seed`: every random choice."""
+    OptLLM-M's group count and the MOEAs' generations; `seed`: every random choice.
+
+    `bound="holdout"` keeps the validation part out of the fit: the predictor is fitted on
+    the training part alone (half of it validating) and the plans are bounded by their
+    answers on the validation part, routed by each plan's own rule (`validation_holdout`;
+    docs/bounds.md). `folds` is then unused."""
 
     predictor: str = "default"
     optimizer: str = "exact"
@@ -47,8 +56,8 @@ class PlanSettings:
     bound: str = DEFAULT_ESTIMATOR
 
     def __post_init__(self) -> None:
-        if self.bound not in ESTIMATORS:
-            raise OptLLMError(f"--bound must be one of {', '.join(ESTIMATORS)}, got {self.bound!r}")
+        if self.bound not in BOUNDS:
+            raise OptLLMError(f"--bound must be one of {', '.join(BOUNDS)}, got {self.bound!r}")
         if self.optimizer not in OPTIMIZERS:
             raise OptLLMError(f"--optimizer: unknown optimizer {self.optimizer!r}; choose from {', '.join(OPTIMIZERS)}")
         if self.seed < 0:
@@ -103,7 +112,6 @@ def plan_queries(train: Outcomes, val: Outcomes, inputs: Any, cost: np.ndarray, 
     cost that no budget reaches, so they are dominated). `holdout` (a `planning.holdout.Holdout`,
     for an accuracy target): bound on it instead of cross-fitting `train` + `val`, buying its
     labels where the tested plans route (`planning.holdout.certify_on_holdout`)."""
-    from optllm.predict import inputs_of, make_predictor
     from optllm.predict.base import single_thread_blas
 
     say = progress or (lambda s: None)
@@ -116,14 +124,12 @@ def plan_queries(train: Outcomes, val: Outcomes, inputs: Any, cost: np.ndarray, 
     # for the whole stretch, so the two threads' nested limits cannot undo each other
     if holdout is not None and goal.target_accuracy is None:
         raise OptLLMError("certifying on a holdout needs an accuracy target")
+    on_val = holdout is None and bounds_on_validation(settings, val)
     with single_thread_blas():
-        crossed = None if holdout is not None else start_cross_fit(settings, train, val)
+        crossed = None if holdout is not None or on_val else start_cross_fit(settings, train, val)
         say("fit predictor")
         t1 = time.perf_counter()
-        model = make_predictor(settings.predictor, seed=settings.seed)
-        has_val = val.n > 0
-        model.fit(inputs_of(train), train.correct, inputs_of(val) if has_val else None,
-                  val.correct if has_val else None, models=models)
+        model = fit_predictor(settings.predictor, train, val, settings.seed, on_val)
         # the standard deviations cost more than the means (a quadratic form per model and query)
         # and only the robust prediction p̄ + α·σ uses them
         mean, std = predict_in_chunks(model, inputs, with_std=settings.alpha != 0)
@@ -139,8 +145,11 @@ def plan_queries(train: Outcomes, val: Outcomes, inputs: Any, cost: np.ndarray, 
         t["optimise"] = time.perf_counter() - t1
         say("bounds")
         t1 = time.perf_counter()
-        if crossed is None:
+        if holdout is not None:
             held = _certify(holdout, model, front, mean, cost, goal, feasible)
+            t["holdout"] = time.perf_counter() - t1
+        elif on_val:
+            held = validation_holdout(model, val)
             t["holdout"] = time.perf_counter() - t1
         else:
             held = crossed.result()
@@ -152,6 +161,49 @@ def plan_queries(train: Outcomes, val: Outcomes, inputs: Any, cost: np.ndarray, 
     sel = select(front, bounds, goal, p=mean, cost=cost, held=held, models=models, extra_cost=extra_cost,
                  estimated=estimated, seed=settings.seed, feasible=feasible)
     return Planned(mean, std, front, held, bounds, sel, t, model)
+
+
+HOLDOUT_SEED = 104729  # offsets the seed of the holdout bound's fit / check halves
+
+
+def bounds_on_validation(settings: PlanSettings, val: Outcomes) -> bool:
+    """Whether `settings` bound on the validation part as a holdout (`--bound holdout`);
+    a clear error when it holds fewer than 2 labelled queries."""
+    if settings.bound != HOLDOUT_BOUND:
+        return False
+    if val.n < 2:
+        raise OptLLMError(f"--bound holdout bounds the plans on the validation labels: need at least 2, got {val.n}")
+    return True
+
+
+def fit_predictor(name: str, train: Outcomes, val: Outcomes, seed: int, holdout: bool = False) -> Any:
+    """Predictor `name` fitted on the labelled sample: on `train` with `val` as its
+    validation part; with `holdout`, on `train` alone (a seeded half of it validating, the
+    proportion `optllm plan` splits a labelled sample in), so that `val` stays a holdout the
+    predictor never saw (`validation_holdout`)."""
+    from optllm.predict import inputs_of, make_predictor
+
+    if holdout:
+        order = np.random.default_rng(seed + HOLDOUT_SEED).permutation(train.n)
+        half = (train.n + 1) // 2
+        train, val = train.subset(order[:half]), train.subset(order[half:])
+    model = make_predictor(name, seed=seed)
+    has_val = val.n > 0
+    model.fit(inputs_of(train), train.correct, inputs_of(val) if has_val else None,
+              val.correct if has_val else None, models=train.models)
+    return model
+
+
+def validation_holdout(model: Any, val: Outcomes) -> HeldOut:
+    """The validation labels as a holdout sample for the bounds (`--bound holdout`): the
+    predictions of `model` (fitted by `fit_predictor(..., holdout=True)`, which never saw
+    them) and every label. Routed by a plan's own rule, they are a binomial sample of its
+    accuracy on the planned queries (`labelled` estimator, exact bound; docs/bounds.md)."""
+    from optllm.predict import inputs_of
+
+    p_hold, _ = predict_in_chunks(model, inputs_of(val), with_std=False)
+    return HeldOut(p_hold, val.correct.astype(float), np.asarray(val.cost, dtype=float), "labelled", None,
+                   rule_variance=False)
 
 
 def _certify(holdout: Any, model: Any, front: FrontLike, mean: np.ndarray, cost: np.ndarray, goal: Goal,
@@ -214,6 +266,59 @@ def cross_fit(name: str, train: Outcomes, val: Outcomes, folds: int, seed: int,
     The featuriser is fitted once on all labelled texts (it sees no labels), so the K fits
     reuse one feature matrix.
     """
+    crossed = cross_fit_models(name, train, val, folds, seed, estimator)
+    return None if crossed is None else crossed.held
+
+
+@dataclass(frozen=True)
+class CrossFitted:
+    """The cross-fit itself: the held-out sample (`held`, its `fold` per labelled query), the
+    fold predictors (`models[f]` never saw fold f) and the featuriser they share (None when
+    the predictor reads raw inputs)."""
+
+    held: HeldOut
+    models: tuple[Any, ...]
+    featurizer: Any
+
+    def predict_by_fold(self, inputs: Any, seed: int) -> np.ndarray:
+        """[n, m] predictions of `inputs` (texts or features), each query by the fold
+        predictor of its fold (`fold_of`: a seeded hash of its text, drawn independently of
+        every label). So a planned query and a labelled query of one fold are predicted by
+        one predictor that saw neither, and a query gets the same fold in every run."""
+        n = inputs.shape[0] if hasattr(inputs, "shape") else len(inputs)
+        fold = fold_of(inputs, len(self.models), seed)
+        X = inputs if self.featurizer is None else self.featurizer.transform(list(inputs))
+        out = np.empty((n, self.held.y.shape[1]), dtype=float)
+        for f, model in enumerate(self.models):
+            rows = np.flatnonzero(fold == f)
+            if rows.size:
+                out[rows] = model.predict(_rows(X, rows)).mean
+        return out
+
+
+def fold_of(inputs: Any, folds: int, seed: int) -> np.ndarray:
+    """The fold (0..folds-1) of each query to plan: a keyed hash (BLAKE2b, keyed by the seed)
+    of its text, or of its feature row's bytes; uniform over the folds and independent of
+    the labels, and the same for a query wherever it is planned or served."""
+    import hashlib
+
+    key = int(seed + CROSSFOLD_SEED).to_bytes(8, "little", signed=False)
+    numeric = hasattr(inputs, "dtype") and np.asarray(inputs).dtype != object
+    rows = ((np.ascontiguousarray(r).tobytes() for r in np.asarray(inputs)) if numeric
+            else (str(x).encode("utf-8") for x in inputs))
+    digests = b"".join(hashlib.blake2b(r, digest_size=8, key=key).digest() for r in rows)
+    return (np.frombuffer(digests, dtype="<u8") % np.uint64(folds)).astype(np.int64)
+
+
+CROSSFOLD_SEED = 15485863  # offsets the seed of the planned queries' fold draw
+
+
+def cross_fit_models(name: str, train: Outcomes, val: Outcomes, folds: int, seed: int,
+                     estimator: str = DEFAULT_ESTIMATOR, own_features: bool = False) -> CrossFitted | None:
+    """`cross_fit`, keeping the fold predictors and their featuriser (`CrossFitted`).
+    `own_features`: each fold predictor fits its own featuriser on its own training texts,
+    so the texts of the fold it predicts are as new to it as the planned queries' texts are
+    to the final predictor (`featurizer` None: the models featurise their inputs)."""
     n_tr, n_va = train.n, val.n
     n = n_tr + n_va
     if folds < 2 or n < 4:
@@ -226,8 +331,10 @@ def cross_fit(name: str, train: Outcomes, val: Outcomes, folds: int, seed: int,
     Xv = inputs_of(val) if n_va else None
     if Xv is not None:
         X = X + Xv if isinstance(X, list) else np.vstack([X, Xv])
-    if getattr(proto, "uses_features", True) and isinstance(X, list):
-        X = fit_transform(make_featurizer(getattr(proto, "featurizer", None)), X)
+    featurizer = None
+    if getattr(proto, "uses_features", True) and isinstance(X, list) and not own_features:
+        featurizer = make_featurizer(getattr(proto, "featurizer", None))
+        X = fit_transform(featurizer, X)
     Y = np.vstack([train.correct, val.correct]) if n_va else train.correct
     C = np.vstack([train.cost, val.cost]) if n_va else train.cost
     rng = np.random.default_rng(seed + 7919)
@@ -236,6 +343,7 @@ def cross_fit(name: str, train: Outcomes, val: Outcomes, folds: int, seed: int,
     share_val = n_va / n
     P = np.empty_like(Y, dtype=float)
     fold = np.empty(n, dtype=int)
+    models = []
     for f, held in enumerate(parts):
         fold[held] = f
         rest = np.setdiff1d(order, held, assume_unique=True)
@@ -243,13 +351,15 @@ def cross_fit(name: str, train: Outcomes, val: Outcomes, folds: int, seed: int,
         k_va = int(round(share_val * rest.size)) if n_va else 0
         k_va = min(max(k_va, 2 if n_va else 0), rest.size - 2)
         tr, va = rest[k_va:], rest[:k_va]
-        model = make_predictor(name, seed=seed + f + 1, featurizer=None)
+        model = make_predictor(name, seed=seed + f + 1) if own_features else make_predictor(
+            name, seed=seed + f + 1, featurizer=None)
         if va.size:
             model.fit(_rows(X, tr), Y[tr], _rows(X, va), Y[va], models=train.models)
         else:
             model.fit(_rows(X, tr), Y[tr], models=train.models)
         P[held] = model.predict(_rows(X, held)).mean
-    return HeldOut(P, Y.astype(float), C, estimator, fold)
+        models.append(model)
+    return CrossFitted(HeldOut(P, Y.astype(float), C, estimator, fold), tuple(models), featurizer)
 
 
 PREDICT_CHUNK = 32_768  # rows featurised and predicted at once: bounds the (rows x n_train) kernel blocks

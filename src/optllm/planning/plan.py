@@ -337,7 +337,7 @@ def _summary(ids: np.ndarray, sample: LabelledSample, plan_ids: np.ndarray, choi
         "n_labelled_in_prompts": int((~keep).sum()),
         "n_planned": int(plan_ids.size) if choice is not None else 0,
         "n_to_plan": int(plan_ids.size),
-        "label_advice": _advice(sample, int(plan_ids.size), cat.names, goal).as_dict(),
+        "label_advice": _advice(sample, int(plan_ids.size), cat.names, goal, settings).as_dict(),
         "n_no_feasible_model": len(dropped),
         "no_feasible_model_ids": dropped[:50],
         "predictor": settings.predictor,
@@ -355,17 +355,21 @@ def _summary(ids: np.ndarray, sample: LabelledSample, plan_ids: np.ndarray, choi
         "infeasible_pairs": costs.infeasible_counts(),
         "infeasible_examples": costs.infeasible(limit=20),
         "timings_s": planned.timings,
-        "notes": _notes(cat, goal, quantile, unused, planned),
+        "notes": _notes(cat, goal, quantile, unused, planned, settings),
     }
 
 
-def _advice(sample: LabelledSample, n_plan: int, names: Sequence[str], goal: Goal) -> Any:
-    """The label advisor on these labels: per model at its labelled accuracy."""
+def _advice(sample: LabelledSample, n_plan: int, names: Sequence[str], goal: Goal, settings: PlanSettings) -> Any:
+    """The label advisor on these labels: per model at its labelled accuracy; under
+    `--bound holdout` the bound counts the validation labels alone, and so does the advice."""
     from optllm.planning.advisor import advise
+    from optllm.planning.core import HOLDOUT_BOUND
 
     y = np.vstack([sample.train.correct, sample.val.correct])
     acc = {m: float(np.nanmean(y[:, k])) for k, m in enumerate(names) if np.isfinite(y[:, k]).any()}
-    return advise(n_plan + y.shape[0], confidence=goal.confidence, have=int(y.shape[0]), accuracies=acc)
+    on_val = settings.bound == HOLDOUT_BOUND
+    return advise(n_plan + y.shape[0], confidence=goal.confidence, have=int(sample.val.n if on_val else y.shape[0]),
+                  accuracies=acc, unit="validation labels" if on_val else "labelled prompts")
 
 
 def _reservations(cat: Catalogue, prompt: np.ndarray, choice: np.ndarray) -> float:
@@ -378,12 +382,20 @@ def _reservations(cat: Catalogue, prompt: np.ndarray, choice: np.ndarray) -> flo
     return float((pt * pin + pout).sum())
 
 
-def _notes(cat: Catalogue, goal: Goal, quantile: float, unused: list[str], planned: Planned) -> list[str]:
-    holdout = planned.held is not None and planned.held.whole
-    notes = ["p is the predicted probability of a correct answer; 'estimated' accuracies are "
-             + ("each plan's answers on the holdout (never trained on, labelled only where the tested plans route; "
-                "a plan without an answer for every holdout prompt is untested: its estimate is the prediction, its "
-                "bounds 0 and 1)" if holdout else "the predictions corrected on held-out labels (cross-fitting)")
+def _notes(cat: Catalogue, goal: Goal, quantile: float, unused: list[str], planned: Planned,
+           settings: PlanSettings) -> list[str]:
+    from optllm.planning.core import HOLDOUT_BOUND
+
+    if planned.held is not None and planned.held.whole:
+        how = ("each plan's answers on the holdout (never trained on, labelled only where the tested plans route; "
+               "a plan without an answer for every holdout prompt is untested: its estimate is the prediction, its "
+               "bounds 0 and 1)")
+    elif settings.bound == HOLDOUT_BOUND:
+        how = ("each plan's answers on the validation labels, routed by the plan's own rule (--bound holdout: the "
+               "predictor was fitted on the training labels alone)")
+    else:
+        how = "the predictions corrected on held-out labels (cross-fitting)"
+    notes = ["p is the predicted probability of a correct answer; 'estimated' accuracies are " + how
              + ", with bounds at the stated confidence",
              "est_cost uses the mean completion length of the model in the labelled sample; est_cost_upper its "
              f"{quantile:.0%} quantile"]
